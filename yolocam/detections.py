@@ -1,0 +1,83 @@
+"""Detections kept after NMS (or the end-to-end top-k), each tied to its raw prediction.
+
+A `Detection` remembers the index of the raw prediction (`anchor`, on the head's flattened
+prediction axis) it came from and that prediction's `level`, so a target can read the
+exact score that survived.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torchvision
+
+from .adapter import HeadOutputs
+
+MAX_WH = 7680  # per-class box offset (pixels) that keeps classes apart in one NMS call
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One kept box. `box` is xyxy in model-input (letterbox) pixels; `image` indexes the batch."""
+
+    image: int
+    anchor: int
+    level: int
+    cls: int
+    conf: float
+    box: tuple[float, float, float, float]
+
+
+def select_detections(
+    head: HeadOutputs,
+    end2end: bool,
+    conf: float = 0.25,
+    iou: float = 0.7,
+    classes: Sequence[int] | None = None,
+    max_det: int = 300,
+) -> list[list[Detection]]:
+    """Per image, the detections kept by NMS (or top-k for end-to-end heads), highest confidence first."""
+    scores = head.logits.detach().float().sigmoid()  # (B, A, nc)
+    boxes = head.boxes.detach().float()
+    keep_cls = None if classes is None else torch.as_tensor(list(classes), device=scores.device)
+    out = []
+    for b in range(scores.shape[0]):
+        if end2end:
+            anchor, cls, score = _topk(scores[b], max_det)
+        else:
+            anchor, cls, score = _nms(scores[b], boxes[b], conf, iou, keep_cls, max_det)
+        if end2end:
+            mask = score > conf
+            if keep_cls is not None:
+                mask &= (cls[:, None] == keep_cls).any(1)
+            anchor, cls, score = anchor[mask], cls[mask], score[mask]
+        dets = [
+            Detection(b, int(a), int(head.levels[a]), int(c), float(s), tuple(float(v) for v in boxes[b, a]))
+            for a, c, s in zip(anchor.tolist(), cls.tolist(), score.tolist())
+        ]
+        out.append(dets)
+    return out
+
+
+def _nms(scores, boxes, conf, iou, keep_cls, max_det):
+    best, cls = scores.max(1)
+    cand = (best > conf).nonzero().view(-1)
+    if keep_cls is not None:
+        cand = cand[(cls[cand, None] == keep_cls).any(1)]
+    if cand.numel() > 30000:
+        cand = cand[best[cand].argsort(descending=True)[:30000]]
+    offset = cls[cand, None].to(boxes.dtype) * MAX_WH
+    kept = torchvision.ops.nms(boxes[cand] + offset, best[cand], iou)[:max_det]
+    anchor = cand[kept]
+    return anchor, cls[anchor], best[anchor]
+
+
+def _topk(scores, max_det):
+    """End-to-end selection: top anchors by best class, then top (anchor, class) pairs among them."""
+    n_anchor, nc = scores.shape
+    k = min(max_det, n_anchor)
+    top_anchor = scores.max(1).values.topk(k).indices
+    pair_scores, pair = scores[top_anchor].flatten().topk(k)
+    return top_anchor[pair // nc], pair % nc, pair_scores
