@@ -73,12 +73,12 @@ def _load_module(model) -> tuple[nn.Module, object | None, str]:
         except Exception as exc:
             raise YolocamError(f"cannot load model checkpoint {path}: {type(exc).__name__}: {exc}") from None
         return module, None, str(path)
-    if isinstance(model, nn.Module):
-        return model, None, type(model).__name__
     inner = getattr(model, "model", None)
-    if isinstance(inner, nn.Module) and type(model).__name__ in ("YOLO", "Model", "YOLOWorld", "YOLOE"):
+    if isinstance(inner, nn.Module) and any(c.__name__ == "Model" for c in type(model).__mro__):
         name = getattr(model, "ckpt_path", None) or getattr(model, "model_name", None) or type(inner).__name__
         return inner, model, str(name)
+    if isinstance(model, nn.Module):
+        return model, None, type(model).__name__
     raise YolocamError(
         f"model: expected a checkpoint path, an ultralytics.YOLO or a DetectionModel, got {type(model).__name__}"
     )

@@ -1,0 +1,72 @@
+"""Shared fixtures: small YOLO models of every family built from ultralytics YAML configs."""
+
+import numpy as np
+import pytest
+import torch
+
+import yolocam  # noqa: F401  (sets ultralytics offline before it is imported)
+from ultralytics.nn.tasks import DetectionModel
+
+FAMILY_CONFIGS = {
+    "v5u": "yolov5nu.yaml",
+    "v8": "yolov8n.yaml",
+    "v9": "yolov9t.yaml",
+    "v10": "yolov10n.yaml",
+    "11": "yolo11n.yaml",
+    "12": "yolo12n.yaml",
+    "26": "yolo26n.yaml",
+}
+
+
+def build_model(cfg: str, nc: int = 3, seed: int = 0) -> DetectionModel:
+    """A random-weight detector that detects something, with scores that vary across the image.
+
+    BatchNorm statistics are calibrated on random images (so features are not flat), and the
+    class biases are spread around 0.
+    """
+    torch.manual_seed(seed)
+    model = DetectionModel(cfg, nc=nc, verbose=False)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.rand(2, 3, 128, 128))
+    head = model.model[-1]
+    with torch.no_grad():
+        for name in ("cv3", "one2one_cv3"):
+            for branch in getattr(head, name, None) or []:
+                branch[-1].weight.mul_(0.2)
+                branch[-1].bias.copy_(torch.randn_like(branch[-1].bias) * 1.5)  # class logits around 0
+        for name in ("cv2", "one2one_cv2"):
+            for branch in getattr(head, name, None) or []:
+                branch[-1].bias.add_(torch.randn_like(branch[-1].bias) * 0.5)
+    for bn in bns:
+        bn.momentum = 0.1
+    return model.eval()
+
+
+_CACHE: dict = {}
+
+
+def family_model(family: str) -> DetectionModel:
+    if family not in _CACHE:
+        _CACHE[family] = build_model(FAMILY_CONFIGS[family])
+    return _CACHE[family]
+
+
+@pytest.fixture(scope="session")
+def v8_model():
+    return family_model("v8")
+
+
+@pytest.fixture(scope="session")
+def image():
+    """A 150 x 200 BGR test image with a few bright shapes on noise."""
+    rng = np.random.RandomState(0)
+    img = (rng.rand(150, 200, 3) * 60).astype(np.uint8)
+    img[30:70, 40:90] = (20, 200, 240)
+    img[80:130, 120:180] = (240, 60, 30)
+    return img
