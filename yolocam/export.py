@@ -12,10 +12,12 @@ each image, so an interrupted run leaves only whole files and a manifest of what
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import re
+import threading
 from pathlib import Path
 
 import cv2
@@ -29,12 +31,17 @@ MANIFEST_VERSION = 1
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` via a temporary file in the same folder and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -57,28 +64,47 @@ def prepare_out_dir(out_dir) -> Path:
     return out
 
 
+def increment_dir(path) -> Path:
+    """`path` itself if it does not exist yet, else the first free `path2`, `path3`, ... (as ultralytics)."""
+    path = Path(path)
+    if not path.exists():
+        return path
+    k = 2
+    while path.with_name(f"{path.name}{k}").exists():
+        k += 1
+    return path.with_name(f"{path.name}{k}")
+
+
 def safe_name(text: str) -> str:
+    """`text` reduced to a file-name-safe `[A-Za-z0-9_.-]` string (never empty)."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "x"
 
 
 class ExportWriter:
-    """Adds images to an output folder one by one (continuing an existing manifest there)."""
+    """Adds images to an output folder one by one.
 
-    def __init__(self, out_dir, meta: dict | None = None, html: bool = False, crops: bool = False):
+    With `append` (the default) an existing manifest there is continued (its stems stay reserved);
+    otherwise a fresh manifest replaces it.
+    """
+
+    def __init__(self, out_dir, meta: dict | None = None, html: bool = False, crops: bool = False,
+                 append: bool = True):
         self.out = prepare_out_dir(out_dir)
         self.html, self.crops = html, crops
         self.manifest = {"version": MANIFEST_VERSION, "model": "", "method": "", "target": "", "layers": None,
                          "images": [], "errors": []}
         existing = self.out / "manifest.json"
-        if existing.exists():
+        if append and existing.exists():
             try:
-                self.manifest.update(json.loads(existing.read_text()))
+                old = json.loads(existing.read_text())
             except (OSError, ValueError):
-                pass  # an unreadable manifest is replaced
+                old = None  # an unreadable manifest is replaced
+            if isinstance(old, dict) and isinstance(old.get("images"), list) and isinstance(old.get("errors"), list):
+                self.manifest.update(old)
         for key in ("model", "method", "target", "layers"):
             if meta and key in meta:
                 self.manifest[key] = meta[key]
-        self.stems = {img["stem"] for img in self.manifest["images"]}
+        self.stems = {img["stem"].casefold() for img in self.manifest["images"]}
 
     def __enter__(self) -> "ExportWriter":
         return self
@@ -87,11 +113,12 @@ class ExportWriter:
         self.finish()
 
     def unique_stem(self, path: str | None) -> str:
+        """A folder name for `path`'s files, unique in this output (case-insensitively, for any file system)."""
         base = safe_name(Path(path).stem) if path else "image"
         stem, k = base, 2
-        while stem in self.stems:
+        while stem.casefold() in self.stems:
             stem, k = f"{base}_{k}", k + 1
-        self.stems.add(stem)
+        self.stems.add(stem.casefold())
         return stem
 
     def add_error(self, path: str | None, error: str) -> None:
@@ -157,6 +184,47 @@ class ExportWriter:
             write_gallery(self.out, self.manifest)
 
 
+def summary_grid(result: ImageExplanation, tile: int = 320, max_tiles: int = 48) -> np.ndarray:
+    """One BGR picture: the image with all boxes, then each detection's heatmap overlay, in a grid.
+
+    Each tile is `tile` x (`tile` + caption) pixels; at most `max_tiles` tiles (highest confidence first).
+    """
+    if result.image is None:
+        raise YolocamError(f"summary_grid: expected an explained image, got an error result ({result.error})")
+    dets = result.detections[: max(max_tiles - 1, 0)]
+    shown = f" (showing {len(dets)})" if len(dets) < len(result.detections) else ""
+    tiles = [_tile(result.image, None, result.detections, tile, f"{len(result.detections)} detections{shown}")]
+    for k, d in enumerate(dets):
+        overlay = blend_heatmap(result.image, d.heatmap)
+        tiles.append(_tile(overlay, k, [d], tile, f"#{k} {d.name} {d.conf:.2f}"))
+    cols = int(np.ceil(np.sqrt(len(tiles))))
+    rows = int(np.ceil(len(tiles) / cols))
+    th, tw = tiles[0].shape[:2]
+    grid = np.full((rows * th, cols * tw, 3), 40, np.uint8)
+    for i, t in enumerate(tiles):
+        r, c = divmod(i, cols)
+        grid[r * th:(r + 1) * th, c * tw:(c + 1) * tw] = t
+    return grid
+
+
+def _tile(image: np.ndarray, index: int | None, dets, size: int, caption: str) -> np.ndarray:
+    """`image` fitted into a size x size square (boxes of `dets` drawn at that scale) above a caption strip."""
+    h, w = image.shape[:2]
+    gain = size / max(h, w)
+    nw, nh = max(int(round(w * gain)), 1), max(int(round(h * gain)), 1)
+    small = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
+    for k, d in enumerate(dets):
+        label = d.name if index is not None else f"{k} {d.name}"
+        draw_box(small, [v * gain for v in d.box], label)
+    cap = 22
+    out = np.full((size + cap, size, 3), 40, np.uint8)
+    top, left = (size - nh) // 2, (size - nw) // 2
+    out[top:top + nh, left:left + nw] = small
+    cv2.putText(out, caption, (4, size + cap - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+    cv2.rectangle(out, (0, 0), (size - 1, size + cap - 1), (90, 90, 90), 1)
+    return out
+
+
 def load_output(out_dir) -> list[ImageExplanation]:
     """Read an output folder written by `ExportWriter` back into `ImageExplanation` objects.
 
@@ -172,8 +240,14 @@ def load_output(out_dir) -> list[ImageExplanation]:
     meta = {k: manifest.get(k) for k in ("model", "method", "target", "layers")}
     results = []
     for img in manifest.get("images", []):
-        with np.load(out / img["heatmaps"]) as npz:
-            heatmaps = npz["heatmaps"].astype(np.float32)
+        try:
+            with np.load(out / img["heatmaps"]) as npz:
+                heatmaps = npz["heatmaps"].astype(np.float32)
+        except (OSError, KeyError, ValueError) as exc:
+            raise YolocamError(f"unreadable heatmaps for {img.get('stem')!r} in {out}: {exc}") from None
+        if len(heatmaps) != len(img["detections"]):
+            raise YolocamError(f"{img['heatmaps']}: expected {len(img['detections'])} heatmaps (as in the "
+                               f"manifest), got {len(heatmaps)}")
         path = img.get("path")
         image = cv2.imread(path) if path and Path(path).is_file() else None
         dets = [
