@@ -149,6 +149,7 @@ class ModelAdapter:
         self.head_inputs = list(head.f)
         yaml = getattr(module, "yaml", None) or {}
         self.n_backbone = len(yaml.get("backbone", [])) or min(self.head_inputs)
+        self.train_imgsz = _train_imgsz(module)
 
     # ----------------------------------------------------------------- anatomy
     @property
@@ -252,3 +253,12 @@ class ModelAdapter:
 def _as_list(f, i: int) -> list[int]:
     items = [f] if isinstance(f, int) else list(f)
     return [i - 1 if j == -1 else j for j in items]
+
+
+def _train_imgsz(module: nn.Module) -> int | None:
+    """The image size the checkpoint was trained at (ultralytics attaches its train args), if known."""
+    args = getattr(module, "args", None)
+    size = args.get("imgsz") if isinstance(args, dict) else getattr(args, "imgsz", None)
+    if isinstance(size, (list, tuple)) and size:
+        size = max(size)
+    return int(size) if isinstance(size, (int, float)) and size >= 32 else None

@@ -17,7 +17,6 @@ from . import _offline  # noqa: F401  (before ultralytics is imported anywhere)
 from .errors import YolocamError
 
 RUNS_DIR = Path("runs") / "yolocam"
-FALLBACK_IMGSZ = 640
 
 
 # --------------------------------------------------------------------------- option values
@@ -150,24 +149,6 @@ def device_name(text: str) -> str:
     return str(dev)
 
 
-def default_imgsz(model) -> int:
-    """The bundled detector's training size (from its checkpoint) when `model` is a demo name or None, else 640."""
-    from .models import DEMO_MODELS, DEFAULT_MODEL, WEIGHTS_DIR
-
-    name = DEFAULT_MODEL if model is None else model
-    if name not in DEMO_MODELS or not (WEIGHTS_DIR / DEMO_MODELS[name]).is_file():
-        return FALLBACK_IMGSZ
-    import torch
-
-    try:
-        ckpt = torch.load(WEIGHTS_DIR / DEMO_MODELS[name], map_location="cpu", weights_only=False)
-        size = (ckpt.get("train_args") or {}).get("imgsz", FALLBACK_IMGSZ)
-        size = max(size) if isinstance(size, (list, tuple)) else int(size)
-        return size if size >= 32 else FALLBACK_IMGSZ
-    except Exception:  # the Explainer reports an unreadable checkpoint itself
-        return FALLBACK_IMGSZ
-
-
 def resolve_classes(spec: list[int | str] | None, names: dict[int, str]) -> list[int] | None:
     """Class indices for `--classes` (indices or names) against the model's `names`."""
     if spec is None:
@@ -224,7 +205,7 @@ def cmd_explain(args) -> int:
     writer = ExportWriter(out, html=args.html, crops=args.crops, append=False)  # fails early if unwritable
     try:
         exp = Explainer(model=args.model, method=args.method, target=args.target, layers=args.layers,
-                        fuse=args.fuse, imgsz=args.imgsz or default_imgsz(args.model), device=args.device)
+                        fuse=args.fuse, imgsz=args.imgsz, device=args.device)
         classes = resolve_classes(args.classes, exp.names)
     except BaseException:
         _drop_if_empty(out, existed)
@@ -264,7 +245,7 @@ def cmd_demo(args) -> int:
     out, existed = _out_dir(args.out, "demo")
     writer = ExportWriter(out, html=True, append=False)
     try:
-        exp = Explainer(model=args.model, imgsz=args.imgsz or default_imgsz(args.model), device=args.device)
+        exp = Explainer(model=args.model, imgsz=args.imgsz, device=args.device)
     except BaseException:
         _drop_if_empty(out, existed)
         raise
@@ -307,7 +288,7 @@ def cmd_bench(args) -> int:
 
 # --------------------------------------------------------------------------- parser
 def _add_model_args(p, method: bool = True,
-                    imgsz_help: str = "default: the demo detector's training size, else 640") -> None:
+                    imgsz_help: str = "default: the size the checkpoint was trained at, else 640") -> None:
     from .explainer import DEFAULT_FUSE, DEFAULT_LAYERS, DEFAULT_METHOD
 
     p.add_argument("--model", default=None, help="checkpoint path, model YAML or demo name (default: demo-v8)")

@@ -34,7 +34,8 @@ class Explainer:
         target: `class`, `conf`, `box`, `all`, `cluster`, or a callable `(outputs, detection) -> scalar`.
         layers: `neck`, `head`, `backbone`, a list of layer indices, or a list of modules.
         fuse: `sum`, `max`, `origin` or `aligned` (how several layers combine).
-        imgsz: model input size (pixels, long side), as ultralytics' `imgsz`.
+        imgsz: model input size (pixels, long side), as ultralytics' `imgsz`; None = the size the
+            checkpoint was trained at when it records one, else 640.
         device: None keeps the model's device.
         reshape_transform: turns a layer output into (B, C, H, W) (for list/tuple/dict outputs).
         memory_mb: bound on the extra memory of one batched backward; more detections are chunked.
@@ -43,13 +44,13 @@ class Explainer:
     """
 
     def __init__(self, model=None, method: str = DEFAULT_METHOD, target="class", layers=DEFAULT_LAYERS,
-                 fuse: str = DEFAULT_FUSE, imgsz: int = 640, device=None, reshape_transform=None,
+                 fuse: str = DEFAULT_FUSE, imgsz: int | None = None, device=None, reshape_transform=None,
                  memory_mb: float = 2048.0, max_batch: int | None = None, end2end: bool | None = None):
         if model is None:
             model = demo_model_path()
         elif isinstance(model, str) and model in DEMO_MODELS:
             model = demo_model_path(model)
-        if not isinstance(imgsz, int) or imgsz < 32:
+        if imgsz is not None and (not isinstance(imgsz, int) or imgsz < 32):
             raise YolocamError(f"imgsz: expected an int >= 32, got {imgsz!r}")
         self.method = get_method(method)
         self.target = get_target(target)
@@ -57,7 +58,7 @@ class Explainer:
         self.adapter = ModelAdapter(model, device=device, end2end=end2end)
         self.layers = resolve_layers(self.adapter, layers)
         self.layers_spec = layers if isinstance(layers, str) else [t.name for t in self.layers]
-        self.imgsz = imgsz
+        self.imgsz = imgsz or self.adapter.train_imgsz or 640
         self.engine = CamEngine(self.adapter, self.method, self.target, self.layers, fuse=fuse,
                                 reshape_transform=reshape_transform, memory_mb=memory_mb, max_batch=max_batch)
 

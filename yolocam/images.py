@@ -9,7 +9,7 @@ import glob
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence, Union
+from typing import Iterable, Iterator, Sequence, Union
 
 import cv2
 import numpy as np
@@ -103,9 +103,15 @@ def resolve_source(source: Source) -> list[str | np.ndarray]:
     return out
 
 
-def iter_images(entries: Sequence[str | np.ndarray]) -> Iterator[ImageItem]:
-    """Load each entry; a bad file yields an ImageItem with `.error` set instead of raising."""
+def iter_images(entries: Iterable[str | np.ndarray | ImageItem]) -> Iterator[ImageItem]:
+    """Load each entry; a bad file yields an ImageItem with `.error` set instead of raising.
+
+    Entries that are already `ImageItem`s (e.g. decoded ahead on another thread) pass through.
+    """
     for i, entry in enumerate(entries):
+        if isinstance(entry, ImageItem):
+            yield entry
+            continue
         if isinstance(entry, np.ndarray):
             try:
                 yield ImageItem(None, to_bgr_uint8(entry, what=f"array #{i}"))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from collections import deque
 from typing import Callable, Iterator, Sequence
 
 from .export import ExportWriter
@@ -126,19 +125,9 @@ def run_explain(explainer, entries: Sequence[str], writer, conf: float, iou: flo
         if progress is not None:
             progress.update(1, detections=counts["detections"], errors=counts["errors"])
 
-    paths: deque = deque()
     with BackgroundWriter(writer, maxsize=max(2, batch), on_done=done) as bg:
-
-        def feed():
-            for item in prefetch(entries, depth=2 * batch + 2):
-                if item.error is not None:
-                    bg.put(ImageExplanation(item.path, None, [], error=item.error, meta=explainer.meta))
-                    continue
-                paths.append(item.path)
-                yield item.image
-
-        for result in explainer.iter_explain(feed(), conf=conf, iou=iou, classes=classes, max_det=max_det,
+        items = prefetch(entries, depth=2 * batch + 2)  # decoded ImageItems keep their paths
+        for result in explainer.iter_explain(items, conf=conf, iou=iou, classes=classes, max_det=max_det,
                                              batch=batch):
-            result.path = paths.popleft()
             bg.put(result)
     return counts
