@@ -1,0 +1,65 @@
+"""yolocam.training: explanation metrics per epoch without changing the training run."""
+
+import csv
+
+import cv2
+import pytest
+from ultralytics import YOLO
+
+from yolocam.errors import YolocamError
+from yolocam.scenes import write_dataset
+from yolocam.training import COLUMNS, CSV_NAME, PNG_NAME, add_explain_callbacks
+
+EPOCHS = 2
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory):
+    """The same tiny training run (yolov8n YAML, 8 images, imgsz 64) without and with the callbacks."""
+    root = tmp_path_factory.mktemp("train")
+    data = write_dataset(root / "data", n_train=8, n_val=4, seed=3)
+    out = {}
+    for name in ("plain", "explained"):
+        model = YOLO("yolov8n.yaml", task="detect")
+        callback = None
+        if name == "explained":  # conf 0: an untrained model's tiny scores still give boxes to explain
+            callback = add_explain_callbacks(model, samples=3, imgsz=64, conf=0.0, max_det=10, faithful=1, steps=4)
+        model.train(data=str(data), epochs=EPOCHS, imgsz=64, batch=4, workers=0, device="cpu", project=str(root),
+                    name=name, exist_ok=True, amp=False, plots=False, pretrained=False, seed=0, deterministic=True,
+                    verbose=False)
+        out[name] = (root / name, callback)
+    return out
+
+
+def read_csv(path):
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_one_row_per_epoch(runs):
+    folder, callback = runs["explained"]
+    rows = read_csv(folder / CSV_NAME)
+    assert [int(r["epoch"]) for r in rows] == list(range(1, EPOCHS + 1))  # the final eval adds no row
+    assert tuple(rows[0]) == COLUMNS
+    for r in rows:
+        assert int(r["images"]) == 3 and int(r["detections"]) > 0
+        assert int(r["tp"]) + int(r["fp"]) == int(r["detections"])
+    assert len(callback.rows) == EPOCHS
+    plot = cv2.imread(str(folder / PNG_NAME))
+    assert plot is not None and plot.shape[2] == 3
+    assert not (runs["plain"][0] / CSV_NAME).exists()
+
+
+def test_training_results_unchanged(runs):
+    plain, explained = read_csv(runs["plain"][0] / "results.csv"), read_csv(runs["explained"][0] / "results.csv")
+    assert list(plain[0]) == list(explained[0])  # same columns: nothing added to ultralytics' metrics
+    assert len(plain) == len(explained) == EPOCHS
+    for a, b in zip(plain, explained):  # and the same values (deterministic CPU run), wall time aside
+        assert {k: v for k, v in a.items() if k != "time"} == {k: v for k, v in b.items() if k != "time"}
+
+
+def test_rejects_non_yolo_objects():
+    with pytest.raises(YolocamError, match="ultralytics.YOLO"):
+        add_explain_callbacks(object())
+    with pytest.raises(YolocamError, match="samples"):
+        add_explain_callbacks(YOLO("yolov8n.yaml", task="detect"), samples=0)
