@@ -13,7 +13,6 @@ import torch
 from ultralytics import YOLO
 from ultralytics.utils.metrics import DetMetrics
 
-import yolocam
 from yolocam.compare import COLUMNS, TABLE_COLUMNS, compare_methods
 from yolocam.metrics import energy_in_box
 from yolocam.models import demo_model_path

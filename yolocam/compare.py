@@ -70,7 +70,7 @@ class WorstCases:
     def __init__(self, k: int = 12):
         self.k, self.fp, self.tp = int(k), [], []
 
-    def offer(self, rec: dict, heat: torch.Tensor, pb) -> None:
+    def offer(self, rec: dict, heat: torch.Tensor) -> None:
         """rec: a prediction record; heat: its (h, w) map on the unpadded letterboxed image."""
         if self.k <= 0 or (rec["tp"] and rec["energy"] is None):
             return
@@ -150,9 +150,11 @@ class ValidationReport:
     def format(self) -> str:
         """ultralytics' metrics table, then the localisation table."""
         keys = ("class", "images", "instances", "precision", "recall", "map50", "map50_95")
-        allrow = {"class": "all", "images": self.counts["images"], "instances": sum(c["instances"] for c in self.classes),
-                  "precision": self.metrics.get("metrics/precision(B)", 0.0), "recall": self.metrics.get("metrics/recall(B)", 0.0),
-                  "map50": self.metrics.get("metrics/mAP50(B)", 0.0), "map50_95": self.metrics.get("metrics/mAP50-95(B)", 0.0)}
+        m = self.metrics
+        allrow = {"class": "all", "images": self.counts["images"],
+                  "instances": sum(r["instances"] for r in self.table if r["class"] == "all"),
+                  "precision": m.get("metrics/precision(B)", 0.0), "recall": m.get("metrics/recall(B)", 0.0),
+                  "map50": m.get("metrics/mAP50(B)", 0.0), "map50_95": m.get("metrics/mAP50-95(B)", 0.0)}
         head = ("Class", "Images", "Instances", "Box(P", "R", "mAP50", "mAP50-95)")
         s = self.settings
         return "\n".join([
@@ -169,7 +171,7 @@ class ValidationReport:
         """Write metrics.csv, predictions.csv, metrics.json and worst/ into `out`."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        if self.worst_cases is not None:
+        if self.worst_cases is not None and (self.worst_cases.fp or self.worst_cases.tp):
             meta = {k: self.settings[k] for k in ("model", "method", "target", "layers")}
             self.worst = self.worst_cases.write(out / "worst", meta)
         atomic_write_bytes(out / "metrics.csv", csv_bytes(self.table, TABLE_COLUMNS))

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from .adapter import HeadOutputs, ModelAdapter
 from .detections import Detection

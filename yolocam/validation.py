@@ -167,7 +167,7 @@ class Collector:
                 "energy_other": _num(loc.energy_other[k]),
             }
             self.records.append(rec)
-            self.worst.offer(rec, crop[k], pb)
+            self.worst.offer(rec, crop[k])
 
 
 def _num(v: torch.Tensor) -> float | None:
