@@ -160,7 +160,9 @@ class ValidationReport:
         return "\n".join([
             format_rows(head, [allrow, *self.classes], keys), "",
             f"explanations: method={s['method']} target={s['target']} layers={s['layers']} fuse={s['fuse']} "
-            f"conf>={s['conf']} (PG pointing game, EiB energy in the matched/nearest box, EoO energy on other objects)",
+            f"conf>={s['conf']} head={s.get('head', '')}",
+            "PG pointing game, EiB energy in the matched (TP) / nearest (FP) ground-truth box, EoO energy on the "
+            "other objects; Missed: ground truths no kept prediction matched, over every validated image",
             format_rows(_HEADER, self.table, TABLE_COLUMNS)])
 
     def to_dict(self) -> dict:
