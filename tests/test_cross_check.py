@@ -79,12 +79,13 @@ def reference_maps(model, x, layer_ids, dets, name, end2end):
 @pytest.mark.parametrize("family,layers", [("v8", [15, 18, 21]), ("v8", [12, 15, 18, 21]), ("26", [16, 19, 22])])
 @pytest.mark.parametrize("name", ["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "ssgradcam",
                                   "ssgradcam++", "eigencam", "eigengradcam"])
-def test_engine_matches_plain_reimplementation(family, layers, name, image):
+@pytest.mark.parametrize("strategy", ["batched", "loop"])
+def test_engine_matches_plain_reimplementation(family, layers, name, strategy, image):
     model = family_model(family)
     exp = yolocam.Explainer(model, imgsz=128, method="gradcam")
     x, _ = exp.adapter.preprocess([image], 128)
     engine = CamEngine(exp.adapter, get_method(name), get_target("class"), resolve_layers(exp.adapter, layers),
-                       fuse="sum", max_batch=3)  # several chunks
+                       fuse="sum", max_batch=3, strategy=strategy)  # several chunks
     result = engine.run(x, conf=0.3, max_det=5)
     dets = result.detections[0]
     assert len(dets) == 5

@@ -21,6 +21,6 @@ def __getattr__(name):
     if name in ("metrics", "validate"):
         import importlib
 
-        mod = importlib.import_module(f".{name}", __name__)
+        mod = importlib.import_module(".validation" if name == "validate" else f".{name}", __name__)
         return mod if name == "metrics" else mod.validate
     raise AttributeError(f"module 'yolocam' has no attribute {name!r}")

@@ -3,10 +3,15 @@
 1. Capture: run the network once (no autograd), keeping every layer's output; hooks store the
    target layers' outputs (detached).
 2. Select detections from the head outputs (NMS or end-to-end top-k).
-3. Replay: re-run only the layers from the earliest target layer to the head, on a batch with
-   one row ("copy") per (detection, component) job, seeded from the captured outputs. Row k
-   gets job k's target; one `torch.autograd.grad` of the summed targets w.r.t. the target
-   layers' outputs gives every job its own gradient, because rows never interact (eval mode).
+3. Replay: re-run only the layers from the earliest target layer to the head, seeded from the
+   captured outputs, and differentiate each (detection, component) job's target w.r.t. the
+   target layers' outputs. Two strategies give the same gradients:
+   - `batched` (default on CUDA): one replay with a row ("copy") per job; row k gets job k's
+     target; one `torch.autograd.grad` of the summed targets gives every job its own gradient,
+     because rows never interact (eval mode). Jobs are grouped by level so that the other
+     levels' head branches are left out of the backward.
+   - `loop` (default on CPU, where a batch row costs as much as a separate pass): one batch-1
+     replay per image, then one retained backward per job.
    Parameters are frozen meanwhile, so no parameter `.grad` is touched.
 4. Weight activations with gradients (the method), fuse layers, normalise.
 
@@ -22,10 +27,14 @@ import torch
 
 from .adapter import ModelAdapter
 from .detections import Detection, select_detections
+from .errors import YolocamError
 from .fusion import check_fusion, fuse_layer_maps, normalise, resize_maps
 from .layers import TargetLayer, align_levels, default_reshape, flatten_output, rebuild_output
 from .methods import Method
 from .targets import Jobs, Target
+
+
+STRATEGIES = ("auto", "batched", "loop")
 
 
 class LayerHooks:
@@ -99,6 +108,7 @@ class CamEngine:
         memory_mb: float = 2048.0,
         max_batch: int | None = None,
         seed: int = 0,
+        strategy: str = "auto",
     ):
         self.adapter, self.method, self.target = adapter, method, target
         self.layers = list(layers)
@@ -107,17 +117,31 @@ class CamEngine:
         self.memory_mb, self.max_batch, self.seed = memory_mb, max_batch, seed
         self.start = min(t.top for t in self.layers)
         self.seed_root = self.layers[0].is_top_level and self.layers[0].top == self.start
+        if strategy not in STRATEGIES:
+            raise YolocamError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+        if strategy == "auto":  # measured: batching pays on GPUs; on CPUs re-running forwards per job does not
+            strategy = "batched" if adapter.device.type == "cuda" else "loop"
+        self.strategy = strategy
+        self._live: list = []
 
     # ------------------------------------------------------------------ public
-    def run(self, x: torch.Tensor, conf=0.25, iou=0.7, classes=None, max_det=300) -> EngineResult:
-        """Explain every detection in the batch `x` (B, 3, H, W)."""
+    def run(self, x: torch.Tensor, conf=0.25, iou=0.7, classes=None, max_det=300, select=None) -> EngineResult:
+        """Explain every detection in the batch `x` (B, 3, H, W).
+
+        Detections are those NMS (or the end-to-end top-k) keeps, or `select(head_outputs)` ->
+        per image a list of `Detection`s when given (e.g. a validator's kept predictions).
+        Works under `torch.inference_mode` too (gradients are computed outside it).
+        """
         adapter = self.adapter
         with adapter.explaining(), LayerHooks(self.layers) as hooks, torch.inference_mode(False):
             x = x.clone() if x.is_inference() else x
             with torch.no_grad():
                 outputs = adapter.run_layers(x, [None] * len(adapter.layers))
                 head = adapter.head_outputs(outputs)
-            dets = select_detections(head, adapter.end2end, conf, iou, classes, max_det)
+            if select is not None:
+                dets = [list(d) for d in select(head)]
+            else:
+                dets = select_detections(head, adapter.end2end, conf, iou, classes, max_det)
             acts = [self.reshape(hooks.outputs[k]) for k in range(len(self.layers))]
             size = tuple(x.shape[-2:])
             if not self.method.needs_gradients:
@@ -138,15 +162,20 @@ class CamEngine:
     def _per_detection_maps(self, hooks, outputs, acts, dets, size) -> list[torch.Tensor]:
         n_comp = self.target.n_components
         flat = [(d, c) for image_dets in dets for d in image_dets for c in range(n_comp)]
+        order = list(range(len(flat)))
+        if self.target.local and self.strategy == "batched":  # chunks of one level skip the others' branches
+            order.sort(key=lambda i: flat[i][0].level)
         job_maps = []
         chunk = self.chunk_size(outputs)
         for lo in range(0, len(flat), chunk):
-            part = flat[lo:lo + chunk]
+            part = [flat[i] for i in order[lo:lo + chunk]]
             jobs = Jobs.build([d for d, _ in part], [c for _, c in part], acts[0].device)
             rows = torch.tensor([d.image for d, _ in part], device=acts[0].device)
             grads = self._gradients(hooks, outputs, rows, jobs)
             job_maps.append(self._cam(acts, grads, rows, self._job_strides(jobs.detections), size))
         all_maps = torch.cat(job_maps) if job_maps else self._empty(size)
+        if order != sorted(order):
+            all_maps = all_maps[torch.tensor(order, device=all_maps.device).argsort()]
         per_det = all_maps.view(-1, n_comp, *size).amax(1)  # components max-combined
         out, i = [], 0
         for image_dets in dets:
@@ -168,33 +197,83 @@ class CamEngine:
         return [torch.stack([s[k] for s in per_sample]) for k in range(len(self.layers))]
 
     def _replay(self, hooks, outputs, rows, jobs, noise) -> list[torch.Tensor]:
+        """Gradients (n, C, H, W) per target layer for n jobs, by the engine's strategy."""
+        if self.strategy == "loop":
+            return self._replay_loop(hooks, outputs, rows, jobs, noise)
+        return self._replay_batched(hooks, outputs, rows, jobs, noise)
+
+    def _replay_batched(self, hooks, outputs, rows, jobs, noise) -> list[torch.Tensor]:
+        """One replay with a row per job and one backward for all (the GPU path)."""
+        levels = {d.level for d in jobs.detections}
+        level = levels.pop() if len(levels) == 1 and self.target.local else None
+        with torch.enable_grad():
+            replay, tensors = self._replay_forward(hooks, outputs, rows, noise)
+            values = self.target(self._head(replay, level), jobs)
+            grads = torch.autograd.grad(values.sum(), tensors, allow_unused=True)
+        return self._structure(hooks, tensors, grads)
+
+    def _replay_loop(self, hooks, outputs, rows, jobs, noise) -> list[torch.Tensor]:
+        """Per image one batch-1 replay, then one retained backward per job (the CPU path: no
+        forward is repeated per job, and local targets skip the other levels' head branches)."""
+        per_job: list = [None] * len(jobs.detections)
+        for image in sorted(set(rows.tolist())):
+            ks = [k for k in range(len(per_job)) if int(rows[k]) == image]
+            groups: dict = {}
+            for k in ks:
+                groups.setdefault(jobs.detections[k].level if self.target.local else None, []).append(k)
+            with torch.enable_grad():
+                replay, tensors = self._replay_forward(hooks, outputs, rows[ks[:1]], noise)
+                for level, members in groups.items():
+                    head = self._head(replay, level)
+                    for k in members:
+                        one = Jobs.build([jobs.detections[k]], [int(jobs.component[k])], rows.device)
+                        grads = torch.autograd.grad(self.target(head, one).sum(), tensors,
+                                                    retain_graph=True, allow_unused=True)
+                        per_job[k] = self._structure(hooks, tensors, grads)
+        return [torch.cat([g[i] for g in per_job]) for i in range(len(self.layers))]
+
+    def _replay_forward(self, hooks, outputs, rows, noise) -> tuple[list, list[torch.Tensor]]:
+        """Re-run the layers from the earliest target layer on the given rows, with autograd.
+
+        Returns the layer outputs and the flat list of target tensors to differentiate w.r.t.
+        """
         adapter, start = self.adapter, self.start
         replay = [None] * len(adapter.layers)
-        needed = self._needed_before(start)
-        for j in needed:
+        for j in self._needed_before(start):
             replay[j] = _index_rows(outputs[j], rows)
         hooks.replay, hooks.noise = True, noise
         try:
-            with torch.enable_grad():
-                first = start
-                if self.seed_root:
-                    root = [hooks.prepare(t, noisy=True) for t in flatten_output(_index_rows(outputs[start], rows))]
-                    replay[start] = rebuild_output(outputs[start], root)
-                    hooks.outputs[0] = replay[start]
-                    first = start + 1
-                adapter.run_layers(None, replay, start=first)
-                values = self.target(adapter.head_outputs(replay), jobs)
-                live = [flatten_output(hooks.outputs[k]) for k in range(len(self.layers))]
-                tensors = [t for group in live for t in group]
-                grads = torch.autograd.grad(values.sum(), tensors, allow_unused=True)
+            first = start
+            if self.seed_root:
+                root = [hooks.prepare(t, noisy=True) for t in flatten_output(_index_rows(outputs[start], rows))]
+                replay[start] = rebuild_output(outputs[start], root)
+                hooks.outputs[0] = replay[start]
+                first = start + 1
+            adapter.run_layers(None, replay, start=first)
         finally:
             hooks.replay, hooks.noise = False, 0.0
+        self._live = [hooks.outputs[k] for k in range(len(self.layers))]
+        return replay, [t for k in range(len(self.layers)) for t in flatten_output(self._live[k])]
+
+    def _head(self, replay: list, level: int | None):
+        """Head outputs; with a `level`, the other levels' inputs are detached (their branches get
+        no backward pass, which only a target local to that level allows)."""
+        if level is None:
+            return self.adapter.head_outputs(replay)
+        feeds = list(replay)
+        for lvl, j in enumerate(self.adapter.head_inputs):
+            if lvl != level:
+                feeds[j] = replay[j].detach()
+        return self.adapter.head_outputs(feeds)
+
+    def _structure(self, hooks, tensors, grads) -> list[torch.Tensor]:
+        """Flat gradients -> one reshaped (n, C, H, W) gradient per target layer."""
         grads = [torch.zeros_like(t) if g is None else g for t, g in zip(tensors, grads)]
         out, i = [], 0
-        for k, group in enumerate(live):
-            structured = rebuild_output(hooks.outputs[k], grads[i:i + len(group)])
-            out.append(self.reshape(structured).detach())
-            i += len(group)
+        for live in self._live:
+            n = len(flatten_output(live))
+            out.append(self.reshape(rebuild_output(live, grads[i:i + n])).detach())
+            i += n
         return out
 
     def _cam(self, acts, grads, rows, job_strides, size) -> torch.Tensor:

@@ -41,11 +41,14 @@ class Explainer:
         memory_mb: bound on the extra memory of one batched backward; more detections are chunked.
         max_batch: fixed number of jobs per batched backward (overrides `memory_mb`).
         end2end: None uses an end-to-end head's one-to-one branch when there is one.
+        strategy: how gradients of many boxes are computed: `batched` (one batched backward),
+            `loop` (one retained backward per box), `auto` (batched on CUDA, loop on CPU).
     """
 
     def __init__(self, model=None, method: str = DEFAULT_METHOD, target="class", layers=DEFAULT_LAYERS,
                  fuse: str = DEFAULT_FUSE, imgsz: int | None = None, device=None, reshape_transform=None,
-                 memory_mb: float = 2048.0, max_batch: int | None = None, end2end: bool | None = None):
+                 memory_mb: float = 2048.0, max_batch: int | None = None, end2end: bool | None = None,
+                 strategy: str = "auto"):
         if model is None:
             model = demo_model_path()
         elif isinstance(model, str) and model in DEMO_MODELS:
@@ -60,7 +63,8 @@ class Explainer:
         self.layers_spec = layers if isinstance(layers, str) else [t.name for t in self.layers]
         self.imgsz = imgsz or self.adapter.train_imgsz or 640
         self.engine = CamEngine(self.adapter, self.method, self.target, self.layers, fuse=fuse,
-                                reshape_transform=reshape_transform, memory_mb=memory_mb, max_batch=max_batch)
+                                reshape_transform=reshape_transform, memory_mb=memory_mb, max_batch=max_batch,
+                                strategy=strategy)
 
     @property
     def names(self) -> dict[int, str]:

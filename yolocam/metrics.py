@@ -283,22 +283,9 @@ def deletion_insertion(adapter: ModelAdapter, x, heatmap, box, cls: int, steps: 
 # ------------------------------------------------- explaining fixed detections
 def explain_fixed(engine: CamEngine, x: torch.Tensor,
                   select: Callable[[HeadOutputs], list[list[Detection]]]) -> EngineResult:
-    """Like `CamEngine.run`, but the detections come from `select(head_outputs)` (e.g. a validator's
-    kept predictions, or the same detections on a re-initialised model). Maps: (n_i, H, W) per image."""
-    adapter = engine.adapter
-    with adapter.explaining(), LayerHooks(engine.layers) as hooks, torch.inference_mode(False):
-        x = x.clone() if x.is_inference() else x
-        with torch.no_grad():
-            outputs = adapter.run_layers(x, [None] * len(adapter.layers))
-            head = adapter.head_outputs(outputs)
-        dets = select(head)
-        acts = [engine.reshape(hooks.outputs[k]) for k in range(len(engine.layers))]
-        size = tuple(x.shape[-2:])
-        if not engine.method.needs_gradients:
-            maps = engine._image_level_maps(acts, dets, size)
-        else:
-            maps = engine._per_detection_maps(hooks, outputs, acts, dets, size)
-    return EngineResult(dets, maps)
+    """`CamEngine.run` with the detections from `select(head_outputs)` (e.g. a validator's kept
+    predictions, or the same detections on a re-initialised model). Maps: (n_i, H, W) per image."""
+    return engine.run(x, select=select)
 
 
 # ------------------------------------------------------- model randomisation

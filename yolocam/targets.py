@@ -46,6 +46,7 @@ class Target:
 
     name = "target"
     n_components = 1
+    local = False  # True when the scalar reads only the detection's own anchor (so only its level)
 
     def __call__(self, outputs: HeadOutputs, jobs: Jobs) -> torch.Tensor:
         raise NotImplementedError
@@ -59,6 +60,7 @@ class ClassLogit(Target):
     """Pre-sigmoid logit of the detected class at the detection's anchor (the default)."""
 
     name = "class"
+    local = True
 
     def __call__(self, outputs, jobs):
         return outputs.logits[_rows(outputs, jobs), jobs.anchor, jobs.cls]
@@ -68,6 +70,7 @@ class Confidence(Target):
     """Post-sigmoid score of the detected class at its anchor (saturates near 1)."""
 
     name = "conf"
+    local = True
 
     def __call__(self, outputs, jobs):
         return outputs.logits[_rows(outputs, jobs), jobs.anchor, jobs.cls].sigmoid()
@@ -77,6 +80,7 @@ class BoxCoordinates(Target):
     """One decoded coordinate (x1, y1, x2, y2) per job, in stride-normalised (grid) units."""
 
     name = "box"
+    local = True
     n_components = 4
 
     def __call__(self, outputs, jobs):
@@ -89,6 +93,7 @@ class ClassAndBox(Target):
     """Component 0: class logit; 1..4: box coordinates (ODAM-style, max-combined maps)."""
 
     name = "all"
+    local = True
     n_components = 5
 
     def __call__(self, outputs, jobs):
