@@ -19,10 +19,15 @@ FUSIONS = ("sum", "max", "origin", "aligned")
 
 
 def normalise(maps: torch.Tensor) -> torch.Tensor:
-    """Rectify and scale each map by its maximum: (N, H, W) -> (N, H, W) in [0, 1]."""
-    maps = torch.nan_to_num(maps.float(), nan=0.0, posinf=0.0, neginf=0.0).clamp(min=0)
-    peak = maps.amax((-2, -1), keepdim=True)
-    return torch.where(peak > 0, maps / peak.clamp(min=1e-30), torch.zeros_like(maps))
+    """Rectify and scale each map by its maximum: (N, H, W) -> (N, H, W) in [0, 1] (a new tensor)."""
+    return normalise_(maps.float().clone())
+
+
+def normalise_(maps: torch.Tensor) -> torch.Tensor:
+    """`normalise` in place on a float tensor the caller owns (no copies of full-size maps)."""
+    torch.nan_to_num_(maps, nan=0.0, posinf=0.0, neginf=0.0).clamp_(min=0)
+    peak = maps.amax((-2, -1), keepdim=True).clamp_(min=1e-30)  # all-zero maps stay zero
+    return maps.div_(peak)
 
 
 def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -51,14 +56,26 @@ def fuse_layer_maps(
     origin: per job, the layer whose stride is closest to the job's detection stride (`job_strides`, (N,)).
     """
     if mode == "sum":
-        return normalise(sum(resize_maps(m.clamp(min=0), size) for m in maps))
+        total = None
+        for m in maps:  # rectify at the layer's own resolution, then upsample and accumulate in place
+            up = resize_maps(torch.nan_to_num(m.float()).clamp_(min=0), size)
+            total = up.clone() if total is None else total.add_(up)
+        return normalise_(total)
     if mode == "max":
-        return torch.stack([resize_maps(normalise(m), size) for m in maps]).amax(0)
+        total = None
+        for m in maps:
+            up = resize_maps(normalise(m), size)
+            total = up.clone() if total is None else torch.maximum(total, up, out=total)
+        return total
     if mode == "origin":
         log_layer = torch.tensor([math.log2(s) for s in layer_strides], device=job_strides.device)
         pick = (job_strides.float().log2()[:, None] - log_layer[None]).abs().argmin(1)  # (N,)
-        stacked = torch.stack([resize_maps(normalise(m), size) for m in maps])  # (L, N, H, W)
-        return stacked[pick, torch.arange(len(pick), device=pick.device)]
+        out = torch.empty((len(pick), *size), device=job_strides.device)
+        for k, m in enumerate(maps):  # each job's map from its own layer only
+            rows = (pick == k).nonzero().view(-1)
+            if len(rows):
+                out[rows] = resize_maps(normalise(m[rows]), size)
+        return out
     raise YolocamError(f"unknown fuse {mode!r}; expected one of {', '.join(FUSIONS)}")
 
 
@@ -66,7 +83,8 @@ def to_original(maps: torch.Tensor, lb: Letterbox) -> torch.Tensor:
     """Crop letterbox padding from (N, H, W) input-space maps, resize to the original (h0, w0), renormalise."""
     w, h = lb.new_unpad
     cropped = maps[:, lb.top:lb.top + h, lb.left:lb.left + w]
-    return normalise(resize_maps(cropped, lb.orig_shape))
+    resized = resize_maps(cropped, lb.orig_shape)
+    return normalise_(resized.clone() if resized is cropped else resized)
 
 
 def boxes_to_original(boxes: torch.Tensor, lb: Letterbox) -> torch.Tensor:
