@@ -19,7 +19,7 @@ from .results import DetectionExplanation, ImageExplanation
 from .targets import get_target
 
 # Defaults chosen by measurement on the bundled demo detector (see README, "Choosing the defaults").
-DEFAULT_METHOD = "ssgradcam++"
+DEFAULT_METHOD = "hirescam"
 DEFAULT_LAYERS = "neck"
 DEFAULT_FUSE = "sum"
 
