@@ -48,6 +48,16 @@ def build_model(cfg: str, nc: int = 3, seed: int = 0) -> DetectionModel:
     return model.eval()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """One intra-op thread for the suite: the models here are tiny, and on a small shared machine
+    spinning OpenMP threads make them many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 _CACHE: dict = {}
 
 

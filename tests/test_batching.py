@@ -100,15 +100,6 @@ def _reference_map(per_component, method, size, lb):
 
 
 # ------------------------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: on a busy 2-core machine, spinning OpenMP threads make these tests 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def setup(v8_model, image):
     """Detections and reference gradients per target (they do not depend on the method)."""

@@ -27,15 +27,6 @@ from test_gallery import Page, dump_dom  # the headless-browser helper
 DEMO_WEIGHTS = WEIGHTS_DIR / "demo-v8.pt"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a small shared machine OpenMP spin-waits otherwise stall tiny models badly."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def random_model(tmp_path_factory) -> str:
     """A YOLOv8n-shaped checkpoint with random weights and the scene class names (nothing downloaded)."""

@@ -56,6 +56,12 @@ def _rows(outputs: HeadOutputs, jobs: Jobs) -> torch.Tensor:
     return torch.arange(len(jobs.detections), device=outputs.logits.device)
 
 
+def _coordinate(outputs: HeadOutputs, jobs: Jobs, which: torch.Tensor) -> torch.Tensor:
+    """Box coordinate `which` (0..3: x1, y1, x2, y2) at each job's anchor, in grid units (pixels / stride)."""
+    coord = outputs.boxes[_rows(outputs, jobs), jobs.anchor, which]
+    return coord / outputs.strides[jobs.anchor]
+
+
 class ClassLogit(Target):
     """Pre-sigmoid logit of the detected class at the detection's anchor (the default)."""
 
@@ -84,9 +90,7 @@ class BoxCoordinates(Target):
     n_components = 4
 
     def __call__(self, outputs, jobs):
-        rows = _rows(outputs, jobs)
-        coord = outputs.boxes[rows, jobs.anchor, jobs.component]
-        return coord / outputs.strides[jobs.anchor]
+        return _coordinate(outputs, jobs, jobs.component)
 
 
 class ClassAndBox(Target):
@@ -97,11 +101,8 @@ class ClassAndBox(Target):
     n_components = 5
 
     def __call__(self, outputs, jobs):
-        rows = _rows(outputs, jobs)
-        logit = outputs.logits[rows, jobs.anchor, jobs.cls]
-        coord = outputs.boxes[rows, jobs.anchor, (jobs.component - 1).clamp(min=0)]
-        coord = coord / outputs.strides[jobs.anchor]
-        return torch.where(jobs.component == 0, logit, coord)
+        logit = outputs.logits[_rows(outputs, jobs), jobs.anchor, jobs.cls]
+        return torch.where(jobs.component == 0, logit, _coordinate(outputs, jobs, (jobs.component - 1).clamp(min=0)))
 
 
 class Cluster(Target):
