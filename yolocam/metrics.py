@@ -23,7 +23,7 @@ import torch
 
 from .adapter import HeadOutputs, ModelAdapter
 from .detections import Detection
-from .engine import CamEngine, EngineResult, LayerHooks
+from .engine import CamEngine, EngineResult
 from .errors import YolocamError
 from .layers import TargetLayer
 
