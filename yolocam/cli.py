@@ -267,22 +267,14 @@ def cmd_demo(args) -> int:
 
 
 def cmd_val(args) -> int:
-    try:
-        from .validation import main_val
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__package__}.validation":
-            raise
-        raise RuntimeError("'yolocam val' is not available in this installation (yolocam.validation is missing)")
+    from .validation import main_val
+
     return int(main_val(args) or 0)
 
 
 def cmd_bench(args) -> int:
-    try:
-        from .bench import main_bench
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__package__}.bench":
-            raise
-        raise RuntimeError("'yolocam bench' is not available in this installation (yolocam.bench is missing)")
+    from .bench import main_bench
+
     return int(main_bench(args) or 0)
 
 

@@ -122,7 +122,6 @@ class CamEngine:
         if strategy == "auto":  # measured: batching pays on GPUs; on CPUs re-running forwards per job does not
             strategy = "batched" if adapter.device.type == "cuda" else "loop"
         self.strategy = strategy
-        self._live: list = []
 
     # ------------------------------------------------------------------ public
     def run(self, x: torch.Tensor, conf=0.25, iou=0.7, classes=None, max_det=300, select=None) -> EngineResult:
@@ -207,10 +206,10 @@ class CamEngine:
         levels = {d.level for d in jobs.detections}
         level = levels.pop() if len(levels) == 1 and self.target.local else None
         with torch.enable_grad():
-            replay, tensors = self._replay_forward(hooks, outputs, rows, noise)
+            replay, live, tensors = self._replay_forward(hooks, outputs, rows, noise)
             values = self.target(self._head(replay, level), jobs)
             grads = torch.autograd.grad(values.sum(), tensors, allow_unused=True)
-        return self._structure(hooks, tensors, grads)
+        return self._structure(live, tensors, grads)
 
     def _replay_loop(self, hooks, outputs, rows, jobs, noise) -> list[torch.Tensor]:
         """Per image one batch-1 replay, then one retained backward per job (the CPU path: no
@@ -222,20 +221,21 @@ class CamEngine:
             for k in ks:
                 groups.setdefault(jobs.detections[k].level if self.target.local else None, []).append(k)
             with torch.enable_grad():
-                replay, tensors = self._replay_forward(hooks, outputs, rows[ks[:1]], noise)
+                replay, live, tensors = self._replay_forward(hooks, outputs, rows[ks[:1]], noise)
                 for level, members in groups.items():
                     head = self._head(replay, level)
                     for k in members:
                         one = Jobs.build([jobs.detections[k]], [int(jobs.component[k])], rows.device)
                         grads = torch.autograd.grad(self.target(head, one).sum(), tensors,
                                                     retain_graph=True, allow_unused=True)
-                        per_job[k] = self._structure(hooks, tensors, grads)
+                        per_job[k] = self._structure(live, tensors, grads)
         return [torch.cat([g[i] for g in per_job]) for i in range(len(self.layers))]
 
-    def _replay_forward(self, hooks, outputs, rows, noise) -> tuple[list, list[torch.Tensor]]:
+    def _replay_forward(self, hooks, outputs, rows, noise) -> tuple[list, list, list[torch.Tensor]]:
         """Re-run the layers from the earliest target layer on the given rows, with autograd.
 
-        Returns the layer outputs and the flat list of target tensors to differentiate w.r.t.
+        Returns the layer outputs, each target layer's live output, and the flat list of target
+        tensors to differentiate w.r.t.
         """
         adapter, start = self.adapter, self.start
         replay = [None] * len(adapter.layers)
@@ -252,8 +252,8 @@ class CamEngine:
             adapter.run_layers(None, replay, start=first)
         finally:
             hooks.replay, hooks.noise = False, 0.0
-        self._live = [hooks.outputs[k] for k in range(len(self.layers))]
-        return replay, [t for k in range(len(self.layers)) for t in flatten_output(self._live[k])]
+        live = [hooks.outputs[k] for k in range(len(self.layers))]
+        return replay, live, [t for out in live for t in flatten_output(out)]
 
     def _head(self, replay: list, level: int | None):
         """Head outputs; with a `level`, the other levels' inputs are detached (their branches get
@@ -266,11 +266,11 @@ class CamEngine:
                 feeds[j] = replay[j].detach()
         return self.adapter.head_outputs(feeds)
 
-    def _structure(self, hooks, tensors, grads) -> list[torch.Tensor]:
+    def _structure(self, lives: list, tensors, grads) -> list[torch.Tensor]:
         """Flat gradients -> one reshaped (n, C, H, W) gradient per target layer."""
         grads = [torch.zeros_like(t) if g is None else g for t, g in zip(tensors, grads)]
         out, i = [], 0
-        for live in self._live:
+        for live in lives:
             n = len(flatten_output(live))
             out.append(self.reshape(rebuild_output(live, grads[i:i + n])).detach())
             i += n
