@@ -13,13 +13,16 @@
    - `loop` (default on CPU, where a batch row costs as much as a separate pass): one batch-1
      replay per image, then one retained backward per job.
    Parameters are frozen meanwhile, so no parameter `.grad` is touched.
-4. Weight activations with gradients (the method), fuse layers, normalise.
+4. Weight activations with gradients (the method) into small per-layer maps, as soon as each
+   job's gradients exist; then fuse the layers and resize to the output in one matrix product
+   per map (`projection.py`), normalise.
 
 Jobs are processed in chunks so that the replay's extra memory stays under `memory_mb`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -28,7 +31,9 @@ import torch
 from .adapter import ModelAdapter
 from .detections import Detection, select_detections
 from .errors import YolocamError
-from .fusion import check_fusion, fuse_layer_maps, normalise, resize_maps
+from .fusion import check_fusion, fuse_layer_maps, normalise_, to_original
+from .images import Letterbox
+from .projection import Projector, ProjectorCache
 from .layers import TargetLayer, align_levels, default_reshape, flatten_output, rebuild_output
 from .methods import Method
 from .targets import Jobs, Target
@@ -88,7 +93,8 @@ class LayerHooks:
 
 @dataclass
 class EngineResult:
-    """Per image: its detections and their heatmaps in model-input space, (n_i, H, W) in [0, 1]."""
+    """Per image: its detections and their heatmaps (n_i, H, W) in [0, 1], in model-input space, or in
+    original-image space when `run` was given letterboxes."""
 
     detections: list[list[Detection]]
     heatmaps: list[torch.Tensor]
@@ -122,14 +128,17 @@ class CamEngine:
         if strategy == "auto":  # measured: batching pays on GPUs; on CPUs re-running forwards per job does not
             strategy = "batched" if adapter.device.type == "cuda" else "loop"
         self.strategy = strategy
+        self.projectors = ProjectorCache()
 
     # ------------------------------------------------------------------ public
-    def run(self, x: torch.Tensor, conf=0.25, iou=0.7, classes=None, max_det=300, select=None) -> EngineResult:
+    def run(self, x: torch.Tensor, conf=0.25, iou=0.7, classes=None, max_det=300, select=None,
+            letterboxes: Sequence[Letterbox] | None = None) -> EngineResult:
         """Explain every detection in the batch `x` (B, 3, H, W).
 
         Detections are those NMS (or the end-to-end top-k) keeps, or `select(head_outputs)` ->
         per image a list of `Detection`s when given (e.g. a validator's kept predictions).
-        Works under `torch.inference_mode` too (gradients are computed outside it).
+        With `letterboxes` (one per image) the maps are returned in original-image space, else in
+        input space. Works under `torch.inference_mode` too (gradients are computed outside it).
         """
         adapter = self.adapter
         with adapter.explaining(), LayerHooks(self.layers) as hooks, torch.inference_mode(False):
@@ -142,44 +151,119 @@ class CamEngine:
             else:
                 dets = select_detections(head, adapter.end2end, conf, iou, classes, max_det)
             acts = [self.reshape(hooks.outputs[k]) for k in range(len(self.layers))]
-            size = tuple(x.shape[-2:])
             if not self.method.needs_gradients:
-                maps = self._image_level_maps(acts, dets, size)
+                layer_maps = self._image_level_layer_maps(acts, dets)
             else:
-                maps = self._per_detection_maps(hooks, outputs, acts, dets, size)
+                layer_maps = self._per_job_layer_maps(hooks, outputs, acts, dets)
+            maps = self._fuse(layer_maps, dets, tuple(x.shape[-2:]), letterboxes)
         return EngineResult(dets, maps)
 
     # ---------------------------------------------------------------- internals
-    def _image_level_maps(self, acts, dets, size) -> list[torch.Tensor]:
-        out = []
+    def _image_level_layer_maps(self, acts, dets) -> list[torch.Tensor]:
+        """Raw layer maps [(n, h_l, w_l)] for image-level methods: computed once per image, one row per detection."""
+        parts = []
         for b, image_dets in enumerate(dets):
-            rows = torch.full((len(image_dets),), b, dtype=torch.long, device=acts[0].device)
-            strides = self._job_strides(image_dets)
-            out.append(self._cam(acts, None, rows, strides, size) if image_dets else self._empty(size))
-        return out
+            if image_dets:
+                maps = self._layer_maps(acts, None, torch.tensor([b], device=acts[0].device))
+                parts.append([m.expand(len(image_dets), *m.shape[1:]) for m in maps])
+        return self._concat(parts, acts)
 
-    def _per_detection_maps(self, hooks, outputs, acts, dets, size) -> list[torch.Tensor]:
+    def _per_job_layer_maps(self, hooks, outputs, acts, dets) -> list[torch.Tensor]:
+        """Raw layer maps [(n_jobs, h_l, w_l)], jobs in (detection, component) order across the batch."""
         n_comp = self.target.n_components
         flat = [(d, c) for image_dets in dets for d in image_dets for c in range(n_comp)]
         order = list(range(len(flat)))
         if self.target.local and self.strategy == "batched":  # chunks of one level skip the others' branches
             order.sort(key=lambda i: flat[i][0].level)
-        job_maps = []
+        parts = []
         chunk = self.chunk_size(outputs)
         for lo in range(0, len(flat), chunk):
             part = [flat[i] for i in order[lo:lo + chunk]]
             jobs = Jobs.build([d for d, _ in part], [c for _, c in part], acts[0].device)
             rows = torch.tensor([d.image for d, _ in part], device=acts[0].device)
-            grads = self._gradients(hooks, outputs, rows, jobs)
-            job_maps.append(self._cam(acts, grads, rows, self._job_strides(jobs.detections), size))
-        all_maps = torch.cat(job_maps) if job_maps else self._empty(size)
+            parts.append(self._chunk_layer_maps(hooks, outputs, acts, rows, jobs))
+        maps = self._concat(parts, acts)
         if order != sorted(order):
-            all_maps = all_maps[torch.tensor(order, device=all_maps.device).argsort()]
-        per_det = all_maps.view(-1, n_comp, *size).amax(1)  # components max-combined
+            inverse = torch.tensor(order, device=acts[0].device).argsort()
+            maps = [m[inverse] for m in maps]
+        return maps
+
+    def _chunk_layer_maps(self, hooks, outputs, acts, rows, jobs) -> list[torch.Tensor]:
+        """Raw layer maps of one chunk of jobs. The loop strategy turns each job's gradients into maps
+        as soon as they exist, so full-size gradients of many jobs are never held at once."""
+        if self.strategy == "loop" and self.method.samples <= 1:
+            per_job = self._replay_loop(hooks, outputs, rows, jobs, 0.0,
+                                        lambda k, grads: self._layer_maps(acts, [g[None] for g in grads], rows[k:k + 1]))
+            return [torch.cat([maps[i] for maps in per_job]) for i in range(len(per_job[0]))]
+        return self._layer_maps(acts, self._gradients(hooks, outputs, rows, jobs), rows)
+
+    def _layer_maps(self, acts, grads, rows: torch.Tensor) -> list[torch.Tensor]:
+        """The method's raw maps [(n, h_l, w_l)] (one map at the finest grid for `aligned`) for n jobs.
+
+        acts: per layer (B, C, h, w); grads: per layer (S, n, C, h, w) or None; rows: (n,) image of each job.
+        """
+        if len(rows) == 1:  # a view, not a copy
+            b = int(rows[0])
+            sel = [a[b:b + 1] for a in acts]
+        else:
+            sel = [a.index_select(0, rows) for a in acts]
+        if self.fuse == "aligned":
+            grid = max((tuple(a.shape[-2:]) for a in sel), key=lambda s: s[0] * s[1])
+            g = None if grads is None else torch.stack([align_levels(list(s), grid) for s in zip(*grads)])
+            return [self.method(align_levels(sel, grid), g)]
+        return [self.method(a, None if grads is None else grads[k]) for k, a in enumerate(sel)]
+
+    def _concat(self, parts: list[list[torch.Tensor]], acts) -> list[torch.Tensor]:
+        if parts:
+            return [torch.cat([p[k] for p in parts]) for k in range(len(parts[0]))]
+        grids = [tuple(a.shape[-2:]) for a in acts]
+        if self.fuse == "aligned":
+            grids = [max(grids, key=lambda s: s[0] * s[1])]
+        return [torch.zeros((0, *g), device=acts[0].device) for g in grids]
+
+    def _fuse(self, layer_maps, dets, size, letterboxes) -> list[torch.Tensor]:
+        """Per image the fused, normalised maps (n_i, H, W): input space, or original space with letterboxes.
+
+        `sum`, `origin` and `aligned` project each job's layer maps straight to the output space in one
+        matrix product (see `projection.py`); `max` and multi-component targets fuse in input space first.
+        """
+        n_comp = self.target.n_components if self.method.needs_gradients else 1
+        device = self.adapter.device
         out, i = [], 0
-        for image_dets in dets:
-            out.append(per_det[i:i + len(image_dets)])
-            i += len(image_dets)
+        for b, image_dets in enumerate(dets):
+            lb = None if letterboxes is None else letterboxes[b]
+            n = len(image_dets) * n_comp
+            if n == 0:
+                out.append(torch.zeros((0, *(size if lb is None else lb.orig_shape)), device=device))
+                continue
+            maps = [m[i:i + n] for m in layer_maps]
+            i += n
+            direct = lb is not None and n_comp == 1 and self.fuse != "max"
+            proj = self.projectors.get(size, lb if direct else None, device)
+            if self.fuse == "max":
+                strides = [size[0] / m.shape[-2] for m in maps]
+                fused = fuse_layer_maps(maps, "max", size, strides, None)
+            elif self.fuse == "origin":
+                fused = self._origin(maps, proj, image_dets, n_comp, size)
+            else:
+                fused = normalise_(proj.sum_rectified(maps))
+            if n_comp > 1:
+                fused = fused.view(-1, n_comp, *fused.shape[-2:]).amax(1)  # components max-combined
+            if lb is not None and not direct:
+                fused = to_original(fused, lb)
+            out.append(fused)
+        return out
+
+    def _origin(self, maps, proj: Projector, image_dets, n_comp: int, size) -> torch.Tensor:
+        """`origin` fusion: each job's map from the layer whose stride is closest to its detection's."""
+        log_layer = torch.tensor([math.log2(size[0] / m.shape[-2]) for m in maps])
+        log_job = torch.tensor([math.log2(self.adapter.strides[d.level]) for d in image_dets]).repeat_interleave(n_comp)
+        pick = (log_job[:, None] - log_layer[None]).abs().argmin(1)
+        out = torch.empty((len(pick), *proj.out_size), device=maps[0].device)
+        for k, m in enumerate(maps):
+            rows = (pick == k).nonzero().view(-1).to(m.device)
+            if len(rows):
+                out[rows] = normalise_(proj.one(torch.nan_to_num(m[rows].float()).clamp_(min=0)))
         return out
 
     def _gradients(self, hooks: LayerHooks, outputs: list, rows: torch.Tensor, jobs: Jobs) -> list[torch.Tensor]:
@@ -198,7 +282,8 @@ class CamEngine:
     def _replay(self, hooks, outputs, rows, jobs, noise) -> list[torch.Tensor]:
         """Gradients (n, C, H, W) per target layer for n jobs, by the engine's strategy."""
         if self.strategy == "loop":
-            return self._replay_loop(hooks, outputs, rows, jobs, noise)
+            per_job = self._replay_loop(hooks, outputs, rows, jobs, noise, lambda k, grads: grads)
+            return [torch.cat([g[i] for g in per_job]) for i in range(len(self.layers))]
         return self._replay_batched(hooks, outputs, rows, jobs, noise)
 
     def _replay_batched(self, hooks, outputs, rows, jobs, noise) -> list[torch.Tensor]:
@@ -211,9 +296,12 @@ class CamEngine:
             grads = torch.autograd.grad(values.sum(), tensors, allow_unused=True)
         return self._structure(live, tensors, grads)
 
-    def _replay_loop(self, hooks, outputs, rows, jobs, noise) -> list[torch.Tensor]:
+    def _replay_loop(self, hooks, outputs, rows, jobs, noise, consume) -> list:
         """Per image one batch-1 replay, then one retained backward per job (the CPU path: no
-        forward is repeated per job, and local targets skip the other levels' head branches)."""
+        forward is repeated per job, and local targets skip the other levels' head branches).
+
+        Returns `consume(k, grads_k)` per job k, grads_k being its (1, C, H, W) gradient per layer.
+        """
         per_job: list = [None] * len(jobs.detections)
         for image in sorted(set(rows.tolist())):
             ks = [k for k in range(len(per_job)) if int(rows[k]) == image]
@@ -228,8 +316,8 @@ class CamEngine:
                         one = Jobs.build([jobs.detections[k]], [int(jobs.component[k])], rows.device)
                         grads = torch.autograd.grad(self.target(head, one).sum(), tensors,
                                                     retain_graph=True, allow_unused=True)
-                        per_job[k] = self._structure(live, tensors, grads)
-        return [torch.cat([g[i] for g in per_job]) for i in range(len(self.layers))]
+                        per_job[k] = consume(k, self._structure(live, tensors, grads))
+        return per_job
 
     def _replay_forward(self, hooks, outputs, rows, noise) -> tuple[list, list, list[torch.Tensor]]:
         """Re-run the layers from the earliest target layer on the given rows, with autograd.
@@ -276,21 +364,6 @@ class CamEngine:
             i += n
         return out
 
-    def _cam(self, acts, grads, rows, job_strides, size) -> torch.Tensor:
-        """Normalised maps (n, H, W) in input space for n jobs (rows index the image of each job)."""
-        sel_acts = [a[rows] for a in acts]
-        if self.fuse == "aligned":
-            grid = max((tuple(a.shape[-2:]) for a in sel_acts), key=lambda s: s[0] * s[1])
-            a = align_levels(sel_acts, grid)
-            g = None if grads is None else torch.stack([align_levels(list(s), grid) for s in zip(*grads)])
-            return resize_maps(normalise(self.method(a, g)), size)
-        maps = [self.method(a, None if grads is None else grads[k]) for k, a in enumerate(sel_acts)]
-        strides = [size[0] / a.shape[-2] for a in sel_acts]
-        return fuse_layer_maps(maps, self.fuse, size, strides, job_strides)
-
-    def _job_strides(self, dets: Sequence[Detection]) -> torch.Tensor:
-        return torch.tensor([self.adapter.strides[d.level] for d in dets], device=self.adapter.device)
-
     def _needed_before(self, start: int) -> list[int]:
         """Indices < start whose outputs the layers from `start` on read."""
         needed = set()
@@ -316,9 +389,6 @@ class CamEngine:
                 per_row += t[0].numel() * t.element_size()
         per_job = 3 * per_row + 1  # forward activations kept for backward, gradients, workspace
         return max(1, int(self.memory_mb * 2**20 // per_job))
-
-    def _empty(self, size) -> torch.Tensor:
-        return torch.zeros((0, *size), device=self.adapter.device)
 
 
 def _index_rows(out, rows: torch.Tensor):

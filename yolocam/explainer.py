@@ -10,7 +10,7 @@ import torch
 from .adapter import ModelAdapter
 from .engine import CamEngine
 from .errors import YolocamError
-from .fusion import boxes_to_original, check_fusion, to_original
+from .fusion import boxes_to_original, check_fusion
 from .images import ImageItem, Source, iter_images, resolve_source
 from .layers import resolve_layers
 from .methods import get_method
@@ -111,10 +111,10 @@ class Explainer:
         if not items:
             return []
         x, lbs = self.adapter.preprocess([it.image for it in items], self.imgsz)
-        result = self.engine.run(x, conf=conf, iou=iou, classes=classes, max_det=max_det)
+        result = self.engine.run(x, conf=conf, iou=iou, classes=classes, max_det=max_det, letterboxes=lbs)
         out = []
         for item, lb, dets, maps in zip(items, lbs, result.detections, result.heatmaps):
-            heat = to_original(maps, lb).cpu().numpy().astype(np.float32) if dets else None
+            heat = maps.cpu().numpy().astype(np.float32, copy=False) if dets else None
             boxes = boxes_to_original(torch.tensor([d.box for d in dets]).view(-1, 4), lb).tolist()
             explained = [
                 DetectionExplanation(box, d.cls, self.names.get(d.cls, str(d.cls)), d.conf, d.anchor, d.level, heat[k])

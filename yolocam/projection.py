@@ -1,0 +1,109 @@
+"""Layer maps to output space in one matrix product per map: bilinear resizing as separable matrices.
+
+Resizing a (h, w) map bilinearly to (H, W) is `Ry @ m @ Rx.T` with sparse (H, h) and (W, w)
+interpolation matrices, and so is any chain of resizes and crops (letterbox removal, then the
+resize back to the original image). The `sum` fusion of rectified layer maps of different
+sizes is then one product: `[Ry_1 | Ry_2 | ...] @ [m_1 Rx_1.T; m_2 Rx_2.T; ...]`. This equals
+`F.interpolate(..., mode="bilinear", align_corners=False)` per layer followed by the crop and
+resize (up to float rounding), at a fraction of the cost when there are many maps.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Sequence
+
+import torch
+
+from .images import Letterbox
+
+
+def bilinear_matrix(n_in: int, n_out: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """(n_out, n_in) weights of a 1-D bilinear resize, as `F.interpolate(align_corners=False)` computes it."""
+    scale = n_in / n_out
+    src = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * scale - 0.5).clamp(min=0)
+    i0 = src.floor().long().clamp(max=n_in - 1)
+    i1 = (i0 + 1).clamp(max=n_in - 1)
+    lam = (src - i0).clamp(0, 1)
+    out = torch.zeros(n_out, n_in, dtype=torch.float64)
+    rows = torch.arange(n_out)
+    out.index_put_((rows, i0), 1 - lam, accumulate=True)
+    out.index_put_((rows, i1), lam, accumulate=True)
+    return out.to(device=device, dtype=dtype)
+
+
+def axis_matrix(n_grid: int, n_input: int, letterbox_axis: tuple[int, int, int] | None, device) -> torch.Tensor:
+    """One axis: grid cells -> input pixels, then (optionally) crop [start, start + length) and resize to `final`.
+
+    letterbox_axis: (start, length, final) or None to stay in input space. -> (n_out, n_grid) float32.
+    """
+    m = bilinear_matrix(n_grid, n_input, dtype=torch.float64)
+    if letterbox_axis is not None:
+        start, length, final = letterbox_axis
+        m = bilinear_matrix(length, final, dtype=torch.float64) @ m[start:start + length]
+    return m.to(device=device, dtype=torch.float32)
+
+
+class Projector:
+    """Maps (N, h_l, w_l) layer maps to (N, H_out, W_out) for one input size and optional letterbox.
+
+    `sum_rectified` is the `sum` fusion (rectify, resize, add) fused with the resize to the output;
+    `one` resizes maps of one grid size. Matrices are cached per grid size.
+    """
+
+    def __init__(self, input_size: tuple[int, int], letterbox: Letterbox | None, device):
+        self.input_size, self.letterbox, self.device = tuple(input_size), letterbox, device
+        if letterbox is None:
+            self.y_axis = self.x_axis = None
+            self.out_size = self.input_size
+        else:
+            w, h = letterbox.new_unpad
+            self.y_axis = (letterbox.top, h, letterbox.orig_shape[0])
+            self.x_axis = (letterbox.left, w, letterbox.orig_shape[1])
+            self.out_size = tuple(letterbox.orig_shape)
+        self._cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def matrices(self, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(H_out, h) and (W_out, w) matrices for a (h, w) grid."""
+        if grid not in self._cache:
+            self._cache[grid] = (axis_matrix(grid[0], self.input_size[0], self.y_axis, self.device),
+                                 axis_matrix(grid[1], self.input_size[1], self.x_axis, self.device))
+        return self._cache[grid]
+
+    def one(self, maps: torch.Tensor) -> torch.Tensor:
+        """Resize (N, h, w) maps to (N, H_out, W_out)."""
+        ry, rx = self.matrices(tuple(maps.shape[-2:]))
+        return ry @ (maps.float() @ rx.T)
+
+    def sum_rectified(self, maps: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Sum over layers of the rectified maps resized to the output: [(N, h_l, w_l)] -> (N, H_out, W_out)."""
+        by_grid: "OrderedDict[tuple[int, int], torch.Tensor]" = OrderedDict()
+        for m in maps:  # same-size layers are added before resizing (resizing is linear)
+            r = torch.nan_to_num(m.float()).clamp_(min=0)
+            grid = tuple(m.shape[-2:])
+            by_grid[grid] = r if grid not in by_grid else by_grid[grid] + r
+        rows, cols = [], []
+        for grid, m in by_grid.items():
+            ry, rx = self.matrices(grid)
+            rows.append(ry)
+            cols.append(m @ rx.T)  # (N, h, W_out)
+        return torch.cat(rows, 1) @ torch.cat(cols, 1)  # (H_out, sum h) @ (N, sum h, W_out)
+
+
+class ProjectorCache:
+    """A few `Projector`s kept by (input size, letterbox), so repeated image shapes reuse matrices."""
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self._items: "OrderedDict[tuple, Projector]" = OrderedDict()
+
+    def get(self, input_size: tuple[int, int], letterbox: Letterbox | None, device) -> Projector:
+        key = (tuple(input_size), None if letterbox is None else (letterbox.orig_shape, letterbox.new_unpad,
+                                                                 letterbox.top, letterbox.left), str(device))
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        proj = self._items[key] = Projector(input_size, letterbox, device)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+        return proj
