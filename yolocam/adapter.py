@@ -199,14 +199,24 @@ class ModelAdapter:
             outputs[i] = m(inp)
         return outputs
 
-    def head_outputs(self, outputs: list) -> HeadOutputs:
-        """Evaluate the head branch in use on the layer outputs; see `HeadOutputs`."""
+    def head_outputs(self, outputs: list, level: int | None = None) -> HeadOutputs:
+        """Evaluate the head branch in use on the layer outputs; see `HeadOutputs`.
+
+        With `level`, only that level's branches run; the other levels' raw outputs are zeros
+        (for targets that read only anchors of that level: their values there are not meaningful).
+        """
         feats = [outputs[j] for j in self.head_inputs]
         head = self.head
         box_head = head.one2one_cv2 if self.end2end else head.cv2
         cls_head = head.one2one_cv3 if self.end2end else head.cv3
-        box = torch.cat([box_head[i](f).flatten(2) for i, f in enumerate(feats)], dim=-1)  # (B, 4*reg_max, A)
-        cls = torch.cat([cls_head[i](f).flatten(2) for i, f in enumerate(feats)], dim=-1)  # (B, nc, A)
+
+        def run(branch, i, f, channels):
+            if level is None or i == level:
+                return branch[i](f).flatten(2)
+            return f.new_zeros((f.shape[0], channels, f.shape[-2] * f.shape[-1]))
+
+        box = torch.cat([run(box_head, i, f, 4 * head.reg_max) for i, f in enumerate(feats)], dim=-1)  # (B, 4*reg_max, A)
+        cls = torch.cat([run(cls_head, i, f, self.nc) for i, f in enumerate(feats)], dim=-1)  # (B, nc, A)
         dist = head.dfl(box) if head.reg_max > 1 else box  # (B, 4, A) ltrb in grid units
         anchors, strides, levels = self._anchor_grid(feats)
         centre = anchors.t().unsqueeze(0)  # (1, 2, A)

@@ -344,15 +344,9 @@ class CamEngine:
         return replay, live, [t for out in live for t in flatten_output(out)]
 
     def _head(self, replay: list, level: int | None):
-        """Head outputs; with a `level`, the other levels' inputs are detached (their branches get
-        no backward pass, which only a target local to that level allows)."""
-        if level is None:
-            return self.adapter.head_outputs(replay)
-        feeds = list(replay)
-        for lvl, j in enumerate(self.adapter.head_inputs):
-            if lvl != level:
-                feeds[j] = replay[j].detach()
-        return self.adapter.head_outputs(feeds)
+        """Head outputs; with a `level`, only that level's branches run (and get a backward pass),
+        which only a target local to that level allows."""
+        return self.adapter.head_outputs(replay, level)
 
     def _structure(self, lives: list, tensors, grads) -> list[torch.Tensor]:
         """Flat gradients -> one reshaped (n, C, H, W) gradient per target layer."""

@@ -69,9 +69,14 @@ def get_method(name: str | Method) -> Method:
 
 
 # --------------------------------------------------------------------- weights
+def sample_mean(grads: torch.Tensor) -> torch.Tensor:
+    """Mean over the sample axis: (S, N, C, H, W) -> (N, C, H, W); a view when S == 1."""
+    return grads[0] if grads.shape[0] == 1 else grads.mean(0)
+
+
 def gradcam_weights(grads: torch.Tensor) -> torch.Tensor:
     """Grad-CAM channel weights: spatial mean of G. (S, N, C, H, W) -> (N, C, 1, 1)."""
-    return grads.mean(0).mean((-2, -1), keepdim=True)
+    return sample_mean(grads).mean((-2, -1), keepdim=True)
 
 
 def gradcampp_weights(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
@@ -80,7 +85,7 @@ def gradcampp_weights(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     alpha_ij = g_ij^2 / (2 g_ij^2 + g_ij^3 * sum_ab A_ab), and 0 where the denominator is 0.
     With S > 1 samples the powers of g are averaged over samples (SmoothGrad-CAM++).
     """
-    g1, g2, g3 = grads.mean(0), grads.pow(2).mean(0), grads.pow(3).mean(0)
+    g1, g2, g3 = sample_mean(grads), sample_mean(grads.pow(2)), sample_mean(grads.pow(3))
     total = acts.sum((-2, -1), keepdim=True)
     denom = 2 * g2 + g3 * total
     alpha = torch.where(denom != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)), torch.zeros_like(g2))
@@ -89,7 +94,7 @@ def gradcampp_weights(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
 
 def spatial_sensitivity(grads: torch.Tensor) -> torch.Tensor:
     """|g| / max_ij |g| per channel, in [0, 1] (0 for channels with no gradient). -> (N, C, H, W)."""
-    mag = grads.mean(0).abs()
+    mag = sample_mean(grads).abs()
     peak = mag.amax((-2, -1), keepdim=True)
     return mag / peak.clamp(min=torch.finfo(mag.dtype).tiny)
 
@@ -124,7 +129,7 @@ def gradcampp(acts, grads):
 
 @register_method("xgradcam", instance_specific=False)
 def xgradcam(acts, grads):
-    g = grads.mean(0)
+    g = sample_mean(grads)
     total = acts.sum((-2, -1), keepdim=True)
     weights = (g * acts).sum((-2, -1), keepdim=True) / (total + 1e-7)
     return (weights * acts).sum(1)
@@ -132,12 +137,12 @@ def xgradcam(acts, grads):
 
 @register_method("layercam")
 def layercam(acts, grads):
-    return (grads.mean(0).clamp(min=0) * acts).sum(1)
+    return (sample_mean(grads).clamp(min=0) * acts).sum(1)
 
 
 @register_method("hirescam", aliases=("odam",))
 def hirescam(acts, grads):
-    return (grads.mean(0) * acts).sum(1)
+    return (sample_mean(grads) * acts).sum(1)
 
 
 @register_method("eigencam", needs_gradients=False, instance_specific=False)
@@ -148,7 +153,7 @@ def eigencam(acts, grads):
 
 @register_method("eigengradcam", instance_specific=False)
 def eigengradcam(acts, grads):
-    return _first_component(acts * grads.mean(0))
+    return _first_component(acts * sample_mean(grads))
 
 
 @register_method("smoothgradcam++", samples=8, noise=0.1, instance_specific=False)
