@@ -180,13 +180,15 @@ class ModelAdapter:
         return x.to(self.dtype).div(255.0).contiguous(), lbs
 
     # ------------------------------------------------------------------ running
-    def run_layers(self, x: torch.Tensor | None, outputs: list, start: int = 0) -> list:
-        """Run layers `start` .. head-1, filling `outputs[i]` with each layer's output.
+    def run_layers(self, x: torch.Tensor | None, outputs: list, start: int = 0, only: set[int] | None = None) -> list:
+        """Run layers `start` .. head-1 (those in `only`, when given), filling `outputs[i]` with each output.
 
         `outputs` holds earlier layers' outputs (entries < start) when replaying; `x` is the
         input image batch when `start == 0`. Returns `outputs`.
         """
         for i in range(start, len(self.layers) - 1):
+            if only is not None and i not in only:
+                continue
             m = self.layers[i]
             if i == 0:
                 inp = x

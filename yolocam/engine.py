@@ -23,7 +23,7 @@ Jobs are processed in chunks so that the replay's extra memory stays under `memo
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import torch
@@ -34,61 +34,14 @@ from .errors import YolocamError
 from .fusion import check_fusion, fuse_layer_maps, normalise_, to_original
 from .images import Letterbox
 from .projection import Projector, ProjectorCache
+from .hooks import LayerHooks
 from .layers import TargetLayer, align_levels, default_reshape, flatten_output, rebuild_output
 from .methods import Method
 from .targets import Jobs, Target
+from .windows import WindowPlan
 
 
 STRATEGIES = ("auto", "batched", "loop")
-
-
-class LayerHooks:
-    """Forward hooks on the target modules; a context manager that always removes them.
-
-    In capture mode each hook stores the module's output detached. In replay mode it stores the
-    live output, turning tensors that carry no graph into leaves that require grad (so gradients
-    can be taken w.r.t. them), and adds `noise` to the first target's output when asked.
-    """
-
-    def __init__(self, layers: Sequence[TargetLayer]):
-        self.layers = list(layers)
-        self.handles: list = []
-        self.outputs: dict[int, object] = {}
-        self.replay = False
-        self.noise = 0.0
-
-    def __enter__(self) -> "LayerHooks":
-        for k, layer in enumerate(self.layers):
-            self.handles.append(layer.module.register_forward_hook(self._make_hook(k)))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.remove()
-
-    def remove(self) -> None:
-        """Remove every hook; safe to call twice."""
-        while self.handles:
-            self.handles.pop().remove()
-
-    def _make_hook(self, k: int):
-        def hook(module, inputs, output):
-            if not self.replay:
-                self.outputs[k] = rebuild_output(output, [t.detach() for t in flatten_output(output)])
-                return None
-            live = [self.prepare(t, noisy=(k == 0)) for t in flatten_output(output)]
-            self.outputs[k] = rebuild_output(output, live)
-            return self.outputs[k]
-
-        return hook
-
-    def prepare(self, t: torch.Tensor, noisy: bool) -> torch.Tensor:
-        """A replayed target tensor: a grad-requiring leaf if it has no graph; plus noise if asked."""
-        if not t.requires_grad and t.is_floating_point():
-            t = t.detach().requires_grad_(True)
-        if noisy and self.noise > 0:
-            span = (t.detach().amax() - t.detach().amin()).clamp(min=1e-12)
-            t = t + torch.randn_like(t) * (self.noise * span)
-        return t
 
 
 @dataclass
@@ -115,6 +68,7 @@ class CamEngine:
         max_batch: int | None = None,
         seed: int = 0,
         strategy: str = "auto",
+        windows: bool = True,
     ):
         self.adapter, self.method, self.target = adapter, method, target
         self.layers = list(layers)
@@ -129,6 +83,8 @@ class CamEngine:
             strategy = "batched" if adapter.device.type == "cuda" else "loop"
         self.strategy = strategy
         self.projectors = ProjectorCache()
+        self.windows = windows
+        self._plans: dict[tuple[int, int], WindowPlan] = {}
 
     # ------------------------------------------------------------------ public
     def run(self, x: torch.Tensor, conf=0.25, iou=0.7, classes=None, max_det=300, select=None,
@@ -154,7 +110,7 @@ class CamEngine:
             if not self.method.needs_gradients:
                 layer_maps = self._image_level_layer_maps(acts, dets)
             else:
-                layer_maps = self._per_job_layer_maps(hooks, outputs, acts, dets)
+                layer_maps = self._per_job_layer_maps(hooks, outputs, acts, dets, tuple(x.shape[-2:]))
             maps = self._fuse(layer_maps, dets, tuple(x.shape[-2:]), letterboxes)
         return EngineResult(dets, maps)
 
@@ -168,7 +124,7 @@ class CamEngine:
                 parts.append([m.expand(len(image_dets), *m.shape[1:]) for m in maps])
         return self._concat(parts, acts)
 
-    def _per_job_layer_maps(self, hooks, outputs, acts, dets) -> list[torch.Tensor]:
+    def _per_job_layer_maps(self, hooks, outputs, acts, dets, size) -> list[torch.Tensor]:
         """Raw layer maps [(n_jobs, h_l, w_l)], jobs in (detection, component) order across the batch."""
         n_comp = self.target.n_components
         flat = [(d, c) for image_dets in dets for d in image_dets for c in range(n_comp)]
@@ -177,23 +133,35 @@ class CamEngine:
             order.sort(key=lambda i: flat[i][0].level)
         parts = []
         chunk = self.chunk_size(outputs)
+        plan = self._window_plan(outputs, acts, size)
         for lo in range(0, len(flat), chunk):
             part = [flat[i] for i in order[lo:lo + chunk]]
             jobs = Jobs.build([d for d, _ in part], [c for _, c in part], acts[0].device)
             rows = torch.tensor([d.image for d, _ in part], device=acts[0].device)
-            parts.append(self._chunk_layer_maps(hooks, outputs, acts, rows, jobs))
+            parts.append(self._chunk_layer_maps(hooks, outputs, acts, rows, jobs, plan))
         maps = self._concat(parts, acts)
         if order != sorted(order):
             inverse = torch.tensor(order, device=acts[0].device).argsort()
             maps = [m[inverse] for m in maps]
         return maps
 
-    def _chunk_layer_maps(self, hooks, outputs, acts, rows, jobs) -> list[torch.Tensor]:
+    def _window_plan(self, outputs, acts, size) -> WindowPlan | None:
+        """Receptive-field windows (`windows.py`) for the loop strategy's local, noise-free jobs, else None."""
+        if not (self.windows and self.strategy == "loop" and self.target.local and self.method.samples <= 1
+                and self.reshape is default_reshape):
+            return None
+        if size not in self._plans:
+            self._plans[size] = WindowPlan(self.adapter, self.start, self.seed_root, self._needed_before(self.start),
+                                           outputs, acts, size)
+        return self._plans[size]
+
+    def _chunk_layer_maps(self, hooks, outputs, acts, rows, jobs, plan=None) -> list[torch.Tensor]:
         """Raw layer maps of one chunk of jobs. The loop strategy turns each job's gradients into maps
         as soon as they exist, so full-size gradients of many jobs are never held at once."""
         if self.strategy == "loop" and self.method.samples <= 1:
             per_job = self._replay_loop(hooks, outputs, rows, jobs, 0.0,
-                                        lambda k, grads: self._layer_maps(acts, [g[None] for g in grads], rows[k:k + 1]))
+                                        lambda k, grads: self._layer_maps(acts, [g[None] for g in grads], rows[k:k + 1]),
+                                        plan, acts)
             return [torch.cat([maps[i] for maps in per_job]) for i in range(len(per_job[0]))]
         return self._layer_maps(acts, self._gradients(hooks, outputs, rows, jobs), rows)
 
@@ -296,9 +264,10 @@ class CamEngine:
             grads = torch.autograd.grad(values.sum(), tensors, allow_unused=True)
         return self._structure(live, tensors, grads)
 
-    def _replay_loop(self, hooks, outputs, rows, jobs, noise, consume) -> list:
+    def _replay_loop(self, hooks, outputs, rows, jobs, noise, consume, plan=None, acts=None) -> list:
         """Per image one batch-1 replay, then one retained backward per job (the CPU path: no
         forward is repeated per job, and local targets skip the other levels' head branches).
+        With a window `plan`, jobs whose receptive-field window is small are replayed on crops.
 
         Returns `consume(k, grads_k)` per job k, grads_k being its (1, C, H, W) gradient per layer.
         """
@@ -306,8 +275,19 @@ class CamEngine:
         for image in sorted(set(rows.tolist())):
             ks = [k for k in range(len(per_job)) if int(rows[k]) == image]
             groups: dict = {}
+            windowed: dict = {}
             for k in ks:
-                groups.setdefault(jobs.detections[k].level if self.target.local else None, []).append(k)
+                det = jobs.detections[k]
+                win = None if plan is None else plan.window_of(det.level, det.anchor)
+                if win is not None:
+                    windowed.setdefault((det.level, win), []).append(k)
+                else:
+                    groups.setdefault(det.level if self.target.local else None, []).append(k)
+            for (level, win), members in windowed.items():
+                self._replay_window(hooks, outputs, acts, image, level, win, plan, jobs, members, consume, per_job)
+            if not groups:
+                continue
+            ks = [k for members in groups.values() for k in members]
             with torch.enable_grad():
                 replay, live, tensors = self._replay_forward(hooks, outputs, rows[ks[:1]], noise)
                 for level, members in groups.items():
@@ -318,6 +298,39 @@ class CamEngine:
                                                     retain_graph=True, allow_unused=True)
                         per_job[k] = consume(k, self._structure(live, tensors, grads))
         return per_job
+
+    def _replay_window(self, hooks, outputs, acts, image, level, win, plan, jobs, members, consume, per_job) -> None:
+        """Replay the layers level `level` depends on, on crops of image `image` to window `win`; then
+        one retained backward per member job, its gradients scattered back to full size."""
+        adapter, start = self.adapter, self.start
+        replay = [None] * len(adapter.layers)
+        for j in self._needed_before(start):
+            replay[j] = plan.crop(outputs[j], image, win)
+        for j in adapter.head_inputs:  # other levels' inputs only give the head's output layout
+            replay[j] = plan.crop(outputs[j], image, win)
+        hooks.outputs.clear()
+        hooks.replay = True
+        try:
+            with torch.enable_grad():
+                first = start
+                if self.seed_root:
+                    replay[start] = hooks.outputs[0] = hooks.prepare(plan.crop(outputs[start], image, win), noisy=False)
+                    first = start + 1
+                adapter.run_layers(None, replay, start=first, only=plan.levels.layers[level])
+                head = self._head(replay, level)
+        finally:
+            hooks.replay = False
+        present = [k for k in range(len(self.layers)) if k in hooks.outputs]
+        tensors = [hooks.outputs[k] for k in present]
+        with torch.enable_grad():
+            for k in members:
+                det = jobs.detections[k]
+                local = replace(det, anchor=plan.local_anchor(level, det.anchor, win))
+                one = Jobs.build([local], [int(jobs.component[k])], acts[0].device)
+                grads = dict(zip(present, torch.autograd.grad(self.target(head, one).sum(), tensors,
+                                                              retain_graph=True, allow_unused=True)))
+                per_job[k] = consume(k, [plan.scatter(grads.get(t), t, acts[t], win) for t in range(len(self.layers))])
+        hooks.outputs.clear()
 
     def _replay_forward(self, hooks, outputs, rows, noise) -> tuple[list, list, list[torch.Tensor]]:
         """Re-run the layers from the earliest target layer on the given rows, with autograd.
