@@ -112,8 +112,15 @@ def _timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float
     return seconds, mem.peak_mb
 
 
-def bench_image(size: int, seed: int = 0) -> np.ndarray:
-    """A deterministic (size, size, 3) BGR uint8 test image: noise with a few flat shapes."""
+def bench_image(size: int, seed: int = 0, kind: str = "noise") -> np.ndarray:
+    """A deterministic (size, size, 3) BGR uint8 test image: noise with a few flat shapes, or (kind
+    "scene") a generated scene of the demo detectors' objects (`scenes.py`)."""
+    if kind == "scene":
+        from .scenes import make_scene
+
+        return make_scene(seed, size=(size, size)).image
+    if kind != "noise":
+        raise YolocamError(f"image: expected noise or scene, got {kind!r}")
     rng = np.random.RandomState(seed)
     img = (rng.rand(size, size, 3) * 80).astype(np.uint8)
     for _ in range(12):
@@ -205,7 +212,7 @@ def _predict_kwargs(exp: Explainer, n: int) -> dict:
 # ------------------------------------------------------------------- public
 def run_bench(model=None, imgsz: int = 640, device=None, boxes: Sequence[int] | str = (10, 50, 100),
               repeats: int = 5, warmup: int = 1, method: str | None = None, memory_mb: float = 2048,
-              variants: str = "abcde") -> list[dict]:
+              variants: str = "abcde", image: str = "noise") -> list[dict]:
     """Time variants a-e (module docstring) per box count; one dict per count with seconds, ratios, MiB."""
     counts = parse_boxes(boxes)
     if repeats < 1 or warmup < 0:
@@ -215,12 +222,14 @@ def run_bench(model=None, imgsz: int = 640, device=None, boxes: Sequence[int] | 
         raise YolocamError(f"variants: unknown {''.join(sorted(unknown))}; expected letters of {''.join(VARIANTS)}")
     exp = Explainer(model, method=method or DEFAULT_METHOD, imgsz=imgsz, device=device, memory_mb=memory_mb)
     dev = exp.adapter.device
-    image = bench_image(imgsz)
+    picture = bench_image(imgsz, kind=image)
     rows = []
     with tempfile.TemporaryDirectory(prefix="yolocam-bench-") as tmp:
         yolo = _ultralytics_model(exp, tmp) if set(variants) & {"a", "d"} else None
         for n in counts:
-            rows.append(_bench_one(exp, yolo, image, n, repeats, warmup, variants, tmp, dev))
+            rows.append(_bench_one(exp, yolo, picture, n, repeats, warmup, variants, tmp, dev))
+    for row in rows:
+        row["image"] = image
     return rows
 
 
@@ -288,7 +297,7 @@ def format_table(rows: list[dict]) -> str:
     if not rows:
         return "(no results)"
     first = rows[0]
-    lines = [f"model {first['model']}  imgsz {first['imgsz']}  device {first['device']}  "
+    lines = [f"model {first['model']}  image {first.get('image', 'noise')}  imgsz {first['imgsz']}  device {first['device']}  "
              f"torch threads {first['threads']}  method {first['method']}  target {first['target']}  "
              f"median of {first['repeats']}"]
     letters = [v for v in VARIANTS if f"{v}_s" in first]
@@ -321,7 +330,8 @@ def main_bench(args) -> int:
         rows = run_bench(model=getattr(args, "model", None), imgsz=getattr(args, "imgsz", None) or 640,
                          device=getattr(args, "device", None), boxes=getattr(args, "boxes", (10, 50, 100)),
                          repeats=getattr(args, "repeats", 5), warmup=getattr(args, "warmup", 1),
-                         method=getattr(args, "method", None), memory_mb=getattr(args, "memory_mb", 2048.0))
+                         method=getattr(args, "method", None), memory_mb=getattr(args, "memory_mb", 2048.0),
+                         image=getattr(args, "image", "noise"))
     except YolocamError as exc:
         print(f"yolocam bench: {exc}", file=sys.stderr)
         return 2

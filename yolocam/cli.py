@@ -346,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=positive_int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--memory-mb", type=float, default=2048.0)
+    p.add_argument("--image", choices=("noise", "scene"), default="noise",
+                   help="test image: noise with flat shapes (default), or a generated scene of labelled objects")
     p.set_defaults(func=cmd_bench)
     return parser
 

@@ -31,7 +31,7 @@ import torch
 from .adapter import ModelAdapter
 from .detections import Detection, select_detections
 from .errors import YolocamError
-from .fusion import check_fusion, fuse_layer_maps, normalise_, to_original
+from .fusion import check_fusion, fuse_layer_maps, scale_to_unit_, to_original
 from .images import Letterbox
 from .projection import Projector, ProjectorCache
 from .hooks import LayerHooks
@@ -214,7 +214,7 @@ class CamEngine:
             elif self.fuse == "origin":
                 fused = self._origin(maps, proj, image_dets, n_comp, size)
             else:
-                fused = normalise_(proj.sum_rectified(maps))
+                fused = scale_to_unit_(proj.sum_rectified(maps))  # rectified and resized: >= 0, finite
             if n_comp > 1:
                 fused = fused.view(-1, n_comp, *fused.shape[-2:]).amax(1)  # components max-combined
             if lb is not None and not direct:
@@ -231,7 +231,7 @@ class CamEngine:
         for k, m in enumerate(maps):
             rows = (pick == k).nonzero().view(-1).to(m.device)
             if len(rows):
-                out[rows] = normalise_(proj.one(torch.nan_to_num(m[rows].float()).clamp_(min=0)))
+                out[rows] = scale_to_unit_(proj.one(torch.nan_to_num(m[rows].float()).clamp_(min=0)))
         return out
 
     def _gradients(self, hooks: LayerHooks, outputs: list, rows: torch.Tensor, jobs: Jobs) -> list[torch.Tensor]:
@@ -267,27 +267,27 @@ class CamEngine:
     def _replay_loop(self, hooks, outputs, rows, jobs, noise, consume, plan=None, acts=None) -> list:
         """Per image one batch-1 replay, then one retained backward per job (the CPU path: no
         forward is repeated per job, and local targets skip the other levels' head branches).
-        With a window `plan`, jobs whose receptive-field window is small are replayed on crops.
+        With a window `plan`, jobs whose receptive-field window is small are instead replayed on
+        crops, a batch of equally sized crops at a time (`_replay_windows`).
 
         Returns `consume(k, grads_k)` per job k, grads_k being its (1, C, H, W) gradient per layer.
         """
         per_job: list = [None] * len(jobs.detections)
-        for image in sorted(set(rows.tolist())):
-            ks = [k for k in range(len(per_job)) if int(rows[k]) == image]
+        windowed: dict = {}
+        whole = []
+        for k, det in enumerate(jobs.detections):
+            win = None if plan is None else plan.window_of(det.level, det.anchor)
+            if win is None:
+                whole.append(k)
+            else:
+                windowed.setdefault((det.level, win[1] - win[0], win[3] - win[2]), []).append((k, win))
+        for (level, _, _), members in windowed.items():
+            self._replay_windows(hooks, outputs, acts, rows, level, members, plan, jobs, consume, per_job)
+        for image in sorted({int(rows[k]) for k in whole}):
+            ks = [k for k in whole if int(rows[k]) == image]
             groups: dict = {}
-            windowed: dict = {}
             for k in ks:
-                det = jobs.detections[k]
-                win = None if plan is None else plan.window_of(det.level, det.anchor)
-                if win is not None:
-                    windowed.setdefault((det.level, win), []).append(k)
-                else:
-                    groups.setdefault(det.level if self.target.local else None, []).append(k)
-            for (level, win), members in windowed.items():
-                self._replay_window(hooks, outputs, acts, image, level, win, plan, jobs, members, consume, per_job)
-            if not groups:
-                continue
-            ks = [k for members in groups.values() for k in members]
+                groups.setdefault(jobs.detections[k].level if self.target.local else None, []).append(k)
             with torch.enable_grad():
                 replay, live, tensors = self._replay_forward(hooks, outputs, rows[ks[:1]], noise)
                 for level, members in groups.items():
@@ -299,38 +299,40 @@ class CamEngine:
                         per_job[k] = consume(k, self._structure(live, tensors, grads))
         return per_job
 
-    def _replay_window(self, hooks, outputs, acts, image, level, win, plan, jobs, members, consume, per_job) -> None:
-        """Replay the layers level `level` depends on, on crops of image `image` to window `win`; then
-        one retained backward per member job, its gradients scattered back to full size."""
+    def _replay_windows(self, hooks, outputs, acts, rows, level, members, plan, jobs, consume, per_job) -> None:
+        """Replay the layers level `level` depends on, on a batch of same-sized window crops (one row
+        per member job), take one backward of the summed targets (rows never interact), and scatter
+        each row's gradients back to full size."""
         adapter, start = self.adapter, self.start
+
+        def crops(t):
+            return torch.cat([plan.crop(t, int(rows[k]), win) for k, win in members])
+
         replay = [None] * len(adapter.layers)
-        for j in self._needed_before(start):
-            replay[j] = plan.crop(outputs[j], image, win)
-        for j in adapter.head_inputs:  # other levels' inputs only give the head's output layout
-            replay[j] = plan.crop(outputs[j], image, win)
+        for j in set(self._needed_before(start)) | set(adapter.head_inputs):  # other levels' inputs: layout only
+            replay[j] = crops(outputs[j])
         hooks.outputs.clear()
         hooks.replay = True
         try:
             with torch.enable_grad():
                 first = start
                 if self.seed_root:
-                    replay[start] = hooks.outputs[0] = hooks.prepare(plan.crop(outputs[start], image, win), noisy=False)
+                    replay[start] = hooks.outputs[0] = hooks.prepare(crops(outputs[start]), noisy=False)
                     first = start + 1
                 adapter.run_layers(None, replay, start=first, only=plan.levels.layers[level])
-                head = self._head(replay, level)
+                local = [replace(jobs.detections[k], anchor=plan.local_anchor(level, jobs.detections[k].anchor, win))
+                         for k, win in members]
+                batch = Jobs.build(local, [int(jobs.component[k]) for k, _ in members], rows.device)
+                present = [t for t in range(len(self.layers)) if t in hooks.outputs]
+                values = self.target(self._head(replay, level), batch)
+                grads = torch.autograd.grad(values.sum(), [hooks.outputs[t] for t in present], allow_unused=True)
         finally:
             hooks.replay = False
-        present = [k for k in range(len(self.layers)) if k in hooks.outputs]
-        tensors = [hooks.outputs[k] for k in present]
-        with torch.enable_grad():
-            for k in members:
-                det = jobs.detections[k]
-                local = replace(det, anchor=plan.local_anchor(level, det.anchor, win))
-                one = Jobs.build([local], [int(jobs.component[k])], acts[0].device)
-                grads = dict(zip(present, torch.autograd.grad(self.target(head, one).sum(), tensors,
-                                                              retain_graph=True, allow_unused=True)))
-                per_job[k] = consume(k, [plan.scatter(grads.get(t), t, acts[t], win) for t in range(len(self.layers))])
-        hooks.outputs.clear()
+            hooks.outputs.clear()
+        by_layer = dict(zip(present, grads))
+        for i, (k, win) in enumerate(members):
+            rows_i = [None if by_layer.get(t) is None else by_layer[t][i:i + 1] for t in range(len(self.layers))]
+            per_job[k] = consume(k, [plan.scatter(g, t, acts[t], win) for t, g in enumerate(rows_i)])
 
     def _replay_forward(self, hooks, outputs, rows, noise) -> tuple[list, list, list[torch.Tensor]]:
         """Re-run the layers from the earliest target layer on the given rows, with autograd.

@@ -30,6 +30,11 @@ def normalise_(maps: torch.Tensor) -> torch.Tensor:
     return maps.div_(peak)
 
 
+def scale_to_unit_(maps: torch.Tensor) -> torch.Tensor:
+    """Divide each non-negative, finite (N, H, W) map by its maximum, in place (all-zero maps stay zero)."""
+    return maps.div_(maps.amax((-2, -1), keepdim=True).clamp_(min=1e-30))
+
+
 def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize of (N, h, w) maps to `size` (H, W)."""
     if tuple(maps.shape[-2:]) == tuple(size):

@@ -62,6 +62,7 @@ class Projector:
             self.x_axis = (letterbox.left, w, letterbox.orig_shape[1])
             self.out_size = tuple(letterbox.orig_shape)
         self._cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._bands: dict[tuple, list] = {}
 
     def matrices(self, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """(H_out, h) and (W_out, w) matrices for a (h, w) grid."""
@@ -72,8 +73,9 @@ class Projector:
 
     def one(self, maps: torch.Tensor) -> torch.Tensor:
         """Resize (N, h, w) maps to (N, H_out, W_out)."""
-        ry, rx = self.matrices(tuple(maps.shape[-2:]))
-        return ry @ (maps.float() @ rx.T)
+        grid = tuple(maps.shape[-2:])
+        ry, rx = self.matrices(grid)
+        return self._rows_product((grid,), ry, maps.float() @ rx.T)
 
     def sum_rectified(self, maps: Sequence[torch.Tensor]) -> torch.Tensor:
         """Sum over layers of the rectified maps resized to the output: [(N, h_l, w_l)] -> (N, H_out, W_out)."""
@@ -87,7 +89,25 @@ class Projector:
             ry, rx = self.matrices(grid)
             rows.append(ry)
             cols.append(m @ rx.T)  # (N, h, W_out)
-        return torch.cat(rows, 1) @ torch.cat(cols, 1)  # (H_out, sum h) @ (N, sum h, W_out)
+        return self._rows_product(tuple(by_grid), torch.cat(rows, 1), torch.cat(cols, 1))
+
+    def _rows_product(self, key: tuple, rows: torch.Tensor, cols: torch.Tensor, block: int = 32) -> torch.Tensor:
+        """(H_out, K) @ (N, K, W_out) -> (N, H_out, W_out), skipping the zeros of the banded `rows`.
+
+        Each block of `block` output rows reads only the few grid rows its interpolation weights
+        touch, so the product costs a small multiple of the output size instead of K per pixel.
+        """
+        if key not in self._bands:
+            bands = []
+            for r0 in range(0, rows.shape[0], block):
+                part = rows[r0:r0 + block]
+                idx = part.abs().sum(0).nonzero().view(-1)
+                bands.append((r0, r0 + part.shape[0], idx, part[:, idx].contiguous()))
+            self._bands[key] = bands
+        out = cols.new_empty((cols.shape[0], rows.shape[0], cols.shape[2]))
+        for r0, r1, idx, weights in self._bands[key]:
+            out[:, r0:r1] = weights @ cols.index_select(1, idx)
+        return out
 
 
 class ProjectorCache:
