@@ -38,7 +38,8 @@ from .hooks import LayerHooks
 from .layers import TargetLayer, align_levels, default_reshape, flatten_output, rebuild_output
 from .methods import Method
 from .targets import Jobs, Target
-from .windows import WindowPlan
+from .head_crops import anchor_cell, local_targets
+from .windows import WindowPlan, head_reach
 
 
 STRATEGIES = ("auto", "batched", "loop")
@@ -84,6 +85,7 @@ class CamEngine:
         self.strategy = strategy
         self.projectors = ProjectorCache()
         self.windows = windows
+        self.head_reach = head_reach(adapter)
         self._plans: dict[tuple[int, int], WindowPlan] = {}
 
     # ------------------------------------------------------------------ public
@@ -260,7 +262,12 @@ class CamEngine:
         level = levels.pop() if len(levels) == 1 and self.target.local else None
         with torch.enable_grad():
             replay, live, tensors = self._replay_forward(hooks, outputs, rows, noise)
-            values = self.target(self._head(replay, level), jobs)
+            if self._reach(level) is None:
+                values = self.target(self._head(replay, level), jobs)
+            else:
+                grids = [tuple(outputs[j].shape[-2:]) for j in self.adapter.head_inputs]
+                cells = [anchor_cell(self.adapter, grids, d) for d in jobs.detections]
+                values = self._local_values(replay, level, jobs, range(len(cells)), cells)
             grads = torch.autograd.grad(values.sum(), tensors, allow_unused=True)
         return self._structure(live, tensors, grads)
 
@@ -288,14 +295,16 @@ class CamEngine:
             groups: dict = {}
             for k in ks:
                 groups.setdefault(jobs.detections[k].level if self.target.local else None, []).append(k)
+            grids = [tuple(outputs[j].shape[-2:]) for j in self.adapter.head_inputs]
             with torch.enable_grad():
                 replay, live, tensors = self._replay_forward(hooks, outputs, rows[ks[:1]], noise)
                 for level, members in groups.items():
-                    head = self._head(replay, level)
+                    head = self._head(replay, level) if self._reach(level) is None else None
                     for k in members:
                         one = Jobs.build([jobs.detections[k]], [int(jobs.component[k])], rows.device)
-                        grads = torch.autograd.grad(self.target(head, one).sum(), tensors,
-                                                    retain_graph=True, allow_unused=True)
+                        value = self.target(head, one) if head is not None else self._local_values(
+                            replay, level, one, [0], [anchor_cell(self.adapter, grids, one.detections[0])])
+                        grads = torch.autograd.grad(value.sum(), tensors, retain_graph=True, allow_unused=True)
                         per_job[k] = consume(k, self._structure(live, tensors, grads))
         return per_job
 
@@ -320,11 +329,17 @@ class CamEngine:
                     replay[start] = hooks.outputs[0] = hooks.prepare(crops(outputs[start]), noisy=False)
                     first = start + 1
                 adapter.run_layers(None, replay, start=first, only=plan.levels.layers[level])
-                local = [replace(jobs.detections[k], anchor=plan.local_anchor(level, jobs.detections[k].anchor, win))
-                         for k, win in members]
-                batch = Jobs.build(local, [int(jobs.component[k]) for k, _ in members], rows.device)
                 present = [t for t in range(len(self.layers)) if t in hooks.outputs]
-                values = self.target(self._head(replay, level), batch)
+                if self._reach(level) is None:
+                    local = [replace(jobs.detections[k], anchor=plan.local_anchor(level, jobs.detections[k].anchor, win))
+                             for k, win in members]
+                    batch = Jobs.build(local, [int(jobs.component[k]) for k, _ in members], rows.device)
+                    values = self.target(self._head(replay, level), batch)
+                else:
+                    batch = Jobs.build([jobs.detections[k] for k, _ in members],
+                                       [int(jobs.component[k]) for k, _ in members], rows.device)
+                    cells = [plan.local_cell(level, jobs.detections[k].anchor, win) for k, win in members]
+                    values = self._local_values(replay, level, batch, range(len(members)), cells)
                 grads = torch.autograd.grad(values.sum(), [hooks.outputs[t] for t in present], allow_unused=True)
         finally:
             hooks.replay = False
@@ -357,6 +372,15 @@ class CamEngine:
             hooks.replay, hooks.noise = False, 0.0
         live = [hooks.outputs[k] for k in range(len(self.layers))]
         return replay, live, [t for out in live for t in flatten_output(out)]
+
+    def _reach(self, level: int | None) -> int | None:
+        """Cells a local target at `level` reads around its anchor, or None (evaluate the whole head)."""
+        return None if level is None or not self.target.local else self.head_reach[level]
+
+    def _local_values(self, replay, level, jobs: Jobs, rows, cells) -> torch.Tensor:
+        """Targets (n,) of local jobs at `level`, read from head crops around their cells (`head_crops.py`)."""
+        items = [(r, d, int(c), cell) for r, d, c, cell in zip(rows, jobs.detections, jobs.component.tolist(), cells)]
+        return local_targets(self.adapter, self.target, replay, level, self._reach(level), items)
 
     def _head(self, replay: list, level: int | None):
         """Head outputs; with a `level`, only that level's branches run (and get a backward pass),

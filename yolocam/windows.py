@@ -89,17 +89,14 @@ def level_windows(adapter: ModelAdapter, start: int, seed_root: bool, layer_stri
         else:
             r = module_reach(layer)
             reach[i] = None if r is None else r * layer_strides[i]
-    head = adapter.head
-    box_head = head.one2one_cv2 if adapter.end2end else head.cv2
-    cls_head = head.one2one_cv3 if adapter.end2end else head.cv3
     margins, needed = [], []
     for lvl, j in enumerate(adapter.head_inputs):
-        reaches = [module_reach(box_head[lvl]), module_reach(cls_head[lvl])]
+        own = head_reach(adapter)[lvl]
         layers = _ancestors(j, inputs, first)
-        if any(r is None for r in reaches) or any(reach[i] is None for i in layers):
+        if own is None or any(reach[i] is None for i in layers):
             margins.append(None)
         else:
-            need = {j: max(reaches) * adapter.strides[lvl]}
+            need = {j: own * adapter.strides[lvl]}
             for i in sorted(layers, reverse=True):  # from the head input back to the replay's inputs
                 for src in inputs[i]:
                     need[src] = max(need.get(src, 0.0), need[i] + reach[i])
@@ -107,6 +104,18 @@ def level_windows(adapter: ModelAdapter, start: int, seed_root: bool, layer_stri
         needed.append(layers)
     align = int(max(layer_strides.values()))
     return LevelWindows(margins, align, needed)
+
+
+def head_reach(adapter: ModelAdapter) -> list[int | None]:
+    """Per level, how many cells around an anchor its head branches (box and class) read; None if unknown."""
+    head = adapter.head
+    box_head = head.one2one_cv2 if adapter.end2end else head.cv2
+    cls_head = head.one2one_cv3 if adapter.end2end else head.cv3
+    out = []
+    for lvl in range(len(adapter.head_inputs)):
+        reaches = [module_reach(box_head[lvl]), module_reach(cls_head[lvl])]
+        out.append(None if any(r is None for r in reaches) else int(math.ceil(max(reaches))))
+    return out
 
 
 def _inputs(adapter: ModelAdapter, i: int) -> list[int]:
@@ -186,13 +195,18 @@ class WindowPlan:
         area = (win[1] - win[0]) * (win[3] - win[2])
         return win if area <= self.max_fraction * self.size[0] * self.size[1] else None
 
+    def local_cell(self, level: int, anchor: int, win) -> tuple[int, int]:
+        """The anchor's (row, column) in the level's grid of the window's crops."""
+        gy, gx = divmod(anchor - self.offsets[level], self.grids[level][1])
+        s = self.strides[level]
+        return gy - int(win[0] // s), gx - int(win[2] // s)
+
     def local_anchor(self, level: int, anchor: int, win) -> int:
         """The anchor's index on the prediction axis of head outputs computed on the window's crops."""
         y0, y1, x0, x1 = win
-        gy, gx = divmod(anchor - self.offsets[level], self.grids[level][1])
         before = sum(int((y1 - y0) // s) * int((x1 - x0) // s) for s in self.strides[:level])
-        s = self.strides[level]
-        return before + (gy - int(y0 // s)) * int((x1 - x0) // s) + (gx - int(x0 // s))
+        gy, gx = self.local_cell(level, anchor, win)
+        return before + gy * int((x1 - x0) // self.strides[level]) + gx
 
     def crop(self, t: torch.Tensor, row: int, win) -> torch.Tensor:
         """Row `row` of a (B, C, h, w) tensor cropped to the window: (1, C, h', w') (a view)."""
