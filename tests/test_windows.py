@@ -14,6 +14,7 @@ from torch import nn
 
 import yolocam
 from yolocam.bench import bench_image
+from yolocam.detections import Detection
 from yolocam.engine import CamEngine
 from yolocam.layers import resolve_layers
 from yolocam.methods import get_method
@@ -117,3 +118,37 @@ def test_window_geometry():
     # a stride-8 cell at (2, 30): 48 px margins, aligned to 32 px, clipped to a 320 x 320 input
     assert window(2, 30, 8.0, 48.0, 32, (320, 320)) == (0, 96, 192, 320)
     assert window(20, 20, 8.0, 48.0, 32, (320, 320)) == (96, 224, 96, 224)
+
+
+@pytest.mark.parametrize("family,target", [("v8", "box"), ("26", "class"), ("v10", "all")])
+def test_head_crops_are_exact_at_borders_and_inside(family, target):
+    """Targets read from head crops equal those from the whole head, for anchors in corners, on edges
+    and inside every level (float64, bit for bit up to 1e-12 of the largest map value)."""
+    model = copy.deepcopy(family_model(family)).double()
+    exp = yolocam.Explainer(model, imgsz=IMGSZ, target=target, strategy="loop")
+    x, _ = exp.adapter.preprocess([bench_image(IMGSZ)], IMGSZ)
+
+    def select(head):
+        dets, offset = [], 0
+        for lvl, stride in enumerate(exp.adapter.strides):
+            h = w = int(IMGSZ // stride)
+            for gy, gx in ((0, 0), (0, w // 2), (h - 1, w - 1), (h // 2, 1), (h // 2, w // 2)):
+                a = offset + gy * w + gx
+                dets.append(Detection(0, a, lvl, 0, 0.5, head.boxes[0, a].tolist()))
+            offset += h * w
+        return [dets]
+
+    maps = {}
+    for crops in (True, False):
+        eng = CamEngine(exp.adapter, get_method("hirescam"), get_target(target), exp.layers, strategy="loop",
+                        windows=False)
+        if not crops:
+            eng.head_reach = [None] * len(eng.head_reach)
+        captured = []
+        chunk_maps = eng._chunk_layer_maps
+        eng._chunk_layer_maps = lambda *args: captured.append(chunk_maps(*args)) or captured[-1]
+        eng.run(x, select=select)
+        maps[crops] = captured
+    scale = max(float(m.abs().max()) for ms in maps[False] for m in ms)
+    assert len(maps[True][0][0]) == 15 * get_target(target).n_components
+    assert _max_difference(maps[True], maps[False]) <= 1e-12 * scale

@@ -22,7 +22,6 @@ Jobs are processed in chunks so that the replay's extra memory stays under `memo
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from typing import Sequence
 
@@ -31,9 +30,9 @@ import torch
 from .adapter import ModelAdapter
 from .detections import Detection, select_detections
 from .errors import YolocamError
-from .fusion import check_fusion, fuse_layer_maps, scale_to_unit_, to_original
+from .fusion import check_fusion
 from .images import Letterbox
-from .projection import Projector, ProjectorCache
+from .projection import ProjectorCache, assemble_maps
 from .hooks import LayerHooks
 from .layers import TargetLayer, align_levels, default_reshape, flatten_output, rebuild_output
 from .methods import Method
@@ -192,49 +191,9 @@ class CamEngine:
         return [torch.zeros((0, *g), device=acts[0].device) for g in grids]
 
     def _fuse(self, layer_maps, dets, size, letterboxes) -> list[torch.Tensor]:
-        """Per image the fused, normalised maps (n_i, H, W): input space, or original space with letterboxes.
-
-        `sum`, `origin` and `aligned` project each job's layer maps straight to the output space in one
-        matrix product (see `projection.py`); `max` and multi-component targets fuse in input space first.
-        """
         n_comp = self.target.n_components if self.method.needs_gradients else 1
-        device = self.adapter.device
-        out, i = [], 0
-        for b, image_dets in enumerate(dets):
-            lb = None if letterboxes is None else letterboxes[b]
-            n = len(image_dets) * n_comp
-            if n == 0:
-                out.append(torch.zeros((0, *(size if lb is None else lb.orig_shape)), device=device))
-                continue
-            maps = [m[i:i + n] for m in layer_maps]
-            i += n
-            direct = lb is not None and n_comp == 1 and self.fuse != "max"
-            proj = self.projectors.get(size, lb if direct else None, device)
-            if self.fuse == "max":
-                strides = [size[0] / m.shape[-2] for m in maps]
-                fused = fuse_layer_maps(maps, "max", size, strides, None)
-            elif self.fuse == "origin":
-                fused = self._origin(maps, proj, image_dets, n_comp, size)
-            else:
-                fused = scale_to_unit_(proj.sum_rectified(maps))  # rectified and resized: >= 0, finite
-            if n_comp > 1:
-                fused = fused.view(-1, n_comp, *fused.shape[-2:]).amax(1)  # components max-combined
-            if lb is not None and not direct:
-                fused = to_original(fused, lb)
-            out.append(fused)
-        return out
-
-    def _origin(self, maps, proj: Projector, image_dets, n_comp: int, size) -> torch.Tensor:
-        """`origin` fusion: each job's map from the layer whose stride is closest to its detection's."""
-        log_layer = torch.tensor([math.log2(size[0] / m.shape[-2]) for m in maps])
-        log_job = torch.tensor([math.log2(self.adapter.strides[d.level]) for d in image_dets]).repeat_interleave(n_comp)
-        pick = (log_job[:, None] - log_layer[None]).abs().argmin(1)
-        out = torch.empty((len(pick), *proj.out_size), device=maps[0].device)
-        for k, m in enumerate(maps):
-            rows = (pick == k).nonzero().view(-1).to(m.device)
-            if len(rows):
-                out[rows] = scale_to_unit_(proj.one(torch.nan_to_num(m[rows].float()).clamp_(min=0)))
-        return out
+        return assemble_maps(layer_maps, dets, n_comp, self.fuse, size, letterboxes, self.adapter.strides,
+                             self.projectors, self.adapter.device)
 
     def _gradients(self, hooks: LayerHooks, outputs: list, rows: torch.Tensor, jobs: Jobs) -> list[torch.Tensor]:
         """Gradients (S, n, C, H, W) per target layer (after the reshape transform) for n jobs."""

@@ -10,11 +10,13 @@ resize (up to float rounding), at a fraction of the cost when there are many map
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from typing import Sequence
 
 import torch
 
+from .fusion import fuse_layer_maps, scale_to_unit_, to_original
 from .images import Letterbox
 
 
@@ -127,3 +129,52 @@ class ProjectorCache:
         while len(self._items) > self.size:
             self._items.popitem(last=False)
         return proj
+
+
+def assemble_maps(layer_maps: Sequence[torch.Tensor], dets: Sequence[Sequence], n_comp: int, fuse: str,
+                  size: tuple[int, int], letterboxes, level_strides: Sequence[float], projectors: ProjectorCache,
+                  device) -> list[torch.Tensor]:
+    """Per image the fused, normalised maps (n_i, H, W): input space, or original space with letterboxes.
+
+    layer_maps: per layer (jobs, h_l, w_l) raw maps, jobs in (detection, component) order over the
+    batch; dets: per image its detections. `sum`, `origin` and `aligned` project each job's layer
+    maps straight to the output space in one matrix product; `max` and multi-component targets
+    (whose components are max-combined) fuse in input space first.
+    """
+    out, i = [], 0
+    for b, image_dets in enumerate(dets):
+        lb = None if letterboxes is None else letterboxes[b]
+        n = len(image_dets) * n_comp
+        if n == 0:
+            out.append(torch.zeros((0, *(size if lb is None else lb.orig_shape)), device=device))
+            continue
+        maps = [m[i:i + n] for m in layer_maps]
+        i += n
+        direct = lb is not None and n_comp == 1 and fuse != "max"
+        proj = projectors.get(size, lb if direct else None, device)
+        if fuse == "max":
+            fused = fuse_layer_maps(maps, "max", size, [size[0] / m.shape[-2] for m in maps], None)
+        elif fuse == "origin":
+            job_strides = [level_strides[d.level] for d in image_dets for _ in range(n_comp)]
+            fused = _origin(maps, proj, job_strides, size)
+        else:
+            fused = scale_to_unit_(proj.sum_rectified(maps))  # rectified and resized: >= 0, finite
+        if n_comp > 1:
+            fused = fused.view(-1, n_comp, *fused.shape[-2:]).amax(1)  # components max-combined
+        if lb is not None and not direct:
+            fused = to_original(fused, lb)
+        out.append(fused)
+    return out
+
+
+def _origin(maps, proj: Projector, job_strides: Sequence[float], size) -> torch.Tensor:
+    """`origin` fusion: each job's map from the layer whose stride is closest to its detection's."""
+    log_layer = torch.tensor([math.log2(size[0] / m.shape[-2]) for m in maps])
+    log_job = torch.tensor([math.log2(s) for s in job_strides])
+    pick = (log_job[:, None] - log_layer[None]).abs().argmin(1)
+    out = torch.empty((len(pick), *proj.out_size), device=maps[0].device)
+    for k, m in enumerate(maps):
+        rows = (pick == k).nonzero().view(-1).to(m.device)
+        if len(rows):
+            out[rows] = scale_to_unit_(proj.one(torch.nan_to_num(m[rows].float()).clamp_(min=0)))
+    return out
