@@ -203,3 +203,28 @@ def test_model_state_restored(v8_model, image):
             p.requires_grad_(True)
             p.grad = None
         model.eval()
+
+
+def test_memory_bound_sets_the_chunk_size(v8_model, image, setup, monkeypatch):
+    """The per-job cost is measured on a one-row replay (at least its layer outputs); a bound of 2.5
+    jobs gives chunks of 2 in the batched strategy, and the same maps."""
+    from yolocam.hooks import LayerHooks
+    from yolocam.layers import flatten_output
+
+    exp = yolocam.Explainer(v8_model, method="hirescam", imgsz=IMGSZ, strategy="batched")
+    eng = exp.engine
+    x, _ = exp.adapter.preprocess([image], IMGSZ)
+    with exp.adapter.explaining(), LayerHooks(eng.layers) as hooks, torch.inference_mode(False):
+        with torch.no_grad():
+            outputs = exp.adapter.run_layers(x, [None] * len(exp.adapter.layers))
+        per_job = eng.bytes_per_job(hooks, outputs)
+    activations = sum(t[0].numel() * t.element_size() for out in outputs[eng.start:] if out is not None
+                      for t in flatten_output(out))
+    assert activations < per_job < 10 * activations
+    eng.memory_mb = 2.5 * per_job / 2**20
+    real, calls = torch.autograd.grad, []
+    monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: calls.append(1) or real(*a, **k))
+    result = exp.explain(image, conf=0.0, iou=IOU, max_det=MAX_DET)[0]
+    levels = {d.level for d in result.detections}
+    assert len(calls) >= math.ceil(MAX_DET / 2) and len(calls) <= math.ceil(MAX_DET / 2) + len(levels)
+    _assert_matches(result, setup, "hirescam", "class", "memory bound")

@@ -48,7 +48,12 @@ def _raw_maps(model, method, target, windows, margins_shift=0.0):
         eng._window_plan = shifted
     result = exp.explain(bench_image(IMGSZ), conf=0.0, iou=0.5, max_det=10)[0]
     plan = next(iter(eng._plans.values()), None)
-    return captured, result, plan
+    return _one_chunk(captured), result, plan
+
+
+def _one_chunk(chunks):
+    """Per-chunk lists of per-layer (jobs, h, w) maps -> one list (a single chunk of all jobs)."""
+    return [[torch.cat([c[k] for c in chunks]) for k in range(len(chunks[0]))]]
 
 
 def _max_difference(a, b) -> float:
@@ -148,7 +153,7 @@ def test_head_crops_are_exact_at_borders_and_inside(family, target):
         chunk_maps = eng._chunk_layer_maps
         eng._chunk_layer_maps = lambda *args: captured.append(chunk_maps(*args)) or captured[-1]
         eng.run(x, select=select)
-        maps[crops] = captured
+        maps[crops] = _one_chunk(captured)
     scale = max(float(m.abs().max()) for ms in maps[False] for m in ms)
     assert len(maps[True][0][0]) == 15 * get_target(target).n_components
     assert _max_difference(maps[True], maps[False]) <= 1e-12 * scale

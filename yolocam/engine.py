@@ -85,6 +85,7 @@ class CamEngine:
         self.projectors = ProjectorCache()
         self.windows = windows
         self.head_reach = head_reach(adapter)
+        self._job_bytes: dict[tuple, int] = {}
         self._plans: dict[tuple[int, int], WindowPlan] = {}
 
     # ------------------------------------------------------------------ public
@@ -133,7 +134,7 @@ class CamEngine:
         if self.target.local and self.strategy == "batched":  # chunks of one level skip the others' branches
             order.sort(key=lambda i: flat[i][0].level)
         parts = []
-        chunk = self.chunk_size(outputs)
+        chunk = self.chunk_size(hooks, outputs)
         plan = self._window_plan(outputs, acts, size)
         for lo in range(0, len(flat), chunk):
             part = [flat[i] for i in order[lo:lo + chunk]]
@@ -369,18 +370,42 @@ class CamEngine:
             needed.discard(start)
         return sorted(needed)
 
-    def chunk_size(self, outputs: list) -> int:
-        """Jobs per replay so that the replay's activations and gradients stay under `memory_mb`."""
+    def chunk_size(self, hooks: LayerHooks, outputs: list) -> int:
+        """Jobs per batched replay so that its extra memory stays under `memory_mb` (at least 1)."""
         if self.max_batch:
             return max(1, int(self.max_batch))
-        per_row = 0
-        for out in outputs[self.start:]:
-            if out is None:
-                continue
-            for t in flatten_output(out):
-                per_row += t[0].numel() * t.element_size()
-        per_job = 3 * per_row + 1  # forward activations kept for backward, gradients, workspace
-        return max(1, int(self.memory_mb * 2**20 // per_job))
+        return max(1, int(self.memory_mb * 2**20 // self.bytes_per_job(hooks, outputs)))
+
+    def bytes_per_job(self, hooks: LayerHooks, outputs: list) -> int:
+        """Extra bytes one job (one row) adds to a batched replay, measured once per input size.
+
+        A one-row replay is run with autograd's saved-tensor hooks counting every tensor kept for the
+        backward pass (parameters excluded), plus the layer outputs, the target layers' gradients,
+        and twice the largest layer output for the backward pass's transient buffers.
+        """
+        key = tuple(tuple(t.shape[1:]) for t in flatten_output(outputs[self.start]))
+        if key not in self._job_bytes:
+            params = {p.untyped_storage().data_ptr() for p in self.adapter.module.parameters()}
+            kept: dict[int, int] = {}
+
+            def count(t: torch.Tensor) -> torch.Tensor:
+                storage = t.untyped_storage()
+                if storage.data_ptr() not in params:
+                    kept[storage.data_ptr()] = storage.nbytes()
+                return t
+
+            row = torch.zeros(1, dtype=torch.long, device=self.adapter.device)
+            with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t), torch.enable_grad():
+                replay, _, tensors = self._replay_forward(hooks, outputs, row, 0.0)
+                self.adapter.head_outputs(replay)
+            sizes = [t.untyped_storage().nbytes() for out in replay[self.start:] if out is not None
+                     for t in flatten_output(out)]
+            for out in replay[self.start:]:
+                for t in flatten_output(out) if out is not None else []:
+                    kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            grads = sum(t.numel() * t.element_size() for t in tensors)
+            self._job_bytes[key] = sum(kept.values()) + grads + 2 * max(sizes, default=0)
+        return self._job_bytes[key]
 
 
 def _index_rows(out, rows: torch.Tensor):
