@@ -43,12 +43,14 @@ class Explainer:
         end2end: None uses an end-to-end head's one-to-one branch when there is one.
         strategy: how gradients of many boxes are computed: `batched` (one batched backward),
             `loop` (one retained backward per box), `auto` (batched on CUDA, loop on CPU).
+        windows: with `loop`, replay boxes whose receptive field is small on crops around them
+            (exactly the same maps, faster); False replays every box on the whole image.
     """
 
     def __init__(self, model=None, method: str = DEFAULT_METHOD, target="class", layers=DEFAULT_LAYERS,
                  fuse: str = DEFAULT_FUSE, imgsz: int | None = None, device=None, reshape_transform=None,
                  memory_mb: float = 2048.0, max_batch: int | None = None, end2end: bool | None = None,
-                 strategy: str = "auto"):
+                 strategy: str = "auto", windows: bool = True):
         if model is None:
             model = demo_model_path()
         elif isinstance(model, str) and model in DEMO_MODELS:
@@ -64,7 +66,7 @@ class Explainer:
         self.imgsz = imgsz or self.adapter.train_imgsz or 640
         self.engine = CamEngine(self.adapter, self.method, self.target, self.layers, fuse=fuse,
                                 reshape_transform=reshape_transform, memory_mb=memory_mb, max_batch=max_batch,
-                                strategy=strategy)
+                                strategy=strategy, windows=windows)
 
     @property
     def names(self) -> dict[int, str]:
