@@ -11,7 +11,10 @@
      because rows never interact (eval mode). Jobs are grouped by level so that the other
      levels' head branches are left out of the backward.
    - `loop` (default on CPU, where a batch row costs as much as a separate pass): one batch-1
-     replay per image, then one retained backward per job.
+     replay per image, then one retained backward per job. Jobs whose receptive field covers a
+     small window are instead replayed on crops of that window (`windows.py`), equally sized
+     crops as one batch, with exactly the same gradients.
+   Local targets read the head evaluated on a few cells around their anchor (`head_crops.py`).
    Parameters are frozen meanwhile, so no parameter `.grad` is touched.
 4. Weight activations with gradients (the method) into small per-layer maps, as soon as each
    job's gradients exist; then fuse the layers and resize to the output in one matrix product
@@ -31,13 +34,13 @@ from .adapter import ModelAdapter
 from .detections import Detection, select_detections
 from .errors import YolocamError
 from .fusion import check_fusion
-from .images import Letterbox
-from .projection import ProjectorCache, assemble_maps
+from .head_crops import anchor_cell, local_targets
 from .hooks import LayerHooks
+from .images import Letterbox
 from .layers import TargetLayer, align_levels, default_reshape, flatten_output, rebuild_output
 from .methods import Method
+from .projection import ProjectorCache, assemble_maps
 from .targets import Jobs, Target
-from .head_crops import anchor_cell, local_targets
 from .windows import WindowPlan, head_reach
 
 
@@ -134,8 +137,8 @@ class CamEngine:
         if self.target.local and self.strategy == "batched":  # chunks of one level skip the others' branches
             order.sort(key=lambda i: flat[i][0].level)
         parts = []
-        chunk = self.chunk_size(hooks, outputs)
-        plan = self._window_plan(outputs, acts, size)
+        chunk = self.chunk_size(hooks, outputs) if flat else 1
+        plan = self._window_plan(outputs, acts, size) if flat else None
         for lo in range(0, len(flat), chunk):
             part = [flat[i] for i in order[lo:lo + chunk]]
             jobs = Jobs.build([d for d, _ in part], [c for _, c in part], acts[0].device)
