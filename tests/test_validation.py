@@ -120,6 +120,11 @@ def test_table_counts_and_files(val_run):
     assert len(manifest["images"]) == len(report.worst) > 0
     fps = [c for c in report.worst if c["kind"] == "false_positive"]
     assert [c["conf"] for c in fps] == sorted((c["conf"] for c in fps), reverse=True)
+    cases = [d["case"] for img in manifest["images"] for d in img["detections"]]  # each card says what it is
+    assert sum(c.startswith("false positive #") for c in cases) == len(fps)
+    assert sum(c.startswith("true positive #") for c in cases) == len(report.worst) - len(fps)
+    html_text = (out / "worst" / "index.html").read_text()
+    assert html_text.count('class="case"') == len(report.worst)
     text = report.format()
     assert "mAP50-95)" in text and "TP-EiB" in text
 

@@ -95,11 +95,21 @@ class WorstCases:
                     det = DetectionExplanation(rec["box"], rec["cls"], rec["name"], rec["conf"], rec["anchor"],
                                                rec["level"], heat.astype(np.float32))
                     entry = writer.add(ImageExplanation(rec["image"], image, [det], meta=meta))
+                    if entry:  # the gallery card says which case it is (rewritten to the manifest at the end)
+                        entry["detections"][0]["case"] = _case_label(kind, rank, rec)
                     cases.append({"kind": kind, "rank": rank, "stem": entry["stem"] if entry else None,
                                   **{k: rec[k] for k in ("image", "name", "conf", "box", "gt_box", "energy",
                                                          "pointing", "energy_other")}})
         atomic_write_bytes(folder / "cases.json", json.dumps(cases, indent=1).encode())
         return cases
+
+
+def _case_label(kind: str, rank: int, rec: dict) -> str:
+    """One line for a worst-case card: which list it is on, its rank, and the number that put it there."""
+    energy = "-" if rec["energy"] is None else f"{rec['energy']:.2f}"
+    if kind == "false_positive":
+        return f"false positive #{rank + 1} (by confidence): energy in nearest ground-truth box {energy}"
+    return f"true positive #{rank + 1} (lowest energy in box): {energy}"
 
 
 def _mean(values) -> float:

@@ -32,7 +32,7 @@ padding:10px 12px;margin:0 0 14px;box-shadow:0 1px 2px #0002}section h2{margin:0
 figure.det{margin:0;background:#fafafa;border:1px solid #ddd;border-radius:4px;padding:6px}
 figure.det img{display:block;width:100%;height:auto;background:#ccc}
 figcaption{font-size:12px;margin-top:4px}figcaption .name{font-weight:600}
-figcaption .conf{float:right;font-variant-numeric:tabular-nums}.box,.src{color:#555;font-size:11px}
+figcaption .conf{float:right;font-variant-numeric:tabular-nums}.box,.src{color:#555;font-size:11px}.case{color:#a33;font-size:11px}
 .none{color:#888;font-style:italic}.errors li{color:#a00;word-break:break-all}
 .summary img{max-width:100%;height:auto}section.image .src{display:none}[hidden]{display:none!important}
 """
@@ -118,6 +118,7 @@ def _url(rel: str) -> str:
 def _card(i: int, img: dict, det: dict, order: int, lazy: bool) -> str:
     box = ", ".join(f"{v:.1f}" for v in det["box"])
     loading = ' loading="lazy"' if lazy else ""
+    case = f'<br><span class="case">{_esc(det["case"])}</span>' if det.get("case") else ""
     return (
         f'<figure class="det" id="det-{i}-{det["index"]}" data-image="{i}" data-index="{det["index"]}" '
         f'data-cls="{int(det["cls"])}" data-name="{_esc(det["name"])}" data-conf="{det["conf"]:.6f}" '
@@ -127,7 +128,7 @@ def _card(i: int, img: dict, det: dict, order: int, lazy: bool) -> str:
         "onload=\"this.dataset.loaded='1'\" onerror=\"this.dataset.loaded='error'\"></a>"
         f'<figcaption><span class="name">{_esc(det["name"])}</span> <span class="conf">{det["conf"]:.3f}</span>'
         f'<br><span class="box">#{det["index"]} box [{box}] · level {det.get("level", "?")}</span>'
-        f'<br><span class="src">{_esc(img["stem"])}</span></figcaption></figure>'
+        f'<br><span class="src">{_esc(img["stem"])}</span>{case}</figcaption></figure>'
     )
 
 
