@@ -13,7 +13,8 @@ import torch
 from ultralytics import YOLO
 from ultralytics.utils.metrics import DetMetrics
 
-from yolocam.compare import COLUMNS, TABLE_COLUMNS, compare_methods
+from yolocam.compare import COLUMNS, compare_methods
+from yolocam.report import TABLE_COLUMNS
 from yolocam.metrics import energy_in_box
 from yolocam.models import demo_model_path
 from yolocam.validation import Collector, default_dataset, main_val, validate

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import torch
 
-from .compare import csv_bytes
+from .report import csv_bytes
 from .errors import YolocamError
 from .explainer import DEFAULT_FUSE, DEFAULT_LAYERS, DEFAULT_METHOD, Explainer
 from .export import atomic_write_bytes, encode_png

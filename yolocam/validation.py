@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from ultralytics.models.yolo.detect import DetectionValidator
 
-from .compare import ValidationReport, WorstCases, build_report
+from .report import ValidationReport, WorstCases, build_report
 from .detections import Detection
 from .errors import YolocamError
 from .explainer import DEFAULT_FUSE, DEFAULT_LAYERS, DEFAULT_METHOD, Explainer
