@@ -201,11 +201,12 @@ class ModelAdapter:
             outputs[i] = m(inp)
         return outputs
 
-    def head_outputs(self, outputs: list, level: int | None = None) -> HeadOutputs:
+    def head_outputs(self, outputs: list, level: int | None = None, boxes: bool = True) -> HeadOutputs:
         """Evaluate the head branch in use on the layer outputs; see `HeadOutputs`.
 
         With `level`, only that level's branches run; the other levels' raw outputs are zeros
         (for targets that read only anchors of that level: their values there are not meaningful).
+        With `boxes=False` the box branches are skipped and the boxes are zeros (class-only targets).
         """
         feats = [outputs[j] for j in self.head_inputs]
         head = self.head
@@ -217,10 +218,13 @@ class ModelAdapter:
                 return branch[i](f).flatten(2)
             return f.new_zeros((f.shape[0], channels, f.shape[-2] * f.shape[-1]))
 
-        box = torch.cat([run(box_head, i, f, 4 * head.reg_max) for i, f in enumerate(feats)], dim=-1)  # (B, 4*reg_max, A)
         cls = torch.cat([run(cls_head, i, f, self.nc) for i, f in enumerate(feats)], dim=-1)  # (B, nc, A)
-        dist = head.dfl(box) if head.reg_max > 1 else box  # (B, 4, A) ltrb in grid units
         anchors, strides, levels = self._anchor_grid(feats)
+        if not boxes:
+            return HeadOutputs(cls.transpose(1, 2), cls.new_zeros((cls.shape[0], cls.shape[2], 4)), strides, anchors,
+                               levels)
+        box = torch.cat([run(box_head, i, f, 4 * head.reg_max) for i, f in enumerate(feats)], dim=-1)  # (B, 4*reg_max, A)
+        dist = head.dfl(box) if head.reg_max > 1 else box  # (B, 4, A) ltrb in grid units
         centre = anchors.t().unsqueeze(0)  # (1, 2, A)
         xyxy = torch.cat((centre - dist[:, :2], centre + dist[:, 2:]), dim=1) * strides
         return HeadOutputs(cls.transpose(1, 2), xyxy.transpose(1, 2), strides, anchors, levels)

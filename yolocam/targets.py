@@ -47,6 +47,7 @@ class Target:
     name = "target"
     n_components = 1
     local = False  # True when the scalar reads only the detection's own anchor (so only its level)
+    needs_boxes = True  # False when it reads only class scores (the head's box branch is then skipped)
 
     def __call__(self, outputs: HeadOutputs, jobs: Jobs) -> torch.Tensor:
         raise NotImplementedError
@@ -67,6 +68,7 @@ class ClassLogit(Target):
 
     name = "class"
     local = True
+    needs_boxes = False
 
     def __call__(self, outputs, jobs):
         return outputs.logits[_rows(outputs, jobs), jobs.anchor, jobs.cls]
@@ -77,6 +79,7 @@ class Confidence(Target):
 
     name = "conf"
     local = True
+    needs_boxes = False
 
     def __call__(self, outputs, jobs):
         return outputs.logits[_rows(outputs, jobs), jobs.anchor, jobs.cls].sigmoid()
