@@ -90,8 +90,7 @@ def level_windows(adapter: ModelAdapter, start: int, seed_root: bool, layer_stri
             r = module_reach(layer)
             reach[i] = None if r is None else r * layer_strides[i]
     margins, needed = [], []
-    for lvl, j in enumerate(adapter.head_inputs):
-        own = head_reach(adapter)[lvl]
+    for lvl, (j, own) in enumerate(zip(adapter.head_inputs, head_reach(adapter))):
         layers = _ancestors(j, inputs, first)
         if own is None or any(reach[i] is None for i in layers):
             margins.append(None)
