@@ -19,6 +19,7 @@ import os
 import re
 import threading
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -30,14 +31,16 @@ from .results import DetectionExplanation, ImageExplanation, blend_heatmap, draw
 MANIFEST_VERSION = 1
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file in the same folder and a rename."""
+def atomic_write_bytes(path: Path, data: bytes, sync: bool = True) -> None:
+    """Write `data` to `path` via a temporary file in the same folder and a rename (fsynced first
+    unless `sync` is False: the file is then still never seen half-written by other processes)."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if sync:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -117,6 +120,8 @@ class ExportWriter:
             if meta and key in meta:
                 self.manifest[key] = meta[key]
         self.stems = {img["stem"].casefold() for img in self.manifest["images"]}
+        self._image_json: list[str] = []  # each image entry serialised once, for the rewrites between images
+        self._threads: ThreadPoolExecutor | None = None
 
     def __enter__(self) -> "ExportWriter":
         return self
@@ -157,8 +162,8 @@ class ExportWriter:
             scores=np.asarray([d.conf for d in dets], np.float32),
         )
         atomic_write_bytes(folder / "heatmaps.npz", npz)
-        entries = []
-        for k, d in enumerate(dets):
+        def overlay_entry(k: int) -> dict:
+            d = dets[k]
             name = f"{k:03d}_{safe_name(d.name)}.png"
             overlay = blend_heatmap(result.image, d.heatmap)
             draw_box(overlay, d.box, f"{d.name} {d.conf:.2f}")
@@ -166,12 +171,22 @@ class ExportWriter:
             entry = {"index": k, **d.to_dict(), "overlay": f"{stem}/{name}"}
             if self.crops:
                 entry["crop"] = self._write_crop(folder, name, overlay, d.box, stem)
-            entries.append(entry)
+            return entry
+
+        # OpenCV drops the GIL while blending and encoding, so overlays are made on a few threads
+        entries = list(self._pool().map(overlay_entry, range(len(dets)))) if len(dets) > 1 else \
+            [overlay_entry(k) for k in range(len(dets))]
         image_entry = {"path": result.path, "stem": stem, "width": int(w), "height": int(h),
                        "heatmaps": f"{stem}/heatmaps.npz", "detections": entries}
         self.manifest["images"].append(image_entry)
         self.write_manifest()
         return image_entry
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1),
+                                               thread_name_prefix="yolocam-overlay")
+        return self._threads
 
     def _write_crop(self, folder: Path, name: str, overlay: np.ndarray, box, stem: str) -> str:
         (folder / "crops").mkdir(exist_ok=True)
@@ -182,12 +197,27 @@ class ExportWriter:
         atomic_write_bytes(folder / "crops" / name, encode_png(overlay[y1:y2, x1:x2]))
         return f"{stem}/crops/{name}"
 
-    def write_manifest(self) -> None:
-        data = json.dumps(self.manifest, indent=1).encode()
-        atomic_write_bytes(self.out / "manifest.json", data)
+    def write_manifest(self, final: bool = False) -> None:
+        """Rewrite manifest.json (atomically) so that it lists every image written so far.
+
+        Between images, each image's entry is serialised once and reused, and the file is not
+        fsynced: a run of n images then costs O(n) serialisation, not O(n^2). The final write
+        serialises everything afresh (entries may have been annotated since) and syncs it.
+        """
+        if final:
+            data = json.dumps(self.manifest, indent=1).encode()
+        else:
+            images = self.manifest["images"]
+            self._image_json += [json.dumps(img) for img in images[len(self._image_json):]]
+            head = json.dumps({k: v for k, v in self.manifest.items() if k != "images"})
+            data = (head[:-1] + ', "images": [\n' + ",\n".join(self._image_json) + "\n]}").encode()
+        atomic_write_bytes(self.out / "manifest.json", data, sync=final)
 
     def finish(self) -> None:
-        self.write_manifest()
+        if self._threads is not None:
+            self._threads.shutdown()
+            self._threads = None
+        self.write_manifest(final=True)
         if self.html:
             from .gallery import write_gallery
 
