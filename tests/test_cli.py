@@ -295,3 +295,23 @@ def test_console_script_is_installed(small_images, tiny_args, tmp_path):
     assert f"-> {out}" in proc.stdout
     manifest = json.loads((out / "manifest.json").read_text())
     assert [img["stem"] for img in manifest["images"]] == ["img1"]
+
+
+def test_cpu_folder_run_leaves_the_writer_a_core(small_images, tiny_args, tmp_path, capsys, monkeypatch):
+    """While a folder is explained on the CPU, torch runs one thread fewer; the setting comes back."""
+    seen = []
+    iter_explain = yolocam.Explainer.iter_explain
+
+    def spy(self, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        yield from iter_explain(self, *args, **kwargs)
+
+    monkeypatch.setattr(yolocam.Explainer, "iter_explain", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        rc, _, err = run(["explain", small_images, *tiny_args, "--out", tmp_path / "out"], capsys)
+        assert rc == 0, err
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
