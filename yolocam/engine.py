@@ -34,14 +34,14 @@ from .adapter import ModelAdapter
 from .detections import Detection, select_detections
 from .errors import YolocamError
 from .fusion import check_fusion
-from .head_crops import anchor_cell, local_targets
+from .head_crops import local_targets
 from .hooks import LayerHooks
 from .images import Letterbox
 from .layers import TargetLayer, align_levels, default_reshape, flatten_output, rebuild_output
 from .methods import Method
 from .projection import ProjectorCache, assemble_maps
 from .targets import Jobs, Target
-from .windows import WindowPlan, head_reach
+from .windows import WindowPlan, anchor_cell, head_reach
 
 
 STRATEGIES = ("auto", "batched", "loop")
@@ -229,7 +229,7 @@ class CamEngine:
                 values = self.target(self._head(replay, level), jobs)
             else:
                 grids = [tuple(outputs[j].shape[-2:]) for j in self.adapter.head_inputs]
-                cells = [anchor_cell(self.adapter, grids, d) for d in jobs.detections]
+                cells = [anchor_cell(grids, d.level, d.anchor) for d in jobs.detections]
                 values = self._local_values(replay, level, jobs, range(len(cells)), cells)
             grads = torch.autograd.grad(values.sum(), tensors, allow_unused=True)
         return self._structure(live, tensors, grads)
@@ -266,7 +266,7 @@ class CamEngine:
                     for k in members:
                         one = Jobs.build([jobs.detections[k]], [int(jobs.component[k])], rows.device)
                         value = self.target(head, one) if head is not None else self._local_values(
-                            replay, level, one, [0], [anchor_cell(self.adapter, grids, one.detections[0])])
+                            replay, level, one, [0], [anchor_cell(grids, one.detections[0].level, one.detections[0].anchor)])
                         grads = torch.autograd.grad(value.sum(), tensors, retain_graph=True, allow_unused=True)
                         per_job[k] = consume(k, self._structure(live, tensors, grads))
         return per_job
@@ -293,16 +293,15 @@ class CamEngine:
                     first = start + 1
                 adapter.run_layers(None, replay, start=first, only=plan.levels.layers[level])
                 present = [t for t in range(len(self.layers)) if t in hooks.outputs]
+                dets = [jobs.detections[k] for k, _ in members]
+                comps = [int(jobs.component[k]) for k, _ in members]
                 if self._reach(level) is None:
-                    local = [replace(jobs.detections[k], anchor=plan.local_anchor(level, jobs.detections[k].anchor, win))
-                             for k, win in members]
-                    batch = Jobs.build(local, [int(jobs.component[k]) for k, _ in members], rows.device)
-                    values = self.target(self._head(replay, level), batch)
+                    local = [replace(d, anchor=plan.local_anchor(level, d.anchor, win)) for d, (_, win) in zip(dets, members)]
+                    values = self.target(self._head(replay, level), Jobs.build(local, comps, rows.device))
                 else:
-                    batch = Jobs.build([jobs.detections[k] for k, _ in members],
-                                       [int(jobs.component[k]) for k, _ in members], rows.device)
-                    cells = [plan.local_cell(level, jobs.detections[k].anchor, win) for k, win in members]
-                    values = self._local_values(replay, level, batch, range(len(members)), cells)
+                    cells = [plan.local_cell(level, d.anchor, win) for d, (_, win) in zip(dets, members)]
+                    values = self._local_values(replay, level, Jobs.build(dets, comps, rows.device),
+                                                range(len(members)), cells)
                 grads = torch.autograd.grad(values.sum(), [hooks.outputs[t] for t in present], allow_unused=True)
         finally:
             hooks.replay = False
@@ -401,13 +400,12 @@ class CamEngine:
             with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t), torch.enable_grad():
                 replay, _, tensors = self._replay_forward(hooks, outputs, row, 0.0)
                 self.adapter.head_outputs(replay)
-            sizes = [t.untyped_storage().nbytes() for out in replay[self.start:] if out is not None
-                     for t in flatten_output(out)]
-            for out in replay[self.start:]:
-                for t in flatten_output(out) if out is not None else []:
-                    kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            largest = 0
+            for t in (t for out in replay[self.start:] if out is not None for t in flatten_output(out)):
+                kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+                largest = max(largest, t.untyped_storage().nbytes())
             grads = sum(t.numel() * t.element_size() for t in tensors)
-            self._job_bytes[key] = sum(kept.values()) + grads + 2 * max(sizes, default=0)
+            self._job_bytes[key] = sum(kept.values()) + grads + 2 * largest
         return self._job_bytes[key]
 
 

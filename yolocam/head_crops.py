@@ -20,12 +20,6 @@ from .detections import Detection
 from .targets import Jobs, Target
 
 
-def anchor_cell(adapter: ModelAdapter, grids: Sequence[tuple[int, int]], det: Detection) -> tuple[int, int]:
-    """(row, column) of a detection's anchor in its level's grid; `grids` are the levels' (h, w)."""
-    offset = sum(h * w for h, w in grids[:det.level])
-    return divmod(det.anchor - offset, grids[det.level][1])
-
-
 def local_targets(adapter: ModelAdapter, target: Target, replay: list, level: int, reach: int,
                   items: Sequence[tuple[int, Detection, int, tuple[int, int]]]) -> torch.Tensor:
     """Target values (n,) for n jobs of one level, in order.

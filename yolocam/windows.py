@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -133,6 +134,13 @@ def _ancestors(j: int, inputs: dict[int, list[int]], first: int) -> set[int]:
     return out
 
 
+def anchor_cell(grids: Sequence[tuple[int, int]], level: int, anchor: int) -> tuple[int, int]:
+    """(row, column) of `anchor` (an index on the head's prediction axis) in its level's grid;
+    `grids` are the levels' (h, w)."""
+    offset = sum(h * w for h, w in grids[:level])
+    return divmod(anchor - offset, grids[level][1])
+
+
 def window(cell_y: int, cell_x: int, stride: float, margin: float, align: int, size: tuple[int, int]):
     """(y0, y1, x0, x1) pixels: the anchor cell plus `margin`, widened to multiples of `align`, clipped."""
     def axis(cell: int, n: int) -> tuple[int, int]:
@@ -172,9 +180,6 @@ class WindowPlan:
             return
         self.strides = [float(s) for s in adapter.strides]
         self.grids = [tuple(outputs[j].shape[-2:]) for j in adapter.head_inputs]
-        self.offsets = [0]
-        for h, w in self.grids:
-            self.offsets.append(self.offsets[-1] + h * w)
         self.usable = True
 
     def _stride(self, t) -> float | None:
@@ -189,14 +194,14 @@ class WindowPlan:
         margin = self.levels.margins[level] if self.usable else None
         if margin is None:
             return None
-        gy, gx = divmod(anchor - self.offsets[level], self.grids[level][1])
+        gy, gx = anchor_cell(self.grids, level, anchor)
         win = window(gy, gx, self.strides[level], margin, self.levels.align, self.size)
         area = (win[1] - win[0]) * (win[3] - win[2])
         return win if area <= self.max_fraction * self.size[0] * self.size[1] else None
 
     def local_cell(self, level: int, anchor: int, win) -> tuple[int, int]:
         """The anchor's (row, column) in the level's grid of the window's crops."""
-        gy, gx = divmod(anchor - self.offsets[level], self.grids[level][1])
+        gy, gx = anchor_cell(self.grids, level, anchor)
         s = self.strides[level]
         return gy - int(win[0] // s), gx - int(win[2] // s)
 
