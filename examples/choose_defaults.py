@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from yolocam.compare import compare_methods
+from yolocam.evaluation.compare import compare_methods
 
 GRID = [
     ("neck", "sum"), ("neck", "max"), ("neck", "origin"), ("neck", "aligned"),

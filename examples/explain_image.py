@@ -8,7 +8,7 @@ With no image, a generated shapes scene is used; with no model, the bundled demo
 import argparse
 
 import yolocam
-from yolocam.scenes import make_scene
+from yolocam.demo.scenes import make_scene
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import yolocam
-from yolocam.fusion import to_original
+from yolocam.cam.fusion import to_original
 
 IMGSZ = 128
 MAX_DET = 4
@@ -208,8 +208,8 @@ def test_model_state_restored(v8_model, image):
 def test_memory_bound_sets_the_chunk_size(v8_model, image, setup, monkeypatch):
     """The per-job cost is measured on a one-row replay (at least its layer outputs); a bound of 2.5
     jobs gives chunks of 2 in the batched strategy, and the same maps."""
-    from yolocam.hooks import LayerHooks
-    from yolocam.layers import flatten_output
+    from yolocam.model.hooks import LayerHooks
+    from yolocam.model.layers import flatten_output
 
     exp = yolocam.Explainer(v8_model, method="hirescam", imgsz=IMGSZ, strategy="batched")
     eng = exp.engine

@@ -18,9 +18,9 @@ import torch
 
 import yolocam
 from yolocam.cli import main
-from yolocam.models import WEIGHTS_DIR
-from yolocam.progress import Progress
-from yolocam.scenes import CLASS_NAMES, make_scene
+from yolocam.demo.models import WEIGHTS_DIR
+from yolocam.output.progress import Progress
+from yolocam.demo.scenes import CLASS_NAMES, make_scene
 
 from test_gallery import Page, dump_dom  # the headless-browser helper
 
@@ -174,8 +174,8 @@ def test_val_and_bench_dispatch_parsed_arguments(monkeypatch, capsys):
     def recorder(status):
         return lambda args: calls.append(args) or status
 
-    monkeypatch.setitem(sys.modules, "yolocam.validation", types.SimpleNamespace(main_val=recorder(0)))
-    monkeypatch.setitem(sys.modules, "yolocam.bench", types.SimpleNamespace(main_bench=recorder(3)))
+    monkeypatch.setitem(sys.modules, "yolocam.evaluation.validation", types.SimpleNamespace(main_val=recorder(0)))
+    monkeypatch.setitem(sys.modules, "yolocam.cli.bench", types.SimpleNamespace(main_bench=recorder(3)))
     rc = main(["val", "--model", "m.pt", "--imgsz", "96", "--layers", "15,18,21", "--compare-methods",
                "gradcam,odam", "--scenes", "7", "--max-images", "5"])
     assert rc == 0

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import yolocam
-from yolocam.adapter import ModelAdapter
+from yolocam.model.adapter import ModelAdapter
 from yolocam.errors import YolocamError
 
 from conftest import FAMILY_CONFIGS, family_model
@@ -113,8 +113,8 @@ def test_zero_detections_give_an_empty_list(v8_model, image, tmp_path):
 
 
 def test_box_target_is_in_stride_units(v8_model, image):
-    from yolocam.detections import select_detections
-    from yolocam.targets import Jobs, get_target
+    from yolocam.model.detections import select_detections
+    from yolocam.model.targets import Jobs, get_target
 
     adapter = ModelAdapter(v8_model)
     x, _ = adapter.preprocess([image], 128)
@@ -165,7 +165,7 @@ def test_layer_specs(v8_model, image):
 
 def test_user_reshape_transform_applies_to_activations_and_gradients(v8_model, image):
     """A transform that mirrors each map must mirror the heatmap (no horizontal padding here)."""
-    from yolocam.layers import flatten_output
+    from yolocam.model.layers import flatten_output
 
     def mirror(out):
         return torch.cat([t.flip(-1) for t in flatten_output(out)], 1)
@@ -178,7 +178,7 @@ def test_user_reshape_transform_applies_to_activations_and_gradients(v8_model, i
 
 
 def test_align_levels_puts_levels_on_the_finest_grid():
-    from yolocam.layers import align_levels, default_reshape
+    from yolocam.model.layers import align_levels, default_reshape
 
     maps = [torch.ones(2, 3, 8, 8), torch.full((2, 5, 4, 4), 2.0), torch.full((2, 1, 2, 2), 3.0)]
     out = align_levels(maps)

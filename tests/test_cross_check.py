@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 
 import yolocam
-from yolocam.engine import CamEngine
-from yolocam.layers import resolve_layers
-from yolocam.methods import get_method
-from yolocam.targets import get_target
+from yolocam.cam.engine import CamEngine
+from yolocam.model.layers import resolve_layers
+from yolocam.cam.methods import get_method
+from yolocam.model.targets import get_target
 
 from conftest import family_model
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import yolocam
-from yolocam.detections import select_detections
-from yolocam.fusion import boxes_to_original
-from yolocam.metrics import localise, match_ground_truth
-from yolocam.scenes import CLASS_NAMES, make_scene, scene_seed
+from yolocam.model.detections import select_detections
+from yolocam.cam.fusion import boxes_to_original
+from yolocam.evaluation.metrics import localise, match_ground_truth
+from yolocam.demo.scenes import CLASS_NAMES, make_scene, scene_seed
 
 N_SCENES = 50
 

@@ -11,11 +11,14 @@ import numpy as np
 import pytest
 
 import yolocam
-from yolocam import export as export_mod
+from yolocam.output import files as export_mod
 from yolocam.errors import YolocamError
-from yolocam.export import ExportWriter, increment_dir, load_output, summary_grid
-from yolocam.pipeline import BackgroundWriter
-from yolocam.results import DetectionExplanation, ImageExplanation
+from yolocam.output.export import ExportWriter
+from yolocam.output.files import increment_dir
+from yolocam.output.reader import load_output
+from yolocam.output.render import summary_grid
+from yolocam.explain.pipeline import BackgroundWriter
+from yolocam.output.results import DetectionExplanation, ImageExplanation
 
 META = {"model": "synthetic.pt", "method": "ssgradcam++", "target": "class", "layers": "neck"}
 NAMES = ("circle", "square", "triangle", "cross")

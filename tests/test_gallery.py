@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from yolocam.export import ExportWriter
-from yolocam.gallery import render_gallery, write_gallery
-from yolocam.results import DetectionExplanation, ImageExplanation
+from yolocam.output.export import ExportWriter
+from yolocam.output.gallery import render_gallery, write_gallery
+from yolocam.output.results import DetectionExplanation, ImageExplanation
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",

@@ -8,7 +8,7 @@ A (activations) and G (gradients), channel by channel:
 import pytest
 import torch
 
-from yolocam.methods import get_method, gradcampp_weights, list_methods
+from yolocam.cam.methods import get_method, gradcampp_weights, list_methods
 
 A = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]], [[1.0, 1.0], [1.0, 0.0]]]])  # (1, 2, 2, 2)
 G = torch.tensor([[[[1.0, 0.0], [0.0, 1.0]], [[-1.0, 2.0], [0.0, 1.0]]]])[None]  # (S=1, 1, 2, 2, 2)

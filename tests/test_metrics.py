@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import yolocam
-from yolocam import metrics as M
-from yolocam.adapter import HeadOutputs
+from yolocam.evaluation import metrics as M
+from yolocam.model.adapter import HeadOutputs
 from yolocam.errors import YolocamError
 
 
@@ -188,7 +188,7 @@ def test_model_randomisation_steps(v8_model, image):
 @pytest.fixture(scope="session")
 def demo_faithfulness():
     """Deletion/insertion AUC and randomisation correlations of the default method on 3 scenes."""
-    from yolocam.scenes import make_scene, scene_seed
+    from yolocam.demo.scenes import make_scene, scene_seed
 
     exp = yolocam.Explainer()  # the bundled demo detector and the default method
     imgsz = 352

@@ -1,18 +1,9 @@
 """Fast checks for the procedural scene generator (yolocam.scenes)."""
 
-import importlib.util
-import pathlib
-import sys
-
 import numpy as np
 import pytest
 
-# Loaded by path so the test needs nothing else from the package (no torch import).
-_PATH = pathlib.Path(__file__).resolve().parents[1] / "yolocam" / "scenes.py"
-_spec = importlib.util.spec_from_file_location("yolocam_scenes_under_test", _PATH)
-scenes = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = scenes
-_spec.loader.exec_module(scenes)
+from yolocam.demo import scenes  # imports no torch (the package loads its heavy parts lazily)
 
 
 def test_class_names():

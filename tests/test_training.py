@@ -7,8 +7,8 @@ import pytest
 from ultralytics import YOLO
 
 from yolocam.errors import YolocamError
-from yolocam.scenes import write_dataset
-from yolocam.training import COLUMNS, CSV_NAME, PNG_NAME, add_explain_callbacks
+from yolocam.demo.scenes import write_dataset
+from yolocam.evaluation.training import COLUMNS, CSV_NAME, PNG_NAME, add_explain_callbacks
 
 EPOCHS = 2
 

@@ -13,11 +13,11 @@ import torch
 from ultralytics import YOLO
 from ultralytics.utils.metrics import DetMetrics
 
-from yolocam.compare import COLUMNS, compare_methods
-from yolocam.report import TABLE_COLUMNS
-from yolocam.metrics import energy_in_box
-from yolocam.models import demo_model_path
-from yolocam.validation import Collector, default_dataset, main_val, validate
+from yolocam.evaluation.compare import COLUMNS, compare_methods
+from yolocam.evaluation.report import TABLE_COLUMNS
+from yolocam.evaluation.metrics import energy_in_box
+from yolocam.demo.models import demo_model_path
+from yolocam.evaluation.validation import Collector, default_dataset, main_val, validate
 
 IMGSZ = 352  # the demo detector's training size
 BATCH = 4

@@ -13,13 +13,13 @@ import torch
 from torch import nn
 
 import yolocam
-from yolocam.bench import bench_image
-from yolocam.detections import Detection
-from yolocam.engine import CamEngine
-from yolocam.layers import resolve_layers
-from yolocam.methods import get_method
-from yolocam.targets import get_target
-from yolocam.windows import module_reach, window
+from yolocam.cli.bench import bench_image
+from yolocam.model.detections import Detection
+from yolocam.cam.engine import CamEngine
+from yolocam.model.layers import resolve_layers
+from yolocam.cam.methods import get_method
+from yolocam.model.targets import get_target
+from yolocam.cam.windows import module_reach, window
 
 from conftest import family_model
 from test_cross_check import reference_maps

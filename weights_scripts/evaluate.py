@@ -1,6 +1,6 @@
 """Evaluate a detector on a FRESH held-out procedural set (seed never used for training).
 
-Usage: python weights_scripts/evaluate.py yolocam/weights/demo-v8.pt --n 500 --seed 2026 --imgsz 352
+Usage: python weights_scripts/evaluate.py yolocam/demo/weights/demo-v8.pt --n 500 --seed 2026 --imgsz 352
 Prints mAP50 and mAP50-95 (ultralytics val, CPU).
 """
 
@@ -11,7 +11,7 @@ import _offline  # noqa: F401  (must precede ultralytics imports)
 import make_data
 from ultralytics import YOLO
 
-from yolocam.scenes import CLASS_NAMES
+from yolocam.demo.scenes import CLASS_NAMES
 
 
 def heldout(out: str, n: int, seed: int, jobs: int) -> Path:

@@ -9,7 +9,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from yolocam import scenes  # noqa: E402
+from yolocam.demo import scenes  # noqa: E402
 
 
 def _chunk(args):

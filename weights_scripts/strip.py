@@ -1,6 +1,6 @@
-"""Strip a training checkpoint to an fp16 model-only file and place it in yolocam/weights/.
+"""Strip a training checkpoint to an fp16 model-only file and place it in yolocam/demo/weights/.
 
-Usage: python weights_scripts/strip.py /tmp/yolocam_runs/demo-v8/weights/last.pt yolocam/weights/demo-v8.pt
+Usage: python weights_scripts/strip.py /tmp/yolocam_runs/demo-v8/weights/last.pt yolocam/demo/weights/demo-v8.pt
 """
 
 import argparse

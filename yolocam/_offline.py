@@ -1,7 +1,9 @@
 """Import ultralytics so that it never reaches for the network.
 
 yolocam must work on machines with no internet: no weight, font or dataset downloads,
-no telemetry. Importing this module before ultralytics sets its offline switches.
+no telemetry. Importing this module (the package does, first) sets the environment switches
+that ultralytics reads on import, without importing anything heavy; `ultralytics_offline()`
+(called by the model side, `model/adapter.py`) turns off its network settings.
 """
 
 from __future__ import annotations
@@ -10,6 +12,11 @@ import os
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_VERBOSE", "False")
+# ultralytics sets this default on import (one OpenMP thread unless the user chose otherwise). The
+# package imports ultralytics only when a model is loaded, possibly after torch, so it sets the same
+# default up front: torch's thread count then does not depend on which of the two came first.
+if not os.environ.get("OMP_NUM_THREADS"):
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 
 def ultralytics_offline() -> None:
@@ -24,6 +31,3 @@ def ultralytics_offline() -> None:
             SETTINGS.update(wanted)
     except Exception:  # a read-only settings file must not stop an explanation
         pass
-
-
-ultralytics_offline()

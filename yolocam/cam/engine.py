@@ -1,0 +1,193 @@
+"""The CAM engine: one forward pass, then every detection's gradients from one batched replay.
+
+1. Capture: run the network once (no autograd), keeping every layer's output; hooks store the
+   target layers' outputs (detached).
+2. Select detections from the head outputs (NMS or end-to-end top-k).
+3. Replay (`replay.py`): re-run only the layers from the earliest target layer to the head,
+   seeded from the captured outputs, and differentiate each (detection, component) job's target
+   w.r.t. the target layers' outputs, by one of two strategies with the same gradients:
+   `batched` (one row per job, one backward; default on CUDA) or `loop` (one retained backward
+   per job, small receptive fields replayed on crops; default on CPU). Parameters are frozen
+   meanwhile, so no parameter `.grad` is touched.
+4. Weight activations with gradients (the method) into small per-layer maps, as soon as each
+   job's gradients exist; then fuse the layers and resize to the output in one matrix product
+   per map (`projection.py`), normalise.
+
+Jobs are processed in chunks so that the replay's extra memory stays under `memory_mb`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from ..errors import YolocamError
+from ..inputs.images import Letterbox
+from ..model.adapter import ModelAdapter
+from ..model.detections import Detection, select_detections
+from ..model.hooks import LayerHooks
+from ..model.layers import TargetLayer, align_levels, default_reshape
+from ..model.targets import Jobs, Target
+from .fusion import check_fusion
+from .methods import Method
+from .projection import ProjectorCache, assemble_maps
+from .replay import ReplayStrategies
+from .windows import WindowPlan, head_reach
+
+
+STRATEGIES = ("auto", "batched", "loop")
+
+
+@dataclass
+class EngineResult:
+    """Per image: its detections and their heatmaps (n_i, H, W) in [0, 1], in model-input space, or in
+    original-image space when `run` was given letterboxes."""
+
+    detections: list[list[Detection]]
+    heatmaps: list[torch.Tensor]
+
+
+class CamEngine(ReplayStrategies):
+    """Computes per-detection heatmaps for batches of preprocessed images; see the module docstring."""
+
+    def __init__(
+        self,
+        adapter: ModelAdapter,
+        method: Method,
+        target: Target,
+        layers: Sequence[TargetLayer],
+        fuse: str = "sum",
+        reshape_transform=None,
+        memory_mb: float = 2048.0,
+        max_batch: int | None = None,
+        seed: int = 0,
+        strategy: str = "auto",
+        windows: bool = True,
+    ):
+        self.adapter, self.method, self.target = adapter, method, target
+        self.layers = list(layers)
+        self.fuse = check_fusion(fuse)
+        self.reshape = reshape_transform or default_reshape
+        self.memory_mb, self.max_batch, self.seed = memory_mb, max_batch, seed
+        self.start = min(t.top for t in self.layers)
+        self.seed_root = self.layers[0].is_top_level and self.layers[0].top == self.start
+        if strategy not in STRATEGIES:
+            raise YolocamError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+        if strategy == "auto":  # measured: batching pays on GPUs; on CPUs re-running forwards per job does not
+            strategy = "batched" if adapter.device.type == "cuda" else "loop"
+        self.strategy = strategy
+        self.projectors = ProjectorCache()
+        self.windows = windows
+        self.head_reach = head_reach(adapter)
+        self._job_bytes: dict[tuple, int] = {}
+        self._plans: dict[tuple[int, int], WindowPlan] = {}
+
+    # ------------------------------------------------------------------ public
+    def run(self, x: torch.Tensor, conf=0.25, iou=0.7, classes=None, max_det=300, select=None,
+            letterboxes: Sequence[Letterbox] | None = None) -> EngineResult:
+        """Explain every detection in the batch `x` (B, 3, H, W).
+
+        Detections are those NMS (or the end-to-end top-k) keeps, or `select(head_outputs)` ->
+        per image a list of `Detection`s when given (e.g. a validator's kept predictions).
+        With `letterboxes` (one per image) the maps are returned in original-image space, else in
+        input space. Works under `torch.inference_mode` too (gradients are computed outside it).
+        """
+        adapter = self.adapter
+        with adapter.explaining(), LayerHooks(self.layers) as hooks, torch.inference_mode(False):
+            x = x.clone() if x.is_inference() else x
+            with torch.no_grad():
+                outputs = adapter.run_layers(x, [None] * len(adapter.layers))
+                head = adapter.head_outputs(outputs)
+            if select is not None:
+                dets = [list(d) for d in select(head)]
+            else:
+                dets = select_detections(head, adapter.end2end, conf, iou, classes, max_det)
+            acts = [self.reshape(hooks.outputs[k]) for k in range(len(self.layers))]
+            if not self.method.needs_gradients:
+                layer_maps = self._image_level_layer_maps(acts, dets)
+            else:
+                layer_maps = self._per_job_layer_maps(hooks, outputs, acts, dets, tuple(x.shape[-2:]))
+            maps = self._fuse(layer_maps, dets, tuple(x.shape[-2:]), letterboxes)
+        return EngineResult(dets, maps)
+
+    # ---------------------------------------------------------------- internals
+    def _image_level_layer_maps(self, acts, dets) -> list[torch.Tensor]:
+        """Raw layer maps [(n, h_l, w_l)] for image-level methods: computed once per image, one row per detection."""
+        parts = []
+        for b, image_dets in enumerate(dets):
+            if image_dets:
+                maps = self._layer_maps(acts, None, torch.tensor([b], device=acts[0].device))
+                parts.append([m.expand(len(image_dets), *m.shape[1:]) for m in maps])
+        return self._concat(parts, acts)
+
+    def _per_job_layer_maps(self, hooks, outputs, acts, dets, size) -> list[torch.Tensor]:
+        """Raw layer maps [(n_jobs, h_l, w_l)], jobs in (detection, component) order across the batch."""
+        n_comp = self.target.n_components
+        flat = [(d, c) for image_dets in dets for d in image_dets for c in range(n_comp)]
+        order = list(range(len(flat)))
+        if self.target.local and self.strategy == "batched":  # chunks of one level skip the others' branches
+            order.sort(key=lambda i: flat[i][0].level)
+        parts = []
+        chunk = self.chunk_size(hooks, outputs) if flat else 1
+        plan = self._window_plan(outputs, acts, size) if flat else None
+        for lo in range(0, len(flat), chunk):
+            part = [flat[i] for i in order[lo:lo + chunk]]
+            jobs = Jobs.build([d for d, _ in part], [c for _, c in part], acts[0].device)
+            rows = torch.tensor([d.image for d, _ in part], device=acts[0].device)
+            parts.append(self._chunk_layer_maps(hooks, outputs, acts, rows, jobs, plan))
+        maps = self._concat(parts, acts)
+        if order != sorted(order):
+            inverse = torch.tensor(order, device=acts[0].device).argsort()
+            maps = [m[inverse] for m in maps]
+        return maps
+
+    def _window_plan(self, outputs, acts, size) -> WindowPlan | None:
+        """Receptive-field windows (`windows.py`) for the loop strategy's local, noise-free jobs, else None."""
+        if not (self.windows and self.strategy == "loop" and self.target.local and self.method.samples <= 1
+                and self.reshape is default_reshape):
+            return None
+        if size not in self._plans:
+            self._plans[size] = WindowPlan(self.adapter, self.start, self.seed_root, self._needed_before(self.start),
+                                           outputs, acts, size)
+        return self._plans[size]
+
+    def _chunk_layer_maps(self, hooks, outputs, acts, rows, jobs, plan=None) -> list[torch.Tensor]:
+        """Raw layer maps of one chunk of jobs. The loop strategy turns each job's gradients into maps
+        as soon as they exist, so full-size gradients of many jobs are never held at once."""
+        if self.strategy == "loop" and self.method.samples <= 1:
+            per_job = self._replay_loop(hooks, outputs, rows, jobs, 0.0,
+                                        lambda k, grads: self._layer_maps(acts, [g[None] for g in grads], rows[k:k + 1]),
+                                        plan, acts)
+            return [torch.cat([maps[i] for maps in per_job]) for i in range(len(per_job[0]))]
+        return self._layer_maps(acts, self._gradients(hooks, outputs, rows, jobs), rows)
+
+    def _layer_maps(self, acts, grads, rows: torch.Tensor) -> list[torch.Tensor]:
+        """The method's raw maps [(n, h_l, w_l)] (one map at the finest grid for `aligned`) for n jobs.
+
+        acts: per layer (B, C, h, w); grads: per layer (S, n, C, h, w) or None; rows: (n,) image of each job.
+        """
+        if len(rows) == 1:  # a view, not a copy
+            b = int(rows[0])
+            sel = [a[b:b + 1] for a in acts]
+        else:
+            sel = [a.index_select(0, rows) for a in acts]
+        if self.fuse == "aligned":
+            grid = max((tuple(a.shape[-2:]) for a in sel), key=lambda s: s[0] * s[1])
+            g = None if grads is None else torch.stack([align_levels(list(s), grid) for s in zip(*grads)])
+            return [self.method(align_levels(sel, grid), g)]
+        return [self.method(a, None if grads is None else grads[k]) for k, a in enumerate(sel)]
+
+    def _concat(self, parts: list[list[torch.Tensor]], acts) -> list[torch.Tensor]:
+        if parts:
+            return [torch.cat([p[k] for p in parts]) for k in range(len(parts[0]))]
+        grids = [tuple(a.shape[-2:]) for a in acts]
+        if self.fuse == "aligned":
+            grids = [max(grids, key=lambda s: s[0] * s[1])]
+        return [torch.zeros((0, *g), device=acts[0].device) for g in grids]
+
+    def _fuse(self, layer_maps, dets, size, letterboxes) -> list[torch.Tensor]:
+        n_comp = self.target.n_components if self.method.needs_gradients else 1
+        return assemble_maps(layer_maps, dets, n_comp, self.fuse, size, letterboxes, self.adapter.strides,
+                             self.projectors, self.adapter.device)

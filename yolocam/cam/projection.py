@@ -1,0 +1,180 @@
+"""Layer maps to output space in one matrix product per map: bilinear resizing as separable matrices.
+
+Resizing a (h, w) map bilinearly to (H, W) is `Ry @ m @ Rx.T` with sparse (H, h) and (W, w)
+interpolation matrices, and so is any chain of resizes and crops (letterbox removal, then the
+resize back to the original image). The `sum` fusion of rectified layer maps of different
+sizes is then one product: `[Ry_1 | Ry_2 | ...] @ [m_1 Rx_1.T; m_2 Rx_2.T; ...]`. This equals
+`F.interpolate(..., mode="bilinear", align_corners=False)` per layer followed by the crop and
+resize (up to float rounding), at a fraction of the cost when there are many maps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Sequence
+
+import torch
+
+from ..inputs.images import Letterbox
+from .fusion import fuse_layer_maps, scale_to_unit_, to_original
+
+
+def bilinear_matrix(n_in: int, n_out: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """(n_out, n_in) weights of a 1-D bilinear resize, as `F.interpolate(align_corners=False)` computes it."""
+    scale = n_in / n_out
+    src = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * scale - 0.5).clamp(min=0)
+    i0 = src.floor().long().clamp(max=n_in - 1)
+    i1 = (i0 + 1).clamp(max=n_in - 1)
+    lam = (src - i0).clamp(0, 1)
+    out = torch.zeros(n_out, n_in, dtype=torch.float64)
+    rows = torch.arange(n_out)
+    out.index_put_((rows, i0), 1 - lam, accumulate=True)
+    out.index_put_((rows, i1), lam, accumulate=True)
+    return out.to(device=device, dtype=dtype)
+
+
+def axis_matrix(n_grid: int, n_input: int, letterbox_axis: tuple[int, int, int] | None, device) -> torch.Tensor:
+    """One axis: grid cells -> input pixels, then (optionally) crop [start, start + length) and resize to `final`.
+
+    letterbox_axis: (start, length, final) or None to stay in input space. -> (n_out, n_grid) float32.
+    """
+    m = bilinear_matrix(n_grid, n_input, dtype=torch.float64)
+    if letterbox_axis is not None:
+        start, length, final = letterbox_axis
+        m = bilinear_matrix(length, final, dtype=torch.float64) @ m[start:start + length]
+    return m.to(device=device, dtype=torch.float32)
+
+
+class Projector:
+    """Maps (N, h_l, w_l) layer maps to (N, H_out, W_out) for one input size and optional letterbox.
+
+    `sum_rectified` is the `sum` fusion (rectify, resize, add) fused with the resize to the output;
+    `one` resizes maps of one grid size. Matrices are cached per grid size.
+    """
+
+    def __init__(self, input_size: tuple[int, int], letterbox: Letterbox | None, device):
+        self.input_size, self.letterbox, self.device = tuple(input_size), letterbox, device
+        if letterbox is None:
+            self.y_axis = self.x_axis = None
+            self.out_size = self.input_size
+        else:
+            w, h = letterbox.new_unpad
+            self.y_axis = (letterbox.top, h, letterbox.orig_shape[0])
+            self.x_axis = (letterbox.left, w, letterbox.orig_shape[1])
+            self.out_size = tuple(letterbox.orig_shape)
+        self._cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._bands: dict[tuple, list] = {}
+
+    def matrices(self, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(H_out, h) and (W_out, w) matrices for a (h, w) grid."""
+        if grid not in self._cache:
+            self._cache[grid] = (axis_matrix(grid[0], self.input_size[0], self.y_axis, self.device),
+                                 axis_matrix(grid[1], self.input_size[1], self.x_axis, self.device))
+        return self._cache[grid]
+
+    def one(self, maps: torch.Tensor) -> torch.Tensor:
+        """Resize (N, h, w) maps to (N, H_out, W_out)."""
+        grid = tuple(maps.shape[-2:])
+        ry, rx = self.matrices(grid)
+        return self._rows_product((grid,), ry, maps.float() @ rx.T)
+
+    def sum_rectified(self, maps: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Sum over layers of the rectified maps resized to the output: [(N, h_l, w_l)] -> (N, H_out, W_out)."""
+        by_grid: "OrderedDict[tuple[int, int], torch.Tensor]" = OrderedDict()
+        for m in maps:  # same-size layers are added before resizing (resizing is linear)
+            r = torch.nan_to_num(m.float()).clamp_(min=0)
+            grid = tuple(m.shape[-2:])
+            by_grid[grid] = r if grid not in by_grid else by_grid[grid] + r
+        rows, cols = [], []
+        for grid, m in by_grid.items():
+            ry, rx = self.matrices(grid)
+            rows.append(ry)
+            cols.append(m @ rx.T)  # (N, h, W_out)
+        return self._rows_product(tuple(by_grid), torch.cat(rows, 1), torch.cat(cols, 1))
+
+    def _rows_product(self, key: tuple, rows: torch.Tensor, cols: torch.Tensor, block: int = 32) -> torch.Tensor:
+        """(H_out, K) @ (N, K, W_out) -> (N, H_out, W_out), skipping the zeros of the banded `rows`.
+
+        Each block of `block` output rows reads only the few grid rows its interpolation weights
+        touch, so the product costs a small multiple of the output size instead of K per pixel.
+        """
+        if key not in self._bands:
+            bands = []
+            for r0 in range(0, rows.shape[0], block):
+                part = rows[r0:r0 + block]
+                idx = part.abs().sum(0).nonzero().view(-1)
+                bands.append((r0, r0 + part.shape[0], idx, part[:, idx].contiguous()))
+            self._bands[key] = bands
+        out = cols.new_empty((cols.shape[0], rows.shape[0], cols.shape[2]))
+        for r0, r1, idx, weights in self._bands[key]:
+            out[:, r0:r1] = weights @ cols.index_select(1, idx)
+        return out
+
+
+class ProjectorCache:
+    """A few `Projector`s kept by (input size, letterbox), so repeated image shapes reuse matrices."""
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self._items: "OrderedDict[tuple, Projector]" = OrderedDict()
+
+    def get(self, input_size: tuple[int, int], letterbox: Letterbox | None, device) -> Projector:
+        key = (tuple(input_size), None if letterbox is None else (letterbox.orig_shape, letterbox.new_unpad,
+                                                                 letterbox.top, letterbox.left), str(device))
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        proj = self._items[key] = Projector(input_size, letterbox, device)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+        return proj
+
+
+def assemble_maps(layer_maps: Sequence[torch.Tensor], dets: Sequence[Sequence], n_comp: int, fuse: str,
+                  size: tuple[int, int], letterboxes, level_strides: Sequence[float], projectors: ProjectorCache,
+                  device) -> list[torch.Tensor]:
+    """Per image the fused, normalised maps (n_i, H, W): input space, or original space with letterboxes.
+
+    layer_maps: per layer (jobs, h_l, w_l) raw maps, jobs in (detection, component) order over the
+    batch; dets: per image its detections. `sum`, `origin` and `aligned` project each job's layer
+    maps straight to the output space in one matrix product; `max` and multi-component targets
+    (whose components are max-combined) fuse in input space first.
+    """
+    out, i = [], 0
+    for b, image_dets in enumerate(dets):
+        lb = None if letterboxes is None else letterboxes[b]
+        n = len(image_dets) * n_comp
+        if n == 0:
+            out.append(torch.zeros((0, *(size if lb is None else lb.orig_shape)), device=device))
+            continue
+        maps = [m[i:i + n] for m in layer_maps]
+        i += n
+        direct = lb is not None and n_comp == 1 and fuse != "max"
+        proj = projectors.get(size, lb if direct else None, device)
+        if fuse == "max":
+            fused = fuse_layer_maps(maps, "max", size, [size[0] / m.shape[-2] for m in maps], None)
+        elif fuse == "origin":
+            job_strides = [level_strides[d.level] for d in image_dets for _ in range(n_comp)]
+            fused = _origin(maps, proj, job_strides, size)
+        else:
+            fused = scale_to_unit_(proj.sum_rectified(maps))  # rectified and resized: >= 0, finite
+        if n_comp > 1:
+            fused = fused.view(-1, n_comp, *fused.shape[-2:]).amax(1)  # components max-combined
+        if lb is not None and not direct:
+            fused = to_original(fused, lb)
+        out.append(fused)
+    return out
+
+
+def _origin(maps, proj: Projector, job_strides: Sequence[float], size) -> torch.Tensor:
+    """`origin` fusion: each job's map from the layer whose stride is closest to its detection's."""
+    log_layer = torch.tensor([math.log2(size[0] / m.shape[-2]) for m in maps])
+    log_job = torch.tensor([math.log2(s) for s in job_strides])
+    pick = (log_job[:, None] - log_layer[None]).abs().argmin(1)
+    out = torch.empty((len(pick), *proj.out_size), device=maps[0].device)
+    for k, m in enumerate(maps):
+        rows = (pick == k).nonzero().view(-1).to(m.device)
+        if len(rows):
+            out[rows] = scale_to_unit_(proj.one(torch.nan_to_num(m[rows].float()).clamp_(min=0)))
+    return out

@@ -1,0 +1,245 @@
+"""Replaying the layers after the captured forward pass, with autograd, to get each job's gradients.
+
+`ReplayStrategies` is mixed into `CamEngine` (`engine.py`); it holds the two gradient strategies
+and what they share:
+- `batched` (default on CUDA): one replay with a row ("copy") per job; row k gets job k's target;
+  one `torch.autograd.grad` of the summed targets gives every job its own gradient, because rows
+  never interact (eval mode). Jobs of one level skip the other levels' head branches.
+- `loop` (default on CPU): one batch-1 replay per image, then one retained backward per job; jobs
+  whose receptive field covers a small window are replayed on crops of that window instead
+  (`windows.py`), equally sized crops as one batch, with exactly the same gradients.
+Local targets read the head evaluated on a few cells around their anchor (`head_crops.py`).
+
+The mixin reads the engine's `adapter`, `method`, `target`, `layers`, `reshape`, `strategy`,
+`start`, `seed_root`, `seed`, `memory_mb`, `max_batch` and its `_job_bytes` cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from ..model.hooks import LayerHooks
+from ..model.layers import flatten_output, rebuild_output
+from ..model.targets import Jobs
+from .head_crops import local_targets
+from .windows import anchor_cell
+
+
+class ReplayStrategies:
+    """Gradient strategies of `CamEngine`; see the module docstring."""
+
+    def _gradients(self, hooks: LayerHooks, outputs: list, rows: torch.Tensor, jobs: Jobs) -> list[torch.Tensor]:
+        """Gradients (S, n, C, H, W) per target layer (after the reshape transform) for n jobs."""
+        samples = max(1, self.method.samples)
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(self.seed)
+        per_sample = []
+        try:
+            for _ in range(samples):
+                per_sample.append(self._replay(hooks, outputs, rows, jobs, self.method.noise))
+        finally:
+            torch.random.set_rng_state(generator_state)
+        return [torch.stack([s[k] for s in per_sample]) for k in range(len(self.layers))]
+
+    def _replay(self, hooks, outputs, rows, jobs, noise) -> list[torch.Tensor]:
+        """Gradients (n, C, H, W) per target layer for n jobs, by the engine's strategy."""
+        if self.strategy == "loop":
+            per_job = self._replay_loop(hooks, outputs, rows, jobs, noise, lambda k, grads: grads)
+            return [torch.cat([g[i] for g in per_job]) for i in range(len(self.layers))]
+        return self._replay_batched(hooks, outputs, rows, jobs, noise)
+
+    def _replay_batched(self, hooks, outputs, rows, jobs, noise) -> list[torch.Tensor]:
+        """One replay with a row per job and one backward for all (the GPU path)."""
+        levels = {d.level for d in jobs.detections}
+        level = levels.pop() if len(levels) == 1 and self.target.local else None
+        with torch.enable_grad():
+            replay, live, tensors = self._replay_forward(hooks, outputs, rows, noise)
+            if self._reach(level) is None:
+                values = self.target(self._head(replay, level), jobs)
+            else:
+                grids = [tuple(outputs[j].shape[-2:]) for j in self.adapter.head_inputs]
+                cells = [anchor_cell(grids, d.level, d.anchor) for d in jobs.detections]
+                values = self._local_values(replay, level, jobs, range(len(cells)), cells)
+            grads = torch.autograd.grad(values.sum(), tensors, allow_unused=True)
+        return self._structure(live, tensors, grads)
+
+    def _replay_loop(self, hooks, outputs, rows, jobs, noise, consume, plan=None, acts=None) -> list:
+        """Per image one batch-1 replay, then one retained backward per job (the CPU path: no
+        forward is repeated per job, and local targets skip the other levels' head branches).
+        With a window `plan`, jobs whose receptive-field window is small are instead replayed on
+        crops, a batch of equally sized crops at a time (`_replay_windows`).
+
+        Returns `consume(k, grads_k)` per job k, grads_k being its (1, C, H, W) gradient per layer.
+        """
+        per_job: list = [None] * len(jobs.detections)
+        windowed: dict = {}
+        whole = []
+        for k, det in enumerate(jobs.detections):
+            win = None if plan is None else plan.window_of(det.level, det.anchor)
+            if win is None:
+                whole.append(k)
+            else:
+                windowed.setdefault((det.level, win[1] - win[0], win[3] - win[2]), []).append((k, win))
+        for (level, _, _), members in windowed.items():
+            self._replay_windows(hooks, outputs, acts, rows, level, members, plan, jobs, consume, per_job)
+        for image in sorted({int(rows[k]) for k in whole}):
+            ks = [k for k in whole if int(rows[k]) == image]
+            groups: dict = {}
+            for k in ks:
+                groups.setdefault(jobs.detections[k].level if self.target.local else None, []).append(k)
+            grids = [tuple(outputs[j].shape[-2:]) for j in self.adapter.head_inputs]
+            with torch.enable_grad():
+                replay, live, tensors = self._replay_forward(hooks, outputs, rows[ks[:1]], noise)
+                for level, members in groups.items():
+                    head = self._head(replay, level) if self._reach(level) is None else None
+                    for k in members:
+                        one = Jobs.build([jobs.detections[k]], [int(jobs.component[k])], rows.device)
+                        value = self.target(head, one) if head is not None else self._local_values(
+                            replay, level, one, [0], [anchor_cell(grids, one.detections[0].level, one.detections[0].anchor)])
+                        grads = torch.autograd.grad(value.sum(), tensors, retain_graph=True, allow_unused=True)
+                        per_job[k] = consume(k, self._structure(live, tensors, grads))
+        return per_job
+
+    def _replay_windows(self, hooks, outputs, acts, rows, level, members, plan, jobs, consume, per_job) -> None:
+        """Replay the layers level `level` depends on, on a batch of same-sized window crops (one row
+        per member job), take one backward of the summed targets (rows never interact), and scatter
+        each row's gradients back to full size."""
+        adapter, start = self.adapter, self.start
+
+        def crops(t):
+            return torch.cat([plan.crop(t, int(rows[k]), win) for k, win in members])
+
+        replay = [None] * len(adapter.layers)
+        for j in set(self._needed_before(start)) | set(adapter.head_inputs):  # other levels' inputs: layout only
+            replay[j] = crops(outputs[j])
+        hooks.outputs.clear()
+        hooks.replay = True
+        try:
+            with torch.enable_grad():
+                first = start
+                if self.seed_root:
+                    replay[start] = hooks.outputs[0] = hooks.prepare(crops(outputs[start]), noisy=False)
+                    first = start + 1
+                adapter.run_layers(None, replay, start=first, only=plan.levels.layers[level])
+                present = [t for t in range(len(self.layers)) if t in hooks.outputs]
+                dets = [jobs.detections[k] for k, _ in members]
+                comps = [int(jobs.component[k]) for k, _ in members]
+                if self._reach(level) is None:
+                    local = [replace(d, anchor=plan.local_anchor(level, d.anchor, win)) for d, (_, win) in zip(dets, members)]
+                    values = self.target(self._head(replay, level), Jobs.build(local, comps, rows.device))
+                else:
+                    cells = [plan.local_cell(level, d.anchor, win) for d, (_, win) in zip(dets, members)]
+                    values = self._local_values(replay, level, Jobs.build(dets, comps, rows.device),
+                                                range(len(members)), cells)
+                grads = torch.autograd.grad(values.sum(), [hooks.outputs[t] for t in present], allow_unused=True)
+        finally:
+            hooks.replay = False
+            hooks.outputs.clear()
+        by_layer = dict(zip(present, grads))
+        for i, (k, win) in enumerate(members):
+            rows_i = [None if by_layer.get(t) is None else by_layer[t][i:i + 1] for t in range(len(self.layers))]
+            per_job[k] = consume(k, [plan.scatter(g, t, acts[t], win) for t, g in enumerate(rows_i)])
+
+    def _replay_forward(self, hooks, outputs, rows, noise) -> tuple[list, list, list[torch.Tensor]]:
+        """Re-run the layers from the earliest target layer on the given rows, with autograd.
+
+        Returns the layer outputs, each target layer's live output, and the flat list of target
+        tensors to differentiate w.r.t.
+        """
+        adapter, start = self.adapter, self.start
+        replay = [None] * len(adapter.layers)
+        for j in self._needed_before(start):
+            replay[j] = _index_rows(outputs[j], rows)
+        hooks.replay, hooks.noise = True, noise
+        try:
+            first = start
+            if self.seed_root:
+                root = [hooks.prepare(t, noisy=True) for t in flatten_output(_index_rows(outputs[start], rows))]
+                replay[start] = rebuild_output(outputs[start], root)
+                hooks.outputs[0] = replay[start]
+                first = start + 1
+            adapter.run_layers(None, replay, start=first)
+        finally:
+            hooks.replay, hooks.noise = False, 0.0
+        live = [hooks.outputs[k] for k in range(len(self.layers))]
+        return replay, live, [t for out in live for t in flatten_output(out)]
+
+    def _reach(self, level: int | None) -> int | None:
+        """Cells a local target at `level` reads around its anchor, or None (evaluate the whole head)."""
+        return None if level is None or not self.target.local else self.head_reach[level]
+
+    def _local_values(self, replay, level, jobs: Jobs, rows, cells) -> torch.Tensor:
+        """Targets (n,) of local jobs at `level`, read from head crops around their cells (`head_crops.py`)."""
+        items = [(r, d, int(c), cell) for r, d, c, cell in zip(rows, jobs.detections, jobs.component.tolist(), cells)]
+        return local_targets(self.adapter, self.target, replay, level, self._reach(level), items)
+
+    def _head(self, replay: list, level: int | None):
+        """Head outputs; with a `level`, only that level's branches run (and get a backward pass),
+        which only a target local to that level allows."""
+        return self.adapter.head_outputs(replay, level, boxes=self.target.needs_boxes)
+
+    def _structure(self, lives: list, tensors, grads) -> list[torch.Tensor]:
+        """Flat gradients -> one reshaped (n, C, H, W) gradient per target layer."""
+        grads = [torch.zeros_like(t) if g is None else g for t, g in zip(tensors, grads)]
+        out, i = [], 0
+        for live in lives:
+            n = len(flatten_output(live))
+            out.append(self.reshape(rebuild_output(live, grads[i:i + n])).detach())
+            i += n
+        return out
+
+    def _needed_before(self, start: int) -> list[int]:
+        """Indices < start whose outputs the layers from `start` on read."""
+        needed = set()
+        for i in range(start, len(self.adapter.layers)):
+            f = self.adapter.layers[i].f
+            for j in ([f] if isinstance(f, int) else f):
+                j = i - 1 if j == -1 else j
+                if j < start:
+                    needed.add(j)
+        if self.seed_root:
+            needed.discard(start)
+        return sorted(needed)
+
+    def chunk_size(self, hooks: LayerHooks, outputs: list) -> int:
+        """Jobs per batched replay so that its extra memory stays under `memory_mb` (at least 1)."""
+        if self.max_batch:
+            return max(1, int(self.max_batch))
+        return max(1, int(self.memory_mb * 2**20 // self.bytes_per_job(hooks, outputs)))
+
+    def bytes_per_job(self, hooks: LayerHooks, outputs: list) -> int:
+        """Extra bytes one job (one row) adds to a batched replay, measured once per input size.
+
+        A one-row replay is run with autograd's saved-tensor hooks counting every tensor kept for the
+        backward pass (parameters excluded), plus the layer outputs, the target layers' gradients,
+        and twice the largest layer output for the backward pass's transient buffers.
+        """
+        key = tuple(tuple(t.shape[1:]) for t in flatten_output(outputs[self.start]))
+        if key not in self._job_bytes:
+            params = {p.untyped_storage().data_ptr() for p in self.adapter.module.parameters()}
+            kept: dict[int, int] = {}
+
+            def count(t: torch.Tensor) -> torch.Tensor:
+                storage = t.untyped_storage()
+                if storage.data_ptr() not in params:
+                    kept[storage.data_ptr()] = storage.nbytes()
+                return t
+
+            row = torch.zeros(1, dtype=torch.long, device=self.adapter.device)
+            with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t), torch.enable_grad():
+                replay, _, tensors = self._replay_forward(hooks, outputs, row, 0.0)
+                self.adapter.head_outputs(replay)
+            largest = 0
+            for t in (t for out in replay[self.start:] if out is not None for t in flatten_output(out)):
+                kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+                largest = max(largest, t.untyped_storage().nbytes())
+            grads = sum(t.numel() * t.element_size() for t in tensors)
+            self._job_bytes[key] = sum(kept.values()) + grads + 2 * largest
+        return self._job_bytes[key]
+
+
+def _index_rows(out, rows: torch.Tensor):
+    """Select batch rows of a layer output (a tensor or a structure of tensors)."""
+    return rebuild_output(out, [t.index_select(0, rows) for t in flatten_output(out)])

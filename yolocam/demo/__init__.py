@@ -1,0 +1,1 @@
+"""The demo world: the procedural scene generator and the bundled demo detectors (`weights/`)."""

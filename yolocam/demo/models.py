@@ -1,0 +1,38 @@
+"""The bundled demo detectors (trained on the package's generated shape scenes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import YolocamError
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+DEMO_MODELS = {
+    "demo-v8": "demo-v8.pt",  # YOLOv8n-style, NMS head
+    "demo-26": "demo-26.pt",  # YOLO26n-style, end-to-end head
+}
+DEFAULT_MODEL = "demo-v8"
+
+
+def list_models() -> list[str]:
+    """Names of the bundled demo detectors (usable as `Explainer(model=name)`)."""
+    return list(DEMO_MODELS)
+
+
+def demo_model_path(name: str = DEFAULT_MODEL) -> Path:
+    """Path of a bundled detector's weights; raises if the name is unknown or the file is missing."""
+    if name not in DEMO_MODELS:
+        raise YolocamError(f"unknown demo model {name!r}; expected one of {', '.join(DEMO_MODELS)}")
+    path = WEIGHTS_DIR / DEMO_MODELS[name]
+    if not path.is_file():
+        raise YolocamError(f"bundled weights missing: {path} (reinstall yolocam, or run weights_scripts/)")
+    return path
+
+
+def model_source(model):
+    """`model` with None (the default demo detector) and demo names replaced by their weights' path."""
+    if model is None:
+        return demo_model_path()
+    if isinstance(model, str) and model in DEMO_MODELS:
+        return demo_model_path(model)
+    return model

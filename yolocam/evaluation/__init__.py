@@ -1,0 +1,1 @@
+"""Evaluation: metrics, explaining inside YOLO validation, method comparison, reports, training callbacks."""

@@ -1,0 +1,118 @@
+"""Every CAM method side by side on generated scenes (how the defaults are chosen).
+
+Method comparison: for each scene (`yolocam.scenes.make_scene`, test-split seeds) the detector runs
+once; every method then explains the same detections. Per method: pointing game, energy-in-box and
+energy on the other objects (true positives against their matched ground truth), deletion and
+insertion AUC (the `faithful` highest-confidence detections per scene), and the model-randomisation
+rank correlations on the whole map and inside the box (all detections; the same re-initialised copy
+of the model for every method; lower is better).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..cam.engine import CamEngine
+from ..cam.methods import get_method, list_methods
+from ..defaults import DEFAULT_FUSE, DEFAULT_LAYERS
+from ..explain.explainer import Explainer, resolve_model
+from ..model.detections import select_detections
+from ..output.files import atomic_write_bytes, prepare_out_dir
+from .metrics import box_spearman, deletion_insertion, explain_fixed, localise, randomised_copy, spearman
+from .report import csv_bytes, format_rows, mean_of
+
+COLUMNS = ("method", "detections", "tp", "pointing", "energy", "energy_other", "deletion_auc", "insertion_auc",
+           "randomisation", "randomisation_box", "seconds")
+HEADER = ("Method", "Dets", "TP", "PG", "EiB", "EoO", "Del-AUC", "Ins-AUC", "Rand-rho", "Rand-box", "Seconds")
+
+
+# -------------------------------------------------------- method comparison
+def _unique_methods(methods) -> list[str]:
+    names, seen = [], set()
+    for name in methods or list_methods():
+        key = get_method(name).name
+        if key not in seen:
+            seen.add(key)
+            names.append(name)
+    return names
+
+
+def compare_methods(model=None, scenes: int = 16, imgsz: int | None = None, layers=DEFAULT_LAYERS,
+                    fuse: str = DEFAULT_FUSE, target="class", conf: float = 0.25, iou: float = 0.7, device=None,
+                    methods: Sequence[str] | None = None, steps: int = 16, faithful: int = 2,
+                    seed: int = 0) -> list[dict]:
+    """One row per method (see COLUMNS) measured on `scenes` generated scenes.
+
+    model: as `Explainer` (None = bundled demo detector); imgsz: None = the model's training size (else 640);
+    steps: deletion/insertion steps; faithful: detections per scene given deletion/insertion curves.
+    """
+    from ..demo.scenes import make_scene, scene_seed
+
+
+    names = _unique_methods(methods)
+    _, model, train_imgsz = resolve_model(model)
+    exp = Explainer(model, method=names[0], target=target, layers=layers, fuse=fuse,
+                    imgsz=train_imgsz if imgsz is None else int(imgsz), device=device)
+    adapter = exp.adapter
+    engines = {m: CamEngine(adapter, get_method(m), exp.target, exp.layers, fuse=fuse) for m in names}
+    rand = randomised_copy(engines[names[0]], seed=seed)
+    rand_engines = {m: CamEngine(rand.adapter, get_method(m), exp.target, rand.layers, fuse=fuse) for m in names}
+    acc = {m: {"pointing": [], "energy": [], "energy_other": [], "deletion_auc": [], "insertion_auc": [],
+               "randomisation": [], "randomisation_box": [], "seconds": 0.0, "detections": 0, "tp": 0} for m in names}
+    for i in range(int(scenes)):
+        scene = make_scene(scene_seed(seed, "test", i))
+        x, (lb,) = adapter.preprocess([scene.image], exp.imgsz)
+        with adapter.explaining(), torch.no_grad():
+            _, head = adapter.forward(x)
+        dets = select_detections(head, adapter.end2end, conf, iou)
+        if not dets[0]:
+            continue
+        gx, gy = lb.gain_xy
+        gt = torch.as_tensor(scene.boxes).float() * torch.tensor([gx, gy, gx, gy])
+        boxes = torch.tensor([d.box for d in dets[0]]) - torch.tensor([lb.left, lb.top, lb.left, lb.top])
+        classes = torch.tensor([d.cls for d in dets[0]])
+        w, h = lb.new_unpad
+        for m in names:
+            a = acc[m]
+            t0 = time.perf_counter()
+            maps = explain_fixed(engines[m], x, lambda head: dets).heatmaps[0]
+            loc = localise(maps[:, lb.top:lb.top + h, lb.left:lb.left + w], boxes, classes, gt,
+                           torch.as_tensor(scene.classes))
+            for key in ("pointing", "energy", "energy_other"):
+                a[key] += getattr(loc, key)[loc.tp].tolist()
+            a["tp"] += int(loc.tp.sum())
+            a["detections"] += len(dets[0])
+            for d, heat in list(zip(dets[0], maps))[:faithful]:
+                dele, ins = deletion_insertion(adapter, x, heat, d.box, d.cls, steps=steps)
+                a["deletion_auc"].append(dele.auc)
+                a["insertion_auc"].append(ins.auc)
+            after = explain_fixed(rand_engines[m], x, lambda head: dets).heatmaps[0]
+            a["randomisation"] += [spearman(u, v) for u, v in zip(maps.cpu(), after.cpu())]
+            a["randomisation_box"] += box_spearman(maps.cpu(), after.cpu(), dets[0])
+            a["seconds"] += time.perf_counter() - t0
+    rows = []
+    for m in names:
+        a = acc[m]
+        rows.append({"method": m, "detections": a["detections"], "tp": a["tp"], "seconds": round(a["seconds"], 2),
+                     **{k: mean_of(a[k]) for k in ("pointing", "energy", "energy_other", "deletion_auc",
+                                                  "insertion_auc", "randomisation", "randomisation_box")}})
+    return rows
+
+
+def format_comparison(rows: list[dict]) -> str:
+    """The comparison as an ultralytics-style table (PG/EiB/EoO on true positives; higher is better
+    except EoO, Del-AUC and Rand-rho)."""
+    return format_rows(HEADER, rows, COLUMNS)
+
+
+def save_comparison(rows: list[dict], out) -> Path:
+    """Write compare_methods.csv and compare_methods.json into `out`."""
+    out = prepare_out_dir(out)
+    atomic_write_bytes(out / "compare_methods.csv", csv_bytes(rows, COLUMNS))
+    atomic_write_bytes(out / "compare_methods.json", json.dumps(rows, indent=1).encode())
+    return out

@@ -1,0 +1,305 @@
+"""Explain what ultralytics' own validator sees: its kept predictions, labelled true or false positive
+by its own matching (the tp matrix at IoU 0.5), with localisation metrics per class.
+
+`validate()` runs `DetectionValidator` (through `YOLO.val(validator=...)` when there is a wrapper),
+so its metrics are those of a plain `model.val()` with the same arguments. Inside the validator's
+`update_metrics` (which runs under `torch.inference_mode`), every kept prediction with confidence
+>= `conf` is explained with gradients, on the validator's own letterboxed batch. Metrics are taken on
+the letterboxed image without its padding.
+
+Files written to `out`: see `compare.ValidationReport.save`, plus ultralytics' own folder val/.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from ultralytics.models.yolo.detect import DetectionValidator
+
+from ..errors import YolocamError
+from ..defaults import DEFAULT_FUSE, DEFAULT_LAYERS, DEFAULT_METHOD
+from ..explain.explainer import Explainer, resolve_model
+from ..model.detections import Detection
+from .metrics import Localisation, explain_fixed, localise, match_ground_truth
+from .report import ValidationReport, WorstCases, build_report
+
+ANCHOR_TOLERANCE_PX = 1.0  # a validator box must equal a raw prediction's box to this many pixels
+
+
+class ExplainingValidator(DetectionValidator):
+    """ultralytics' `DetectionValidator`, unchanged, that also hands each batch to a `Collector`.
+
+    It records the arguments and result of its own `_process_batch` (the tp matrix) per image, and
+    after `update_metrics` passes (validator batch image, predictions, labels, tp) to the collector.
+    """
+
+    def __init__(self, dataloader=None, save_dir=None, args=None, _callbacks=None, collector=None):
+        super().__init__(dataloader, save_dir, args, _callbacks)
+        self.collector = collector
+        self._pending: list = []
+
+    def init_metrics(self, model) -> None:
+        super().init_metrics(model)
+        if self.collector is not None:  # explain the head branch the validator uses (one-to-one or not)
+            self.collector.start(end2end=bool(self.end2end))
+
+    def _process_batch(self, preds, batch):
+        out = super()._process_batch(preds, batch)
+        self._pending.append((preds, batch, out["tp"]))
+        return out
+
+    def update_metrics(self, preds, batch) -> None:
+        self._pending = []
+        super().update_metrics(preds, batch)
+        if self.collector is not None:
+            self.collector.add_batch(batch["img"], self._pending)
+
+
+class Collector:
+    """Explains validator predictions and accumulates per-prediction records, missed boxes, worst cases.
+
+    conf: explain predictions with confidence >= conf; max_images / max_explanations: caps (None = all).
+    """
+
+    def __init__(self, explainer: Explainer, conf: float = 0.25, max_images: int | None = None,
+                 max_explanations: int | None = None, worst: int = 12, rebuild=None):
+        self.exp, self.conf = explainer, float(conf)
+        self.rebuild = rebuild  # end2end flag -> Explainer on the head branch the validator uses
+        self.max_images, self.max_explanations = max_images, max_explanations
+        self.records: list[dict] = []
+        self.missed: list[dict] = []
+        self.worst = WorstCases(worst)
+        self.images_seen = self.images_explained = 0
+        self.unmatched = 0  # validator predictions with no identical raw prediction (should stay 0)
+        self.label_mismatches = 0  # greedy replica disagreeing with the validator's tp label (should stay 0)
+
+    def start(self, end2end: bool) -> None:
+        """Called by the validator before its first batch: match its head branch (end-to-end or NMS)."""
+        if self.exp.adapter.end2end != end2end and self.rebuild is not None:
+            self.exp = self.rebuild(end2end)
+
+    def budget(self) -> int:
+        if self.max_explanations is None:
+            return 1 << 60
+        return max(0, self.max_explanations - len(self.records))
+
+    def add_batch(self, img: torch.Tensor, pending: Sequence) -> None:
+        """img: (B, 3, H, W) validator batch in [0, 1]; pending: per image (preds, labels, tp (n, 10))."""
+        jobs = []  # (row in img, pred, labels, tp, selected indices)
+        for si, (pred, pb, tp) in enumerate(pending):
+            self.images_seen += 1
+            keep = int((pred["conf"] >= self.conf).sum())  # predictions are sorted by confidence
+            take = min(keep, self.budget() - sum(len(j[4]) for j in jobs))
+            if self.max_images is not None and self.images_explained + len(jobs) >= self.max_images:
+                take = 0
+            self._missed(pred, pb, tp, keep)
+            if take > 0:
+                jobs.append((si, pred, pb, tp, list(range(take))))
+        if not jobs:
+            return
+        self.images_explained += len(jobs)
+        adapter = self.exp.adapter
+        rows = torch.tensor([j[0] for j in jobs], device=img.device)
+        x = img.index_select(0, rows).to(adapter.device, adapter.dtype)
+        result = explain_fixed(self.exp.engine, x, lambda head: [self._anchors(head, b, j) for b, j in enumerate(jobs)])
+        for (si, pred, pb, tp, sel), dets, maps in zip(jobs, result.detections, result.heatmaps):
+            self._record(pred, pb, tp, dets, maps)
+
+    # -------------------------------------------------------------- internals
+    def _anchors(self, head, b: int, job) -> list[Detection]:
+        """The raw predictions (anchors) the validator's kept boxes came from, for batch row b."""
+        _, pred, _, _, sel = job
+        boxes = pred["bboxes"][sel].to(head.boxes.device).float()
+        cls = pred["cls"][sel].to(head.boxes.device).long()
+        conf = pred["conf"][sel].to(head.boxes.device).float()
+        raw = head.boxes[b].float()  # (A, 4)
+        scores = head.logits[b].float().sigmoid()[:, cls].t()  # (n, A)
+        box_err = (raw[None] - boxes[:, None]).abs().amax(-1)  # (n, A) pixels
+        cost = box_err + (scores - conf[:, None]).abs() * 100.0
+        anchor = cost.argmin(1)
+        dets = []
+        for j, a in enumerate(anchor.tolist()):
+            if box_err[j, a] > ANCHOR_TOLERANCE_PX:
+                self.unmatched += 1
+            dets.append(Detection(b, a, int(head.levels[a]), int(cls[j]), float(conf[j]),
+                                  tuple(float(v) for v in boxes[j])))
+        return dets
+
+    def _missed(self, pred, pb, tp, keep: int) -> None:
+        gt_boxes, gt_cls = pb["bboxes"].cpu().float(), pb["cls"].cpu().long()
+        if len(gt_cls) == 0:
+            return
+        matched = match_ground_truth(pred["bboxes"][:keep].cpu(), pred["cls"][:keep].cpu(), gt_boxes, gt_cls)
+        tp50 = torch.from_numpy(np.asarray(tp[:keep, 0], bool))
+        self.label_mismatches += int(((matched >= 0) != tp50).sum())
+        found = set(matched[tp50 & (matched >= 0)].tolist())
+        for k in range(len(gt_cls)):
+            if k not in found:
+                self.missed.append({"image": pb["im_file"], "cls": int(gt_cls[k]),
+                                    "name": self.exp.names.get(int(gt_cls[k]), str(int(gt_cls[k]))),
+                                    "box": _to_original(gt_boxes[k:k + 1], pb)[0].tolist()})
+
+    def _record(self, pred, pb, tp, dets: list[Detection], maps: torch.Tensor) -> None:
+        n = len(dets)
+        top, left, ch, cw = _content(pb, maps.shape[-2:])
+        shift = torch.tensor([left, top, left, top], dtype=torch.float32)
+        crop = maps[:, top:top + ch, left:left + cw].float().cpu()
+        boxes = pred["bboxes"][:n].cpu().float() - shift
+        gt_boxes = pb["bboxes"].cpu().float() - shift
+        gt_cls = pb["cls"].cpu().long()
+        tp50 = torch.from_numpy(np.asarray(tp[:n, 0], bool))
+        loc: Localisation = localise(crop, boxes, pred["cls"][:n].cpu(), gt_boxes, gt_cls, tp=tp50)
+        orig = _to_original(pred["bboxes"][:n].cpu().float(), pb)
+        for k, d in enumerate(dets):
+            ref = int(loc.reference[k])
+            rec = {
+                "image": pb["im_file"], "index": k, "cls": d.cls, "name": self.exp.names.get(d.cls, str(d.cls)),
+                "conf": d.conf, "box": orig[k].tolist(), "anchor": d.anchor, "level": d.level,
+                "tp": bool(loc.tp[k]), "gt": ref,
+                "gt_box": _to_original(pb["bboxes"][ref:ref + 1].cpu().float(), pb)[0].tolist() if ref >= 0 else None,
+                "pointing": _num(loc.pointing[k]), "energy": _num(loc.energy[k]),
+                "energy_other": _num(loc.energy_other[k]),
+            }
+            self.records.append(rec)
+            self.worst.offer(rec, crop[k])
+
+
+def _num(v: torch.Tensor) -> float | None:
+    v = float(v)
+    return None if v != v else v
+
+
+def _content(pb, shape) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of the image content inside the validator's letterboxed input."""
+    (gh, gw), (left, top) = pb["ratio_pad"]
+    h0, w0 = (int(v) for v in pb["ori_shape"])
+    top, left = int(round(float(top))), int(round(float(left)))
+    ch = min(int(round(h0 * float(gh))), int(shape[0]) - top)
+    cw = min(int(round(w0 * float(gw))), int(shape[1]) - left)
+    return top, left, max(ch, 1), max(cw, 1)
+
+
+def _to_original(boxes: torch.Tensor, pb) -> torch.Tensor:
+    """(N, 4) xyxy boxes from the validator's input pixels to original-image pixels (clipped)."""
+    (gh, gw), (left, top) = pb["ratio_pad"]
+    h0, w0 = (float(v) for v in pb["ori_shape"])
+    out = boxes.clone().float()
+    out[:, [0, 2]] = ((out[:, [0, 2]] - float(left)) / float(gw)).clamp(0, w0)
+    out[:, [1, 3]] = ((out[:, [1, 3]] - float(top)) / float(gh)).clamp(0, h0)
+    return out
+
+
+# ------------------------------------------------------------------ validate
+def default_dataset(folder: Path, scenes: int = 32, seed: int = 7) -> Path:
+    """Generate `scenes` labelled validation scenes (yolocam.scenes) in `folder`; returns data.yaml."""
+    from ..demo.scenes import write_dataset
+
+    return Path(write_dataset(folder, n_train=0, n_val=int(scenes), seed=seed))
+
+
+def validate(model=None, data=None, method: str = DEFAULT_METHOD, target="class", layers=DEFAULT_LAYERS,
+             fuse: str = DEFAULT_FUSE, imgsz: int | None = None, conf: float = 0.25, iou: float = 0.7,
+             device=None, max_images: int | None = None, max_explanations: int | None = None, out=None,
+             scenes: int | None = None, batch: int = 16, val_conf: float | None = None, worst: int = 12,
+             verbose: bool = True) -> ValidationReport:
+    """Run ultralytics' validator on `data` and explain every prediction it keeps with confidence >= `conf`.
+
+    model: as `Explainer` (None = the bundled demo detector). data: dataset YAML; None generates
+    `scenes` (default 32) labelled scenes. imgsz: None = the model's training size. iou: the validator's
+    NMS IoU. val_conf: the validator's own confidence threshold (None = ultralytics' default), so its
+    metrics equal `model.val(data=..., imgsz=..., batch=..., conf=val_conf, iou=iou)`. out: folder for
+    metrics.csv, predictions.csv, metrics.json, worst/ (HTML gallery) and the validator's own files.
+    Returns a `ValidationReport`.
+    """
+    for name, v in (("max_images", max_images), ("max_explanations", max_explanations)):
+        if v is not None and (not isinstance(v, int) or v < 0):
+            raise YolocamError(f"{name}: expected a non-negative int or None, got {v!r}")
+    wrapper, model, train_imgsz = resolve_model(model)
+    imgsz = train_imgsz if imgsz is None else int(imgsz)
+    exp = Explainer(model, method=method, target=target, layers=layers, fuse=fuse, imgsz=imgsz, device=device)
+    tmp = None if out is not None else Path(tempfile.mkdtemp(prefix="yolocam_val_"))
+    root = Path(out) if out is not None else tmp
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if data is None:
+            data = default_dataset(root / "data", scenes or 32)
+        elif not Path(str(data)).exists():
+            raise YolocamError(f"data: dataset YAML not found: {data}")
+        collector = Collector(exp, conf, max_images, max_explanations, worst, rebuild=lambda end2end: Explainer(
+            model, method=method, target=target, layers=layers, fuse=fuse, imgsz=imgsz, device=device, end2end=end2end))
+        args = dict(data=str(data), imgsz=imgsz, batch=batch, iou=iou, plots=False, project=str(root),
+                    name="val", exist_ok=True, verbose=verbose)
+        if val_conf is not None:
+            args["conf"] = val_conf
+        if device is not None:
+            args["device"] = str(device)
+        holder = {}
+
+        def factory(args=None, _callbacks=None):
+            holder["v"] = ExplainingValidator(args=args, _callbacks=_callbacks, collector=collector)
+            return holder["v"]
+
+        if wrapper is not None:
+            wrapper.val(validator=factory, **args)
+        else:
+            factory(args={"task": "detect", "rect": True, "mode": "val", **args})(model=exp.adapter.module)
+        report = build_report(holder["v"], collector, exp.names, settings={
+            "model": exp.adapter.name, "data": str(data), "method": exp.method.name, "target": exp.target.name,
+            "layers": exp.layers_spec, "fuse": fuse, "imgsz": imgsz, "conf": conf, "iou": iou,
+            "val_conf": holder["v"].args.conf, "batch": batch,
+            "head": collector.exp.adapter.head_kind})
+        if out is not None:
+            report.save(root)
+        if verbose:
+            print(report.format())
+        return report
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------ CLI
+def _layers_arg(spec):
+    if isinstance(spec, str) and spec.replace(",", "").replace(" ", "").isdigit():
+        return [int(v) for v in spec.split(",") if v.strip()]
+    return spec
+
+
+def main_val(args) -> int:
+    """`yolocam val`: validate and explain, or (`--compare-methods [LIST]`) compare methods on generated scenes.
+
+    `args` (argparse Namespace): model, data, method, target, layers, fuse, imgsz, conf, iou, device, out,
+    max_images, max_explanations, compare_methods (None, True/"all", or a list of names), scenes.
+    Results go to `out` (default: a new runs/yolocam/valN). Returns 0, or 2 on a `YolocamError`.
+    """
+    from ..output.files import increment_dir
+
+    get = lambda name, default=None: default if getattr(args, name, None) is None else getattr(args, name)  # noqa: E731
+    out = Path(get("out") or increment_dir(Path("runs") / "yolocam" / "val"))
+    try:
+        common = dict(layers=_layers_arg(get("layers", DEFAULT_LAYERS)), fuse=get("fuse", DEFAULT_FUSE),
+                      imgsz=get("imgsz"), device=get("device"))
+        methods = get("compare_methods")
+        if methods is not None and methods is not False:
+            from .compare import compare_methods, format_comparison, save_comparison
+
+            names = None if methods is True or methods == "all" else list(methods)
+            rows = compare_methods(get("model"), scenes=get("scenes", 16), target=get("target", "class"),
+                                   conf=get("conf", 0.25), iou=get("iou", 0.7), methods=names, **common)
+            print(format_comparison(rows))
+            print(f"saved to {save_comparison(rows, out)}")
+            return 0
+        validate(get("model"), data=get("data"), method=get("method", DEFAULT_METHOD), target=get("target", "class"),
+                 conf=get("conf", 0.25), iou=get("iou", 0.7), max_images=get("max_images"),
+                 max_explanations=get("max_explanations"), out=out, scenes=get("scenes"), **common)
+        print(f"saved to {out} (metrics.csv, metrics.json, predictions.csv, worst/index.html)")
+        return 0
+    except YolocamError as exc:
+        print(f"yolocam val: error: {exc}", file=sys.stderr)
+        return 2

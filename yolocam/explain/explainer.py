@@ -1,0 +1,146 @@
+"""`Explainer`: the public entry point — a model, a method, a target and layers, then `explain(source)`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from ..cam.engine import CamEngine
+from ..cam.fusion import boxes_to_original, check_fusion
+from ..cam.methods import get_method
+from ..defaults import DEFAULT_FUSE, DEFAULT_LAYERS, DEFAULT_METHOD
+from ..demo.models import model_source
+from ..errors import YolocamError
+from ..inputs.images import ImageItem, Source, iter_images, resolve_source
+from ..model.adapter import ModelAdapter
+from ..model.layers import resolve_layers
+from ..model.targets import get_target
+from ..output.results import DetectionExplanation, ImageExplanation
+
+
+
+class Explainer:
+    """Per-detection heatmaps for an ultralytics YOLO detector.
+
+    Args:
+        model: checkpoint path, model YAML, `ultralytics.YOLO`, `DetectionModel`, a demo name
+            (`yolocam.list_models()`), or None for the default bundled demo detector.
+        method: a name from `yolocam.list_methods()`.
+        target: `class`, `conf`, `box`, `all`, `cluster`, or a callable `(outputs, detection) -> scalar`.
+        layers: `neck`, `head`, `backbone`, a list of layer indices, or a list of modules.
+        fuse: `sum`, `max`, `origin` or `aligned` (how several layers combine).
+        imgsz: model input size (pixels, long side), as ultralytics' `imgsz`; None = the size the
+            checkpoint was trained at when it records one, else 640.
+        device: None keeps the model's device.
+        reshape_transform: turns a layer output into (B, C, H, W) (for list/tuple/dict outputs).
+        memory_mb: bound on the extra memory of one batched backward; more detections are chunked.
+        max_batch: fixed number of jobs per batched backward (overrides `memory_mb`).
+        end2end: None uses an end-to-end head's one-to-one branch when there is one.
+        strategy: how gradients of many boxes are computed: `batched` (one batched backward),
+            `loop` (one retained backward per box), `auto` (batched on CUDA, loop on CPU).
+        windows: with `loop`, replay boxes whose receptive field is small on crops around them
+            (exactly the same maps, faster); False replays every box on the whole image.
+    """
+
+    def __init__(self, model=None, method: str = DEFAULT_METHOD, target="class", layers=DEFAULT_LAYERS,
+                 fuse: str = DEFAULT_FUSE, imgsz: int | None = None, device=None, reshape_transform=None,
+                 memory_mb: float = 2048.0, max_batch: int | None = None, end2end: bool | None = None,
+                 strategy: str = "auto", windows: bool = True):
+        model = model_source(model)
+        if imgsz is not None and (not isinstance(imgsz, int) or imgsz < 32):
+            raise YolocamError(f"imgsz: expected an int >= 32, got {imgsz!r}")
+        self.method = get_method(method)
+        self.target = get_target(target)
+        self.fuse = check_fusion(fuse)
+        self.adapter = ModelAdapter(model, device=device, end2end=end2end)
+        self.layers = resolve_layers(self.adapter, layers)
+        self.layers_spec = layers if isinstance(layers, str) else [t.name for t in self.layers]
+        self.imgsz = imgsz or self.adapter.train_imgsz or 640
+        self.engine = CamEngine(self.adapter, self.method, self.target, self.layers, fuse=fuse,
+                                reshape_transform=reshape_transform, memory_mb=memory_mb, max_batch=max_batch,
+                                strategy=strategy, windows=windows)
+
+    @property
+    def names(self) -> dict[int, str]:
+        return self.adapter.names
+
+    @property
+    def meta(self) -> dict:
+        return {"model": self.adapter.name, "method": self.method.name, "target": self.target.name,
+                "layers": self.layers_spec}
+
+    def explain(self, source: Source, conf: float = 0.25, iou: float = 0.7, classes: Sequence[int] | None = None,
+                max_det: int = 300, batch: int = 1) -> list[ImageExplanation]:
+        """Explain every detection in every image of `source`; one `ImageExplanation` per image, in order.
+
+        A single unusable image raises `YolocamError`; in a multi-image source a bad image is returned
+        with `.error` set and the others are still explained.
+        """
+        entries = resolve_source(source)
+        if not entries:
+            raise YolocamError(f"no images found in source {source!r}")
+        results = list(self.iter_explain(entries, conf=conf, iou=iou, classes=classes, max_det=max_det, batch=batch))
+        if len(results) == 1 and results[0].error is not None:
+            raise YolocamError(results[0].error)
+        return results
+
+    def iter_explain(self, entries: Sequence, conf: float = 0.25, iou: float = 0.7, classes=None,
+                     max_det: int = 300, batch: int = 1) -> Iterator[ImageExplanation]:
+        """Like `explain` over already-resolved entries (paths/arrays), yielding results as they finish."""
+        _check_thresholds(conf, iou, max_det, batch)
+        pending: list[ImageItem] = []
+        for item in iter_images(entries):
+            if item.error is not None:
+                yield from self._explain_items(pending, conf, iou, classes, max_det)
+                pending = []
+                yield ImageExplanation(item.path, None, [], error=item.error, meta=self.meta)
+                continue
+            pending.append(item)
+            if len(pending) >= batch:
+                yield from self._explain_items(pending, conf, iou, classes, max_det)
+                pending = []
+        yield from self._explain_items(pending, conf, iou, classes, max_det)
+
+    def _explain_items(self, items: list[ImageItem], conf, iou, classes, max_det) -> list[ImageExplanation]:
+        if not items:
+            return []
+        x, lbs = self.adapter.preprocess([it.image for it in items], self.imgsz)
+        result = self.engine.run(x, conf=conf, iou=iou, classes=classes, max_det=max_det, letterboxes=lbs)
+        out = []
+        for item, lb, dets, maps in zip(items, lbs, result.detections, result.heatmaps):
+            heat = maps.cpu().numpy().astype(np.float32, copy=False) if dets else None
+            boxes = boxes_to_original(torch.tensor([d.box for d in dets]).view(-1, 4), lb).tolist()
+            explained = [
+                DetectionExplanation(box, d.cls, self.names.get(d.cls, str(d.cls)), d.conf, d.anchor, d.level, heat[k])
+                for k, (d, box) in enumerate(zip(dets, boxes))
+            ]
+            out.append(ImageExplanation(item.path, item.image, explained, meta=self.meta))
+        return out
+
+
+def _check_thresholds(conf, iou, max_det, batch) -> None:
+    if not 0.0 <= float(conf) <= 1.0:
+        raise YolocamError(f"conf: expected a value in [0, 1], got {conf}")
+    if not 0.0 <= float(iou) <= 1.0:
+        raise YolocamError(f"iou: expected a value in [0, 1], got {iou}")
+    if int(max_det) < 1 or int(batch) < 1:
+        raise YolocamError(f"max_det and batch: expected positive integers, got {max_det} and {batch}")
+
+
+def resolve_model(model):
+    """(ultralytics.YOLO wrapper or None, the model for the Explainer, default imgsz)."""
+    from ultralytics import YOLO
+
+    model = model_source(model)
+    if isinstance(model, (str, Path)):
+        if not Path(model).exists():
+            raise YolocamError(f"model file not found: {model}")
+        model = YOLO(str(model), task="detect")
+    wrapper = model if type(model).__name__ == "YOLO" else None
+    module = wrapper.model if wrapper is not None else model
+    train_args = getattr(module, "args", None)
+    imgsz = train_args.get("imgsz") if isinstance(train_args, dict) else None
+    return wrapper, model, int(imgsz) if isinstance(imgsz, int) else 640

@@ -1,0 +1,1 @@
+"""Input: image sources (paths, folders, globs, arrays), decoding, and the letterbox."""

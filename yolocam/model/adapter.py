@@ -1,0 +1,282 @@
+"""The adapter: one ultralytics detection model, its anatomy, and how to run it.
+
+It knows the family (v5u ... 26), the head kind (NMS or end-to-end), strides and levels,
+the letterbox, and runs the layers itself so that any stretch of the network can be
+replayed with gradients (see `engine.py`). It never calls `.train()`/`.eval()` on an
+`ultralytics.YOLO` wrapper, only on the inner `nn.Module`, and restores what it changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._offline import ultralytics_offline
+from ..errors import YolocamError
+from ..inputs.images import Letterbox, apply_letterbox, letterbox_params
+
+FAMILIES = ("v5u", "v8", "v9", "v10", "11", "12", "26")
+SUPPORTED_HEADS = ("Detect", "v10Detect", "Segment", "Pose", "Segment26", "Pose26")
+
+# Module types that only route tensors in a neck (upsampling, concatenation, stride-2 convs).
+_NECK_PLUMBING = ("Upsample", "Concat", "Conv", "ADown", "AConv", "SCDown", "Index", "DWConv")
+
+ultralytics_offline()  # before any model is loaded: no hub, no telemetry
+
+
+@dataclass
+class HeadOutputs:
+    """Raw head outputs for a batch, on the flattened prediction (anchor) axis.
+
+    logits: (B, A, nc) pre-sigmoid class scores.
+    boxes:  (B, A, 4) decoded xyxy boxes in model-input (letterbox) pixels.
+    strides: (A,) stride in pixels of each anchor; anchors: (A, 2) cell centres in grid units.
+    levels: (A,) level index of each anchor (0 = finest).
+    """
+
+    logits: torch.Tensor
+    boxes: torch.Tensor
+    strides: torch.Tensor
+    anchors: torch.Tensor
+    levels: torch.Tensor
+
+    def __getitem__(self, index) -> "HeadOutputs":
+        """Select batch rows (keeps the batch axis for an int index)."""
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        return HeadOutputs(self.logits[index], self.boxes[index], self.strides, self.anchors, self.levels)
+
+
+def _load_module(model) -> tuple[nn.Module, object | None, str]:
+    """Return (inner nn.Module, ultralytics.YOLO wrapper or None, a name for the manifest)."""
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if path.suffix in (".yaml", ".yml"):
+            from ultralytics.nn.tasks import DetectionModel
+
+            if not path.exists() and os.sep not in str(model):  # an ultralytics config name, e.g. yolov8n.yaml
+                return DetectionModel(str(model), verbose=False), None, str(model)
+            if not path.exists():
+                raise YolocamError(f"model config not found: {path}")
+            return DetectionModel(str(path), verbose=False), None, str(path)
+        if not path.exists():
+            raise YolocamError(f"model file not found: {path}")
+        from ultralytics.nn.tasks import load_checkpoint
+
+        try:
+            module, _ = load_checkpoint(str(path), device="cpu")
+        except Exception as exc:
+            raise YolocamError(f"cannot load model checkpoint {path}: {type(exc).__name__}: {exc}") from None
+        return module, None, str(path)
+    inner = getattr(model, "model", None)
+    if isinstance(inner, nn.Module) and any(c.__name__ == "Model" for c in type(model).__mro__):
+        name = getattr(model, "ckpt_path", None) or getattr(model, "model_name", None) or type(inner).__name__
+        return inner, model, str(name)
+    if isinstance(model, nn.Module):
+        return model, None, type(model).__name__
+    raise YolocamError(
+        f"model: expected a checkpoint path, an ultralytics.YOLO or a DetectionModel, got {type(model).__name__}"
+    )
+
+
+def _guess_family(module: nn.Module, head: nn.Module) -> str:
+    yaml_file = str(getattr(module, "yaml", {}).get("yaml_file", "") or "").lower()
+    name = Path(yaml_file).stem
+    for prefix, fam in (("yolov5", "v5u"), ("yolov8", "v8"), ("yolov9", "v9"), ("yolov10", "v10"),
+                        ("yolo11", "11"), ("yolo12", "12"), ("yolo26", "26")):
+        if name.startswith(prefix):
+            return fam
+    types = {type(m).__name__ for m in module.modules()}
+    if type(head).__name__ == "v10Detect":
+        return "v10"
+    if getattr(head, "reg_max", 16) == 1 and getattr(head, "one2one_cv2", None) is not None:
+        return "26"
+    if "A2C2f" in types:
+        return "12"
+    if "C3k2" in types:
+        return "11"
+    if "RepNCSPELAN4" in types:
+        return "v9"
+    if "C2f" in types:
+        return "v8"
+    if "C3" in types:
+        return "v5u"
+    return "unknown"
+
+
+class ModelAdapter:
+    """Wraps a detection model; see the module docstring.
+
+    Args:
+        model: checkpoint path (.pt), model YAML, `ultralytics.YOLO`, or `DetectionModel`.
+        device: None keeps the model's device; otherwise the model is moved there.
+        end2end: None uses the one-to-one branch when the head has one; False forces NMS on one-to-many.
+    """
+
+    def __init__(self, model, device: str | torch.device | None = None, end2end: bool | None = None):
+        module, wrapper, name = _load_module(model)
+        self.module, self.wrapper, self.name = module, wrapper, name
+        layers = getattr(module, "model", None)
+        if not isinstance(layers, nn.Sequential) or len(layers) == 0:
+            raise YolocamError(f"not an ultralytics YOLO model: {type(module).__name__} has no layer sequence")
+        head = layers[-1]
+        if type(head).__name__ not in SUPPORTED_HEADS or not hasattr(head, "cv3"):
+            raise YolocamError(
+                f"not a detection model: its last layer is {type(head).__name__}, expected a Detect head "
+                f"(one of {', '.join(SUPPORTED_HEADS)})"
+            )
+        self.layers: nn.Sequential = layers
+        self.head = head
+        has_one2one = getattr(head, "one2one_cv3", None) is not None
+        self.end2end = has_one2one if end2end is None else bool(end2end and has_one2one)
+        if not self.end2end and getattr(head, "cv3", None) is None:
+            self.end2end = True  # fused end-to-end model: only the one-to-one branch is left
+        if device is not None:
+            self.module.to(device)
+        param = next(self.module.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        self.family = _guess_family(module, head)
+        self.nc = int(head.nc)
+        names = getattr(module, "names", None) or {i: str(i) for i in range(self.nc)}
+        self.names = dict(names) if isinstance(names, dict) else dict(enumerate(names))
+        self.strides = [float(s) for s in head.stride]
+        self.stride = max(int(max(self.strides)), 32)
+        self.head_inputs = list(head.f)
+        yaml = getattr(module, "yaml", None) or {}
+        self.n_backbone = len(yaml.get("backbone", [])) or min(self.head_inputs)
+        self.train_imgsz = _train_imgsz(module)
+
+    # ----------------------------------------------------------------- anatomy
+    @property
+    def head_kind(self) -> str:
+        return "end2end" if self.end2end else "nms"
+
+    def layer_groups(self) -> dict[str, list[int]]:
+        """Indices of `self.layers` for the named layer sets `backbone`, `neck`, `head`."""
+        last = len(self.layers) - 1
+        neck = [
+            i for i in range(self.n_backbone, last) if type(self.layers[i]).__name__ not in _NECK_PLUMBING
+        ]
+        consumed = {j for i in range(self.n_backbone, last + 1) for j in _as_list(self.layers[i].f, i)}
+        backbone = sorted(j for j in consumed if 0 <= j < self.n_backbone)
+        return {"backbone": backbone, "neck": neck, "head": list(self.head_inputs)}
+
+    # ------------------------------------------------------------ preprocessing
+    def letterboxes(self, shapes: Sequence[tuple[int, int]], imgsz: int) -> list[Letterbox]:
+        """Letterbox geometry per image; minimal rectangles only when all shapes agree (as ultralytics)."""
+        auto = len(set(shapes)) == 1
+        return [letterbox_params(s, imgsz, self.stride, auto=auto) for s in shapes]
+
+    def preprocess(self, images: Sequence[np.ndarray], imgsz: int) -> tuple[torch.Tensor, list[Letterbox]]:
+        """BGR uint8 images -> (B, 3, H, W) RGB float tensor in [0, 1] on the model's device."""
+        lbs = self.letterboxes([im.shape[:2] for im in images], imgsz)
+        arr = np.stack([apply_letterbox(im, lb) for im, lb in zip(images, lbs)])
+        x = torch.from_numpy(arr).to(self.device).permute(0, 3, 1, 2).flip(1)
+        return x.to(self.dtype).div(255.0).contiguous(), lbs
+
+    # ------------------------------------------------------------------ running
+    def run_layers(self, x: torch.Tensor | None, outputs: list, start: int = 0, only: set[int] | None = None) -> list:
+        """Run layers `start` .. head-1 (those in `only`, when given), filling `outputs[i]` with each output.
+
+        `outputs` holds earlier layers' outputs (entries < start) when replaying; `x` is the
+        input image batch when `start == 0`. Returns `outputs`.
+        """
+        for i in range(start, len(self.layers) - 1):
+            if only is not None and i not in only:
+                continue
+            m = self.layers[i]
+            if i == 0:
+                inp = x
+            elif m.f == -1:
+                inp = outputs[i - 1]
+            elif isinstance(m.f, int):
+                inp = outputs[m.f]
+            else:
+                inp = [outputs[i - 1] if j == -1 else outputs[j] for j in m.f]
+            outputs[i] = m(inp)
+        return outputs
+
+    def head_outputs(self, outputs: list, level: int | None = None, boxes: bool = True) -> HeadOutputs:
+        """Evaluate the head branch in use on the layer outputs; see `HeadOutputs`.
+
+        With `level`, only that level's branches run; the other levels' raw outputs are zeros
+        (for targets that read only anchors of that level: their values there are not meaningful).
+        With `boxes=False` the box branches are skipped and the boxes are zeros (class-only targets).
+        """
+        feats = [outputs[j] for j in self.head_inputs]
+        head = self.head
+        box_head = head.one2one_cv2 if self.end2end else head.cv2
+        cls_head = head.one2one_cv3 if self.end2end else head.cv3
+
+        def run(branch, i, f, channels):
+            if level is None or i == level:
+                return branch[i](f).flatten(2)
+            return f.new_zeros((f.shape[0], channels, f.shape[-2] * f.shape[-1]))
+
+        cls = torch.cat([run(cls_head, i, f, self.nc) for i, f in enumerate(feats)], dim=-1)  # (B, nc, A)
+        anchors, strides, levels = self._anchor_grid(feats)
+        if not boxes:
+            return HeadOutputs(cls.transpose(1, 2), cls.new_zeros((cls.shape[0], cls.shape[2], 4)), strides, anchors,
+                               levels)
+        box = torch.cat([run(box_head, i, f, 4 * head.reg_max) for i, f in enumerate(feats)], dim=-1)  # (B, 4*reg_max, A)
+        dist = head.dfl(box) if head.reg_max > 1 else box  # (B, 4, A) ltrb in grid units
+        centre = anchors.t().unsqueeze(0)  # (1, 2, A)
+        xyxy = torch.cat((centre - dist[:, :2], centre + dist[:, 2:]), dim=1) * strides
+        return HeadOutputs(cls.transpose(1, 2), xyxy.transpose(1, 2), strides, anchors, levels)
+
+    def _anchor_grid(self, feats: list[torch.Tensor]):
+        points, strides, levels = [], [], []
+        for lvl, (f, s) in enumerate(zip(feats, self.strides)):
+            h, w = f.shape[-2:]
+            ys, xs = torch.meshgrid(
+                torch.arange(h, device=f.device, dtype=f.dtype) + 0.5,
+                torch.arange(w, device=f.device, dtype=f.dtype) + 0.5,
+                indexing="ij",
+            )
+            points.append(torch.stack((xs, ys), -1).view(-1, 2))
+            strides.append(torch.full((h * w,), s, device=f.device, dtype=f.dtype))
+            levels.append(torch.full((h * w,), lvl, device=f.device, dtype=torch.long))
+        return torch.cat(points), torch.cat(strides), torch.cat(levels)
+
+    def forward(self, x: torch.Tensor) -> tuple[list, HeadOutputs]:
+        """Full forward of a batch: every layer's output and the head outputs."""
+        outputs = self.run_layers(x, [None] * len(self.layers))
+        return outputs, self.head_outputs(outputs)
+
+    # ------------------------------------------------------------ model state
+    @contextlib.contextmanager
+    def explaining(self) -> Iterator[None]:
+        """Eval mode and frozen parameters for the duration; the model's own state is restored after."""
+        modes = [(m, m.training) for m in self.module.modules()]
+        flags = [(p, p.requires_grad) for p in self.module.parameters()]
+        try:
+            self.module.eval()
+            for p, _ in flags:
+                p.requires_grad_(False)
+            yield
+        finally:
+            for p, flag in flags:
+                p.requires_grad_(flag)
+            for m, mode in modes:
+                m.training = mode
+
+
+def _as_list(f, i: int) -> list[int]:
+    items = [f] if isinstance(f, int) else list(f)
+    return [i - 1 if j == -1 else j for j in items]
+
+
+def _train_imgsz(module: nn.Module) -> int | None:
+    """The image size the checkpoint was trained at (ultralytics attaches its train args), if known."""
+    args = getattr(module, "args", None)
+    size = args.get("imgsz") if isinstance(args, dict) else getattr(args, "imgsz", None)
+    if isinstance(size, (list, tuple)) and size:
+        size = max(size)
+    return int(size) if isinstance(size, (int, float)) and size >= 32 else None

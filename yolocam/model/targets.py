@@ -1,0 +1,170 @@
+"""Targets: a detection and the head's raw outputs -> one scalar to differentiate.
+
+The engine replays the network with one batch row ("copy") per (detection, component)
+job, so built-in targets are vectorised over copies: `target(outputs, jobs) -> (n,)`,
+where row k of `outputs` belongs to job k. A target with several components (`box`:
+x1, y1, x2, y2) gets one job per component; their maps are max-combined.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from ..errors import YolocamError
+from .adapter import HeadOutputs
+from .detections import Detection
+
+
+@dataclass
+class Jobs:
+    """n jobs: per job the detection, its anchor (n,), class (n,), box (n, 4) and component (n,)."""
+
+    detections: list[Detection]
+    anchor: torch.Tensor
+    cls: torch.Tensor
+    box: torch.Tensor
+    component: torch.Tensor
+
+    @classmethod
+    def build(cls, detections: Sequence[Detection], components: Sequence[int], device) -> "Jobs":
+        dets = list(detections)
+        as_t = lambda v, dt=torch.long: torch.tensor(v, device=device, dtype=dt)  # noqa: E731
+        return cls(
+            dets,
+            as_t([d.anchor for d in dets]),
+            as_t([d.cls for d in dets]),
+            as_t([d.box for d in dets], torch.float32).view(-1, 4),
+            as_t(list(components)),
+        )
+
+
+class Target:
+    """Base: `n_components` jobs per detection; `__call__(outputs, jobs) -> (n,)` scalars."""
+
+    name = "target"
+    n_components = 1
+    local = False  # True when the scalar reads only the detection's own anchor (so only its level)
+    needs_boxes = True  # False when it reads only class scores (the head's box branch is then skipped)
+
+    def __call__(self, outputs: HeadOutputs, jobs: Jobs) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def _rows(outputs: HeadOutputs, jobs: Jobs) -> torch.Tensor:
+    return torch.arange(len(jobs.detections), device=outputs.logits.device)
+
+
+def _coordinate(outputs: HeadOutputs, jobs: Jobs, which: torch.Tensor) -> torch.Tensor:
+    """Box coordinate `which` (0..3: x1, y1, x2, y2) at each job's anchor, in grid units (pixels / stride)."""
+    coord = outputs.boxes[_rows(outputs, jobs), jobs.anchor, which]
+    return coord / outputs.strides[jobs.anchor]
+
+
+class ClassLogit(Target):
+    """Pre-sigmoid logit of the detected class at the detection's anchor (the default)."""
+
+    name = "class"
+    local = True
+    needs_boxes = False
+
+    def __call__(self, outputs, jobs):
+        return outputs.logits[_rows(outputs, jobs), jobs.anchor, jobs.cls]
+
+
+class Confidence(Target):
+    """Post-sigmoid score of the detected class at its anchor (saturates near 1)."""
+
+    name = "conf"
+    local = True
+    needs_boxes = False
+
+    def __call__(self, outputs, jobs):
+        return outputs.logits[_rows(outputs, jobs), jobs.anchor, jobs.cls].sigmoid()
+
+
+class BoxCoordinates(Target):
+    """One decoded coordinate (x1, y1, x2, y2) per job, in stride-normalised (grid) units."""
+
+    name = "box"
+    local = True
+    n_components = 4
+
+    def __call__(self, outputs, jobs):
+        return _coordinate(outputs, jobs, jobs.component)
+
+
+class ClassAndBox(Target):
+    """Component 0: class logit; 1..4: box coordinates (ODAM-style, max-combined maps)."""
+
+    name = "all"
+    local = True
+    n_components = 5
+
+    def __call__(self, outputs, jobs):
+        logit = outputs.logits[_rows(outputs, jobs), jobs.anchor, jobs.cls]
+        return torch.where(jobs.component == 0, logit, _coordinate(outputs, jobs, (jobs.component - 1).clamp(min=0)))
+
+
+class Cluster(Target):
+    """The detected class's score summed over all raw predictions overlapping the box, IoU-weighted."""
+
+    name = "cluster"
+
+    def __call__(self, outputs, jobs):
+        rows = _rows(outputs, jobs)
+        scores = outputs.logits[rows, :, jobs.cls].sigmoid()  # (n, A)
+        weights = batched_iou(outputs.boxes.detach(), jobs.box.to(outputs.boxes.dtype))  # (n, A)
+        return (weights * scores).sum(1)
+
+
+def batched_iou(boxes: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """IoU of boxes (n, A, 4) with one reference box per row ref (n, 4) -> (n, A); xyxy."""
+    r = ref[:, None, :]
+    lt = torch.maximum(boxes[..., :2], r[..., :2])
+    rb = torch.minimum(boxes[..., 2:], r[..., 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area = lambda b: (b[..., 2:] - b[..., :2]).clamp(min=0).prod(-1)  # noqa: E731
+    return inter / (area(boxes) + area(r) - inter).clamp(min=1e-9)
+
+
+class CallableTarget(Target):
+    """Wraps a user callable `(outputs, detection) -> scalar tensor`; called once per job."""
+
+    def __init__(self, fn: Callable[[HeadOutputs, Detection], torch.Tensor]):
+        self.fn = fn
+        self.name = getattr(fn, "__name__", type(fn).__name__)
+
+    def __call__(self, outputs, jobs):
+        values = []
+        for k, det in enumerate(jobs.detections):
+            v = self.fn(outputs[k], det)
+            if not isinstance(v, torch.Tensor) or v.numel() != 1:
+                raise YolocamError(
+                    f"target callable {self.name!r} must return a scalar tensor, got "
+                    f"{type(v).__name__}{tuple(v.shape) if isinstance(v, torch.Tensor) else ''}"
+                )
+            values.append(v.reshape(()))
+        return torch.stack(values)
+
+
+TARGETS: dict[str, type[Target]] = {t.name: t for t in (ClassLogit, Confidence, BoxCoordinates, ClassAndBox, Cluster)}
+
+
+def list_targets() -> list[str]:
+    return list(TARGETS)
+
+
+def get_target(spec) -> Target:
+    """A target from a name in `list_targets()`, a Target instance, or a callable."""
+    if isinstance(spec, Target):
+        return spec
+    if isinstance(spec, str):
+        if spec not in TARGETS:
+            raise YolocamError(f"unknown target {spec!r}; expected one of {', '.join(TARGETS)} or a callable")
+        return TARGETS[spec]()
+    if callable(spec):
+        return CallableTarget(spec)
+    raise YolocamError(f"target: expected a name ({', '.join(TARGETS)}) or a callable, got {type(spec).__name__}")

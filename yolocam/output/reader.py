@@ -1,0 +1,47 @@
+"""Reading an output folder (manifest.json + heatmaps.npz files) back into result objects."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import YolocamError
+from .results import DetectionExplanation, ImageExplanation
+
+
+def load_output(out_dir) -> list[ImageExplanation]:
+    """Read an output folder written by `ExportWriter` back into `ImageExplanation` objects.
+
+    Images are read from their recorded paths when those still exist (else `image` is None).
+    """
+    out = Path(out_dir)
+    try:
+        manifest = json.loads((out / "manifest.json").read_text())
+    except FileNotFoundError:
+        raise YolocamError(f"no manifest.json in {out}") from None
+    except ValueError as exc:
+        raise YolocamError(f"corrupt manifest.json in {out}: {exc}") from None
+    meta = {k: manifest.get(k) for k in ("model", "method", "target", "layers")}
+    results = []
+    for img in manifest.get("images", []):
+        try:
+            with np.load(out / img["heatmaps"]) as npz:
+                heatmaps = npz["heatmaps"].astype(np.float32)
+        except (OSError, KeyError, ValueError) as exc:
+            raise YolocamError(f"unreadable heatmaps for {img.get('stem')!r} in {out}: {exc}") from None
+        if len(heatmaps) != len(img["detections"]):
+            raise YolocamError(f"{img['heatmaps']}: expected {len(img['detections'])} heatmaps (as in the "
+                               f"manifest), got {len(heatmaps)}")
+        path = img.get("path")
+        image = cv2.imread(path) if path and Path(path).is_file() else None
+        dets = [
+            DetectionExplanation(list(d["box"]), d["cls"], d["name"], d["conf"], d["anchor"], d["level"], heatmaps[k])
+            for k, d in enumerate(img["detections"])
+        ]
+        results.append(ImageExplanation(path, image, dets, meta=dict(meta, stem=img["stem"])))
+    for err in manifest.get("errors", []):
+        results.append(ImageExplanation(err.get("path"), None, [], error=err.get("error"), meta=dict(meta)))
+    return results
