@@ -10,6 +10,10 @@ Faithfulness (re-running the detector): `deletion_insertion` curves with their A
 model-randomisation sanity check `model_randomisation` (cascading re-initialisation from the
 head down; a faithful method's maps must change, i.e. have a low rank correlation).
 
+Evidence (against a user-given mask or disc of the part that decides the class): `evidence_pointing`,
+`evidence_share` and the box-only baselines `gaussian_box_map` / `uniform_box_map`, defined in
+`evidence` and re-exported here.
+
 Inputs may be numpy arrays or torch tensors; everything is computed in torch.
 """
 
@@ -26,6 +30,8 @@ from ..errors import YolocamError
 from ..model.adapter import HeadOutputs, ModelAdapter
 from ..model.detections import Detection
 from ..model.layers import TargetLayer
+from .evidence import (DEFAULT_DILATE, disc_mask, evidence_pointing, evidence_region,  # noqa: F401 (re-exported)
+                       evidence_share, gaussian_box_map, uniform_box_map)
 
 PAD_VALUE = 114.0 / 255.0  # the letterbox grey: the "removed pixel" baseline
 
