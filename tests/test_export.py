@@ -204,9 +204,12 @@ def test_background_writer_writes_all_off_thread_and_reports_failures(tmp_path):
 def test_summary_grid_has_one_tile_per_detection_plus_the_image():
     result = make_result(40, 5, size=(60, 80))
     grid = summary_grid(result, tile=100)
-    assert grid.dtype == np.uint8 and grid.shape == (2 * 122, 3 * 100, 3)  # 6 tiles: 3 x 2, caption 22 px
-    assert grid[:, 200:300][122:].std() > 0  # the last row's third tile holds a heatmap, not background
-    capped = summary_grid(result, tile=50, max_tiles=3)
-    assert capped.shape == (2 * 72, 2 * 50, 3)  # image + 2 detections (3 tiles -> 2 x 2)
+    # the image with every box on top, then 5 zoomed crop tiles: 3 columns x 2 rows of 100 + 22 px caption
+    assert grid.dtype == np.uint8 and grid.shape[1] == 3 * 100 and grid.shape[0] > 2 * 122
+    tiles = grid[-2 * 122:]
+    assert tiles[122:, 100:200].std() > 0  # the fifth tile holds a crop ...
+    assert tiles[122:, 200:300].std() == 0  # ... and the sixth slot is empty
+    capped = summary_grid(result, tile=50, max_tiles=3)  # image + 2 detections (2 columns, 1 row)
+    assert capped.shape[1] == 2 * 50 and capped[-72:, 50:].std() > 0
     with pytest.raises(YolocamError):
         summary_grid(ImageExplanation("x.png", None, [], error="bad"))

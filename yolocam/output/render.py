@@ -1,4 +1,10 @@
-"""Drawing: heatmap overlays, boxes with labels, and the per-image summary grid (BGR uint8 arrays)."""
+"""Drawing: heatmap overlays, boxes with labels, zoomed crops of a box, and the summary picture (BGR uint8).
+
+An overlay shows heat only where there is heat: each pixel's opacity rises with its value (zero
+below `floor`), in a perceptual colour map (inferno's purple-to-yellow half), so the rest of the
+image keeps its own colours and the heat can be related to the scene. Labels use Pillow's built-in
+scalable font (`labels.py`).
+"""
 
 from __future__ import annotations
 
@@ -8,66 +14,146 @@ import cv2
 import numpy as np
 
 from ..errors import YolocamError
+from .labels import DEFAULT_COLOUR, class_colour, draw_labelled_boxes, font_size_for, label_patch, paste
 
 if TYPE_CHECKING:
     from .results import ImageExplanation
 
-
-def blend_heatmap(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """JET-coloured heatmap (H, W) in [0, 1] blended over a BGR image."""
-    colour = cv2.applyColorMap(np.clip(heatmap * 255.0, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
-    return cv2.addWeighted(image, 1.0 - alpha, colour, alpha, 0.0)
+HEAT_FLOOR = 0.15   # heat below this is not drawn at all
+HEAT_ALPHA = 0.7    # opacity of the hottest pixels
+_CMAP = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_INFERNO)[:, 0, :].astype(np.float32)
 
 
-def draw_box(image: np.ndarray, box, label: str, colour=(255, 255, 255)) -> None:
-    """Draw an xyxy box and its label in place (OpenCV's built-in font: nothing to download)."""
-    x1, y1, x2, y2 = (int(round(v)) for v in box)
-    thick = max(1, round(max(image.shape[:2]) / 400))
-    cv2.rectangle(image, (x1, y1), (x2, y2), (0, 0, 0), thick + 2)
-    cv2.rectangle(image, (x1, y1), (x2, y2), colour, thick)
-    scale = 0.4 * thick
-    (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-    ty = y1 - 4 if y1 - th - 6 > 0 else y1 + th + 4
-    cv2.rectangle(image, (x1, ty - th - 2), (x1 + tw + 2, ty + base - 1), (0, 0, 0), -1)
-    cv2.putText(image, label, (x1 + 1, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)
+def heat_luts(alpha: float = HEAT_ALPHA, floor: float = HEAT_FLOOR, gamma: float = 0.7):
+    """(colour (256, 3) float32 BGR, opacity (256,) float32) for heat values quantised to 0..255."""
+    v = np.arange(256, dtype=np.float32) / 255.0
+    t = np.clip((v - floor) / max(1.0 - floor, 1e-6), 0.0, 1.0)
+    opacity = alpha * t ** gamma
+    colour = _CMAP[np.round(70 + t * 160).astype(int)]  # inferno from purple (70) to saturated orange-yellow (230)
+    return colour, opacity.astype(np.float32)
 
 
-def summary_grid(result: ImageExplanation, tile: int = 320, max_tiles: int = 48) -> np.ndarray:
-    """One BGR picture: the image with all boxes, then each detection's heatmap overlay, in a grid.
+_LUTS: dict = {}
 
-    Each tile is `tile` x (`tile` + caption) pixels; at most `max_tiles` tiles (highest confidence first).
+
+def blend_heatmap(image: np.ndarray, heatmap: np.ndarray, alpha: float = HEAT_ALPHA, floor: float = HEAT_FLOOR,
+                  dim: float = 0.0) -> np.ndarray:
+    """`heatmap` (H, W) in [0, 1] drawn over the BGR `image`; returns a new uint8 array.
+
+    Opacity rises from 0 at `floor` to `alpha` at 1, colours follow inferno; pixels without heat keep
+    their colour, multiplied by `1 - dim` (0: unchanged).
+    """
+    key = (round(float(alpha), 4), round(float(floor), 4))
+    if key not in _LUTS:
+        _LUTS[key] = heat_luts(*key)
+    colours, opacity = _LUTS[key]
+    out = image.copy() if dim <= 0 else (image.astype(np.float32) * (1.0 - dim)).astype(np.uint8)
+    q = np.clip(np.nan_to_num(heatmap, nan=0.0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    hot = q > int(floor * 255)
+    rows, cols = np.flatnonzero(hot.any(axis=1)), np.flatnonzero(hot.any(axis=0))
+    if rows.size == 0:
+        return out
+    sl = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))  # only the part with heat
+    qs, base = q[sl], out[sl].astype(np.float32)
+    a = opacity[qs][..., None]
+    out[sl] = np.clip(base + (colours[qs] - base) * a + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+def draw_box(image: np.ndarray, box, label: str, colour=DEFAULT_COLOUR) -> None:
+    """Draw an xyxy box and its label in place (Pillow's built-in font: nothing to download)."""
+    draw_labelled_boxes(image, [box], [label], [colour])
+
+
+def draw_boxes(image: np.ndarray, dets, labels=None, size: int | None = None) -> None:
+    """Draw detections' boxes with non-overlapping labels (default `name conf`), one colour per class."""
+    labels = labels if labels is not None else [f"{d.name} {d.conf:.2f}" for d in dets]
+    draw_labelled_boxes(image, [d.box for d in dets], labels, [class_colour(d.cls) for d in dets], size=size)
+
+
+def crop_region(shape, box, context: float = 0.6, min_side: int = 48) -> tuple[int, int, int, int]:
+    """A square region (x1, y1, x2, y2) around `box` with `context` x its longer side on each side, in the image."""
+    h, w = shape[:2]
+    x1, y1, x2, y2 = (float(v) for v in box)
+    side = max(max(x2 - x1, y2 - y1) * (1.0 + 2.0 * context), min_side)
+    side_x, side_y = min(side, w), min(side, h)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    rx1 = int(round(min(max(cx - side_x / 2, 0), w - side_x)))
+    ry1 = int(round(min(max(cy - side_y / 2, 0), h - side_y)))
+    return rx1, ry1, max(rx1 + int(round(side_x)), rx1 + 1), max(ry1 + int(round(side_y)), ry1 + 1)
+
+
+def box_crop(image: np.ndarray, heatmap: np.ndarray, box, label: str | None = None, size: int = 256,
+             context: float = 0.6, colour=DEFAULT_COLOUR, alpha: float = HEAT_ALPHA) -> np.ndarray:
+    """A zoomed view of one detection: the box plus context, scaled so its longer side is `size`,
+    with the heat drawn at that scale and the box (and `label`, if given) on top."""
+    rx1, ry1, rx2, ry2 = crop_region(image.shape, box, context)
+    gain = size / max(rx2 - rx1, ry2 - ry1)
+    nw, nh = max(int(round((rx2 - rx1) * gain)), 1), max(int(round((ry2 - ry1) * gain)), 1)
+    interp = cv2.INTER_AREA if gain < 1 else cv2.INTER_LINEAR
+    img = cv2.resize(np.ascontiguousarray(image[ry1:ry2, rx1:rx2]), (nw, nh), interpolation=interp)
+    heat = cv2.resize(np.ascontiguousarray(heatmap[ry1:ry2, rx1:rx2], dtype=np.float32), (nw, nh),
+                      interpolation=cv2.INTER_LINEAR)
+    out = blend_heatmap(img, heat, alpha)
+    local = [(box[0] - rx1) * gain, (box[1] - ry1) * gain, (box[2] - rx1) * gain, (box[3] - ry1) * gain]
+    draw_labelled_boxes(out, [local], [label or ""], [colour], size=font_size_for(out.shape, 0.06, 11, 20),
+                        width=max(2, size // 128))
+    return out
+
+
+def _caption(width: int, text: str, size: int = 14, height: int = 22) -> np.ndarray:
+    strip = np.full((height, width, 3), 32, np.uint8)
+    patch = label_patch(text, size, (32, 32, 32), (235, 235, 235))
+    paste(strip, patch[:, : width - 4], 2, max((height - patch.shape[0]) // 2, 0))
+    return strip
+
+
+def summary_columns(n: int) -> int:
+    """How many tile columns `summary_grid` uses for `n` detection tiles (2 to 8, wider than tall)."""
+    return max(2, min(int(np.ceil(np.sqrt(max(n, 1)) * 1.25)), 8, max(n, 2)))
+
+
+def summary_grid(result: ImageExplanation, tile: int = 240, max_tiles: int = 25, cols: int | None = None) -> np.ndarray:
+    """One BGR picture of an image's explanations: the image with every box numbered on top, then a
+    grid of tiles, one zoomed crop (box plus context, its heat, caption `#k name conf`) per detection.
+
+    At most `max_tiles - 1` detections get a tile (highest confidence first); a note above says
+    how many are shown when some are left out. Tiles are `tile` x (`tile` + 22 px caption).
     """
     if result.image is None:
         raise YolocamError(f"summary_grid: expected an explained image, got an error result ({result.error})")
-    dets = result.detections[: max(max_tiles - 1, 0)]
-    shown = f" (showing {len(dets)})" if len(dets) < len(result.detections) else ""
-    tiles = [_tile(result.image, None, result.detections, tile, f"{len(result.detections)} detections{shown}")]
-    for k, d in enumerate(dets):
-        overlay = blend_heatmap(result.image, d.heatmap)
-        tiles.append(_tile(overlay, k, [d], tile, f"#{k} {d.name} {d.conf:.2f}"))
-    cols = int(np.ceil(np.sqrt(len(tiles))))
-    rows = int(np.ceil(len(tiles) / cols))
-    th, tw = tiles[0].shape[:2]
-    grid = np.full((rows * th, cols * tw, 3), 40, np.uint8)
-    for i, t in enumerate(tiles):
-        r, c = divmod(i, cols)
-        grid[r * th:(r + 1) * th, c * tw:(c + 1) * tw] = t
-    return grid
-
-
-def _tile(image: np.ndarray, index: int | None, dets, size: int, caption: str) -> np.ndarray:
-    """`image` fitted into a size x size square (boxes of `dets` drawn at that scale) above a caption strip."""
-    h, w = image.shape[:2]
-    gain = size / max(h, w)
-    nw, nh = max(int(round(w * gain)), 1), max(int(round(h * gain)), 1)
-    small = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
-    for k, d in enumerate(dets):
-        label = d.name if index is not None else f"{k} {d.name}"
-        draw_box(small, [v * gain for v in d.box], label)
+    dets_all = result.detections
+    dets = dets_all[: max(max_tiles - 1, 0)]
+    cols = cols or summary_columns(len(dets))
+    width = cols * tile
+    n = len(dets_all)
+    note = f"{n} detection{'s' if n != 1 else ''}"
+    if len(dets) < n:
+        note += f", showing the {len(dets)} most confident (all of them are in the gallery)"
+    # the overview: the whole image with every box, labelled with its tile number
+    h, w = result.image.shape[:2]
+    gain = min(width / w, 3.0 * tile / max(h, 1), 3.0)
+    ow, oh = max(int(round(w * gain)), 1), max(int(round(h * gain)), 1)
+    over = cv2.resize(result.image, (ow, oh), interpolation=cv2.INTER_AREA if gain < 1 else cv2.INTER_LINEAR)
+    scaled = [type("D", (), {"box": [v * gain for v in d.box], "cls": d.cls, "name": d.name, "conf": d.conf})
+              for d in dets_all]
+    labels = ([f"#{k} {d.name} {d.conf:.2f}" for k, d in enumerate(dets_all)] if n <= 12
+              else [f"#{k}" if k < len(dets) else "" for k in range(n)])
+    draw_boxes(over, scaled, labels, size=max(12, min(18, tile // 14)))
+    top = np.full((oh, width, 3), 32, np.uint8)
+    top[:, (width - ow) // 2:(width - ow) // 2 + ow] = over
+    parts = [_caption(width, note, 15, 26), top]
     cap = 22
-    out = np.full((size + cap, size, 3), 40, np.uint8)
-    top, left = (size - nh) // 2, (size - nw) // 2
-    out[top:top + nh, left:left + nw] = small
-    cv2.putText(out, caption, (4, size + cap - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
-    cv2.rectangle(out, (0, 0), (size - 1, size + cap - 1), (90, 90, 90), 1)
-    return out
+    rows = int(np.ceil(len(dets) / cols))
+    if rows:
+        grid = np.full((rows * (tile + cap), width, 3), 32, np.uint8)
+        for k, d in enumerate(dets):
+            crop = box_crop(result.image, d.heatmap, d.box, None, size=tile, colour=class_colour(d.cls))
+            r, c = divmod(k, cols)
+            y0, x0 = r * (tile + cap), c * tile
+            ch, cw = crop.shape[:2]
+            grid[y0 + (tile - ch) // 2:y0 + (tile - ch) // 2 + ch, x0 + (tile - cw) // 2:x0 + (tile - cw) // 2 + cw] = crop
+            grid[y0 + tile:y0 + tile + cap, x0:x0 + tile] = _caption(tile, f"#{k} {d.name} {d.conf:.2f}", 13, cap)
+            cv2.rectangle(grid, (x0, y0), (x0 + tile - 1, y0 + tile + cap - 1), (80, 80, 80), 1)
+        parts.append(grid)
+    return np.concatenate(parts, axis=0)
