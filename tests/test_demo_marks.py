@@ -1,0 +1,64 @@
+"""The `demo-marks` detector (evidence scenes): it finds the marked tiles, and it decides by the mark.
+
+Skipped while `yolocam/demo/weights/demo-marks.pt` does not exist (it is trained on a GPU by
+`weights_scripts/`, see its README). Held-out mAP50 is measured by `weights_scripts/evaluate_marks.py`.
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = ROOT / "yolocam" / "demo" / "weights" / "demo-marks.pt"
+IMGSZ = 640
+N_SCENES = 12
+
+pytestmark = pytest.mark.skipif(not WEIGHTS.is_file(), reason="demo-marks weights not trained yet")
+
+
+@pytest.fixture(scope="module")
+def model():
+    import yolocam  # noqa: F401  (offline switches before ultralytics)
+    from ultralytics import YOLO
+
+    return YOLO(str(WEIGHTS), task="detect")
+
+
+@pytest.fixture(scope="module")
+def evaluate_marks():
+    sys.path.insert(0, str(ROOT / "weights_scripts"))
+    import evaluate_marks
+
+    return evaluate_marks
+
+
+def seeds():
+    from yolocam.demo.scenes import scene_seed
+
+    return [scene_seed(2025, "test", i) for i in range(N_SCENES)]
+
+
+def test_finds_the_marked_tiles_and_not_the_distractors(model):
+    from yolocam.demo.evidence import EVIDENCE_CLASSES, make_evidence_scene
+    from yolocam.evaluation.metrics import match_ground_truth
+
+    assert [model.names[i] for i in range(3)] == list(EVIDENCE_CLASSES)
+    found = total = predicted = 0
+    for seed in seeds():
+        s = make_evidence_scene(seed)
+        r = model.predict(s.image, imgsz=IMGSZ, conf=0.25, verbose=False)[0]
+        matched = match_ground_truth(r.boxes.xyxy.cpu(), r.boxes.cls.cpu().long(), s.boxes, s.classes)
+        found += int((matched >= 0).sum())
+        predicted += len(r.boxes)
+        total += len(s.boxes)
+    assert found / total >= 0.9 and found / max(predicted, 1) >= 0.9, (found, total, predicted)
+
+
+def test_decides_by_the_mark(model, evaluate_marks):
+    r = evaluate_marks.ablation(model, seeds(), imgsz=IMGSZ, conf=0.25)
+    assert r["detected"] >= 0.8 * r["objects"], r
+    assert r["erase"] >= 0.9, r  # erasing the mark removes the detection
+    assert r["swap"] >= 0.9, r  # another class's mark changes the class
+    assert np.isfinite(r["erase"]) and np.isfinite(r["swap"])
