@@ -73,13 +73,13 @@ class Explainer:
                 "layers": self.layers_spec}
 
     def explain(self, source: Source, conf: float = 0.25, iou: float = 0.7, classes: Sequence[int] | None = None,
-                max_det: int = 300, batch: int = 1) -> list[ImageExplanation]:
+                max_det: int = 300, batch: int = 1, recursive: bool = False) -> list[ImageExplanation]:
         """Explain every detection in every image of `source`; one `ImageExplanation` per image, in order.
 
-        A single unusable image raises `YolocamError`; in a multi-image source a bad image is returned
-        with `.error` set and the others are still explained.
+        `recursive`: a folder's sub-folders are searched too. A single unusable image raises `YolocamError`;
+        in a multi-image source a bad image is returned with `.error` set and the others are still explained.
         """
-        entries = resolve_source(source)
+        entries = resolve_source(source, recursive=recursive)
         if not entries:
             raise YolocamError(f"no images found in source {source!r}")
         results = list(self.iter_explain(entries, conf=conf, iou=iou, classes=classes, max_det=max_det, batch=batch))

@@ -6,6 +6,7 @@ Everything here works on numpy BGR uint8 arrays; tensors start in the adapter.
 from __future__ import annotations
 
 import glob
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ import numpy as np
 
 from ..errors import YolocamError
 
+log = logging.getLogger("yolocam")
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".dng", ".mpo", ".pfm")
 
 Source = Union[str, os.PathLike, np.ndarray, Sequence[Union[str, os.PathLike, np.ndarray]]]
@@ -24,23 +27,29 @@ Source = Union[str, os.PathLike, np.ndarray, Sequence[Union[str, os.PathLike, np
 def to_bgr_uint8(image: np.ndarray, what: str = "image") -> np.ndarray:
     """Return `image` as a contiguous BGR uint8 (H, W, 3) array.
 
-    Accepts grayscale (H, W) or (H, W, 1), BGRA (H, W, 4), and 16-bit or float images
-    (16-bit scaled by 1/257, float in [0, 1] scaled by 255). Anything else raises.
+    Shapes: (H, W) or (H, W, 1) grayscale, (H, W, 3) BGR, (H, W, 4) BGRA (alpha dropped). Values are
+    converted to 8 bits (rounded) or refused with a `YolocamError`, never clipped:
+
+    - uint8: as is;
+    - uint16: the 16-bit range 0..65535, reduced to its high byte as OpenCV's `imread` and
+      ultralytics do; an array holding only 1..255 (8-bit data in a 16-bit array, which would come
+      out black) is refused;
+    - float: 0..1 (OpenCV's float images) when the maximum is at most 1, else 0..255 (what
+      ultralytics' predictor assumes for every array); NaN, infinity or values outside [0, 255] are
+      refused;
+    - other integer types: whole numbers in 0..255 (anything else is refused).
     """
     if not isinstance(image, np.ndarray):
         raise YolocamError(f"{what}: expected a numpy array, got {type(image).__name__}")
     if image.ndim == 2:
         image = image[:, :, None]
     if image.ndim != 3 or image.shape[2] not in (1, 3, 4) or image.shape[0] < 1 or image.shape[1] < 1:
-        raise YolocamError(f"{what}: expected an (H, W, 3) BGR array, got shape {tuple(image.shape)}")
-    if image.dtype == np.uint16:
-        image = (image.astype(np.float32) / 257.0).round().astype(np.uint8)
-    elif image.dtype in (np.float16, np.float32, np.float64):
-        if not np.isfinite(image).all():
-            raise YolocamError(f"{what}: float image contains NaN or infinity")
-        image = (np.clip(image, 0.0, 1.0) * 255.0).round().astype(np.uint8)
-    elif image.dtype != np.uint8:
-        raise YolocamError(f"{what}: expected dtype uint8, uint16 or float, got {image.dtype}")
+        hint = ""
+        if image.ndim == 3 and image.shape[0] in (1, 3, 4) and image.shape[2] not in (1, 3, 4):
+            hint = " (this looks like channels first: pass image.transpose(1, 2, 0))"
+        raise YolocamError(f"{what}: expected an (H, W, 3) BGR array (or (H, W) / (H, W, 1) gray, (H, W, 4) BGRA), "
+                           f"got shape {tuple(image.shape)}{hint}")
+    image = _to_uint8(image, what)
     if image.shape[2] == 1:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     elif image.shape[2] == 4:
@@ -48,16 +57,94 @@ def to_bgr_uint8(image: np.ndarray, what: str = "image") -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+def _to_uint8(image: np.ndarray, what: str) -> np.ndarray:
+    """The value rules of `to_bgr_uint8`."""
+    kind, dtype = image.dtype.kind, image.dtype
+    if dtype == np.uint8:
+        return image
+    if kind == "f":
+        if not np.isfinite(image).all():
+            raise YolocamError(f"{what}: {dtype} image contains NaN or infinity")
+        lo, hi = float(image.min()), float(image.max())
+        if lo < 0.0 or hi > 255.0:
+            raise YolocamError(f"{what}: {dtype} image has values in [{lo:g}, {hi:g}]; expected [0, 1] (OpenCV) "
+                               f"or [0, 255] (ultralytics), nothing outside [0, 255]")
+        scale = 255.0 if hi <= 1.0 else 1.0
+        return np.rint(image.astype(np.float64 if dtype == np.float64 else np.float32) * scale).astype(np.uint8)
+    if dtype == np.uint16:
+        hi = int(image.max())
+        if 0 < hi <= 255:
+            raise YolocamError(f"{what}: uint16 image holds values only up to {hi}; 16-bit images are read as "
+                               f"0..65535 (as OpenCV and ultralytics do), so this one would come out black: for "
+                               f"8-bit data in a 16-bit array pass image.astype(np.uint8)")
+        return (image >> 8).astype(np.uint8)
+    if kind in "iu":
+        lo, hi = int(image.min()), int(image.max())
+        if lo < 0 or hi > 255:
+            raise YolocamError(f"{what}: {dtype} image has values in [{lo}, {hi}]; expected 0..255 for this "
+                               f"dtype (or pass uint8, uint16 0..65535, or float 0..1 / 0..255)")
+        return image.astype(np.uint8)
+    raise YolocamError(f"{what}: expected dtype uint8, uint16, another integer type or float, got {dtype}")
+
+
+# Suffixes that ultralytics' reader decodes with Pillow (EXIF-transposed) rather than OpenCV.
+_PIL_SUFFIXES = (".avif", ".heic", ".heif")
+
+
+def _decode(path: Path, data: np.ndarray) -> np.ndarray | None:
+    """Decode like ultralytics' predictor reads a file (`imread(path, cv2.IMREAD_COLOR)`).
+
+    OpenCV's colour decode (EXIF orientation applied, 8 bits, 3 channels); for a colour TIFF its
+    first page as stored; Pillow (EXIF-transposed) for AVIF/HEIC; 16 bits reduced to the high byte.
+    """
+    suffix = path.suffix.lower()
+    image = None
+    if suffix in (".tif", ".tiff"):
+        try:
+            ok, pages = cv2.imdecodemulti(data, cv2.IMREAD_UNCHANGED)
+        except cv2.error:
+            ok, pages = False, []
+        if ok and pages and pages[0].ndim == 3:
+            image = pages[0][..., :3]
+    if image is None and suffix in _PIL_SUFFIXES:
+        image = _decode_pil(path)
+    if image is None:
+        try:
+            image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        except cv2.error:
+            image = None
+    if image is not None and image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    return image
+
+
+def _decode_pil(path: Path) -> np.ndarray | None:
+    try:
+        from PIL import Image, ImageOps
+
+        with Image.open(path) as im:
+            rgb = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+        return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    except Exception:  # noqa: BLE001 - any decoder failure is "cannot decode"
+        return None
+
+
 def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as BGR uint8 (H, W, 3); raise YolocamError naming the path if unusable."""
+    """Read an image file as BGR uint8 (H, W, 3), decoded exactly as ultralytics' predictor decodes it
+    (EXIF orientation applied); raise YolocamError naming the path if unusable."""
     p = Path(path)
+    if p.is_symlink() and not p.exists():
+        raise YolocamError(f"broken symbolic link: {p} -> {os.readlink(p)}")
     if not p.exists():
         raise YolocamError(f"image not found: {p}")
     if not p.is_file():
         raise YolocamError(f"not a file: {p}")
-    data = np.fromfile(str(p), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if image is None:
+    try:
+        data = np.fromfile(str(p), dtype=np.uint8)
+    except OSError as exc:
+        raise YolocamError(f"cannot read image {p}: {exc.strerror or exc}") from None
+    image = _decode(p, data) if data.size else None
+    if image is None or image.size == 0:
         raise YolocamError(f"cannot decode image (corrupt or not an image): {p}")
     return to_bgr_uint8(image, what=str(p))
 
@@ -71,23 +158,60 @@ class ImageItem:
     error: str | None = None
 
 
-def _expand_path(p: str) -> list[str]:
+def _is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _is_dangling(path: str | os.PathLike) -> bool:
+    return os.path.islink(path) and not os.path.exists(path)
+
+
+def _folder_images(folder: Path, recursive: bool = False) -> list[str]:
+    """Image files in `folder` (sorted; with `recursive`, in its sub-folders too, by relative path).
+
+    Dangling symbolic links with an image suffix are listed too, so that loading reports them. Without
+    `recursive`, images in sub-folders are counted: a warning says how many were left out, and a folder
+    with no images of its own but some below raises.
+    """
+    direct, nested = [], []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        here = Path(root)
+        found = [str(here / f) for f in sorted(files) if _is_image_name(here / f)]
+        # os.walk lists a symlink to a folder under dirs, but never a dangling link there: they are in files
+        (direct if here == folder else nested).extend(found)
+    if recursive:
+        return direct + nested
+    if nested:
+        n = len(nested)
+        what = f"{n} image{'s' if n != 1 else ''}"
+        if not direct:
+            raise YolocamError(f"no images directly in folder {folder}, but {what} in its sub-folders: pass "
+                               f"recursive=True (CLI: --recursive) to include them")
+        log.warning("%s in sub-folders of %s left out: pass recursive=True (CLI: --recursive) to include them",
+                    what, folder)
+    return direct
+
+
+def _expand_path(p: str, recursive: bool = False) -> list[str]:
+    path = Path(p)
+    if os.path.lexists(p):  # an existing path wins over glob characters: scene[1].png, set[a]/
+        return _folder_images(path, recursive) if path.is_dir() else [p]
     if any(ch in p for ch in "*?["):
         found = sorted(glob.glob(p, recursive=True))
-        files = [f for f in found if Path(f).is_file()]
+        files = [f for f in found if Path(f).is_file() or _is_dangling(f)]
         if not files:
             raise YolocamError(f"glob matched no files: {p}")
         return files
-    path = Path(p)
-    if path.is_dir():
-        return sorted(str(f) for f in path.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
     return [p]
 
 
-def resolve_source(source: Source) -> list[str | np.ndarray]:
+def resolve_source(source: Source, recursive: bool = False) -> list[str | np.ndarray]:
     """Flatten a source into a list of file paths and arrays, in order.
 
-    A source is a path, a directory (its image files, sorted), a glob, an array, or a list of those.
+    A source is a path, a directory (its image files, sorted; with `recursive`, its sub-folders'
+    too), a glob, an array, or a list of those. An existing path is taken as it is even when its
+    name holds glob characters (`[`, `*`, `?`).
     """
     if source is None:
         raise YolocamError("no source given: expected an image path, directory, glob or BGR array")
@@ -97,7 +221,7 @@ def resolve_source(source: Source) -> list[str | np.ndarray]:
         if isinstance(item, np.ndarray):
             out.append(item)
         elif isinstance(item, (str, os.PathLike)):
-            out.extend(_expand_path(os.fspath(item)))
+            out.extend(_expand_path(os.fspath(item), recursive))
         else:
             raise YolocamError(f"unsupported source item: expected path or numpy array, got {type(item).__name__}")
     return out

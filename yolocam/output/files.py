@@ -7,6 +7,7 @@ import io
 import os
 import re
 import threading
+import unicodedata
 import zipfile
 from pathlib import Path
 
@@ -75,6 +76,13 @@ def increment_dir(path) -> Path:
     return path.with_name(f"{path.name}{k}")
 
 
-def safe_name(text: str) -> str:
-    """`text` reduced to a file-name-safe `[A-Za-z0-9_.-]` string (never empty)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "x"
+def safe_name(text: str, max_bytes: int = 200) -> str:
+    """`text` as a file name: letters and digits of any script (combining marks included), `_`, `.` and
+    `-` are kept, each run of anything else becomes `_`; NFC-normalised (one spelling for both Unicode
+    forms), at most `max_bytes` in UTF-8, never empty (`x`)."""
+    text = unicodedata.normalize("NFC", text)
+    kept = "".join(c if c in "_.-" or unicodedata.category(c)[0] in "LNM" else "\0" for c in text)
+    name = re.sub("\0+", "_", kept).strip("._")
+    while len(name.encode("utf-8")) > max_bytes:
+        name = name[:-1]
+    return name.rstrip("._") or "x"
