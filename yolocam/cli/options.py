@@ -121,40 +121,19 @@ def positive_int(text: str) -> int:
 @_typed
 def device_name(text: str) -> str:
     """`cpu`, `cuda`, `cuda:N`, `N` (= cuda:N) or `mps`; refused when that device is not available here."""
-    import torch
+    from ..explain.checks import check_device
 
-    spec = text.strip().lower()
-    spec = f"cuda:{spec}" if spec.isdigit() else spec
     try:
-        dev = torch.device(spec)
-    except RuntimeError:
-        raise YolocamError(f"expected cpu, cuda, cuda:N or mps, got {text!r}") from None
-    if dev.type == "cuda":
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if n == 0:
-            raise YolocamError(f"{text!r} asked for, but CUDA is not available here; use --device cpu")
-        if (dev.index or 0) >= n:
-            raise YolocamError(f"{text!r} asked for, but this machine has CUDA devices 0..{n - 1}")
-    elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise YolocamError(f"{text!r} asked for, but MPS is not available here; use --device cpu")
-    elif dev.type not in ("cpu", "cuda", "mps"):
-        raise YolocamError(f"expected cpu, cuda, cuda:N or mps, got {text!r}")
-    return str(dev)
+        return str(check_device(text))
+    except YolocamError as exc:
+        raise YolocamError(str(exc).replace("device 'cpu'", "--device cpu").removeprefix("device: ")) from None
 
 
 def resolve_classes(spec: list[int | str] | None, names: dict[int, str]) -> list[int] | None:
     """Class indices for `--classes` (indices or names) against the model's `names`."""
-    if spec is None:
-        return None
-    by_name = {v: k for k, v in names.items()}
-    valid = ", ".join(f"{k}={v}" for k, v in sorted(names.items()))
-    out = []
-    for item in spec:
-        cls = item if isinstance(item, int) else by_name.get(item)
-        if cls is None or cls not in names:
-            raise YolocamError(f"--classes: unknown class {item!r}; this model's classes are {valid}")
-        out.append(cls)
-    return out
+    from ..explain.checks import resolve_classes as resolve
+
+    return resolve(spec, names, what="--classes")
 
 
 def resolve_inputs(sources: Sequence[str], recursive: bool = False) -> list[str]:

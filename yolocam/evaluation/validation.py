@@ -220,17 +220,18 @@ def validate(model=None, data=None, method: str = DEFAULT_METHOD, target="class"
     for name, v in (("max_images", max_images), ("max_explanations", max_explanations)):
         if v is not None and (not isinstance(v, int) or v < 0):
             raise YolocamError(f"{name}: expected a non-negative int or None, got {v!r}")
+    if data is not None:
+        check_dataset(data)
     wrapper, model, train_imgsz = resolve_model(model)
-    imgsz = train_imgsz if imgsz is None else int(imgsz)
-    exp = Explainer(model, method=method, target=target, layers=layers, fuse=fuse, imgsz=imgsz, device=device)
+    exp = Explainer(model, method=method, target=target, layers=layers, fuse=fuse,
+                    imgsz=train_imgsz if imgsz is None else imgsz, device=device)
+    imgsz = exp.imgsz  # rounded up to the stride, as the validator does
     tmp = None if out is not None else Path(tempfile.mkdtemp(prefix="yolocam_val_"))
     root = Path(out) if out is not None else tmp
     try:
         root.mkdir(parents=True, exist_ok=True)
         if data is None:
             data = default_dataset(root / "data", scenes or 32)
-        elif not Path(str(data)).exists():
-            raise YolocamError(f"data: dataset YAML not found: {data}")
         collector = Collector(exp, conf, max_images, max_explanations, worst, rebuild=lambda end2end: Explainer(
             model, method=method, target=target, layers=layers, fuse=fuse, imgsz=imgsz, device=device, end2end=end2end))
         args = dict(data=str(data), imgsz=imgsz, batch=batch, iou=iou, plots=False, project=str(root),
@@ -262,6 +263,21 @@ def validate(model=None, data=None, method: str = DEFAULT_METHOD, target="class"
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_dataset(data) -> dict:
+    """ultralytics' own check of a detection dataset YAML (nothing downloaded); any problem as a YolocamError."""
+    from ultralytics.data.utils import check_det_dataset
+
+    if not isinstance(data, (str, Path)):
+        raise YolocamError(f"data: expected the path of a dataset YAML, got {type(data).__name__}")
+    if not Path(data).is_file():
+        raise YolocamError(f"data: dataset YAML not found: {data}")
+    try:
+        return check_det_dataset(str(data), autodownload=False)
+    except Exception as exc:  # noqa: BLE001 - ultralytics raises SyntaxError, ValueError, FileNotFoundError, ...
+        text = " ".join(str(exc).replace("❌", "").split())
+        raise YolocamError(f"data: unusable dataset YAML {data}: {text}") from None
 
 
 # ------------------------------------------------------------------------ CLI
@@ -301,5 +317,5 @@ def main_val(args) -> int:
         print(f"saved to {out} (metrics.csv, metrics.json, predictions.csv, worst/index.html)")
         return 0
     except YolocamError as exc:
-        print(f"yolocam val: error: {exc}", file=sys.stderr)
+        print(f"yolocam val: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2

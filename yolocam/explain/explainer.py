@@ -19,6 +19,7 @@ from ..model.adapter import ModelAdapter
 from ..model.layers import resolve_layers
 from ..model.targets import get_target
 from ..output.results import DetectionExplanation, ImageExplanation
+from .checks import check_device, check_imgsz, check_thresholds, resolve_classes, round_imgsz
 
 
 
@@ -50,15 +51,15 @@ class Explainer:
                  memory_mb: float = 2048.0, max_batch: int | None = None, end2end: bool | None = None,
                  strategy: str = "auto", windows: bool = True):
         model = model_source(model)
-        if imgsz is not None and (not isinstance(imgsz, int) or imgsz < 32):
-            raise YolocamError(f"imgsz: expected an int >= 32, got {imgsz!r}")
+        check_imgsz(imgsz)
+        device = check_device(device)
         self.method = get_method(method)
         self.target = get_target(target)
         self.fuse = check_fusion(fuse)
         self.adapter = ModelAdapter(model, device=device, end2end=end2end)
         self.layers = resolve_layers(self.adapter, layers)
         self.layers_spec = layers if isinstance(layers, str) else [t.name for t in self.layers]
-        self.imgsz = imgsz or self.adapter.train_imgsz or 640
+        self.imgsz = round_imgsz(imgsz or self.adapter.train_imgsz or 640, self.adapter.stride)
         self.engine = CamEngine(self.adapter, self.method, self.target, self.layers, fuse=fuse,
                                 reshape_transform=reshape_transform, memory_mb=memory_mb, max_batch=max_batch,
                                 strategy=strategy, windows=windows)
@@ -72,13 +73,15 @@ class Explainer:
         return {"model": self.adapter.name, "method": self.method.name, "target": self.target.name,
                 "layers": self.layers_spec}
 
-    def explain(self, source: Source, conf: float = 0.25, iou: float = 0.7, classes: Sequence[int] | None = None,
+    def explain(self, source: Source, conf: float = 0.25, iou: float = 0.7, classes=None,
                 max_det: int = 300, batch: int = 1, recursive: bool = False) -> list[ImageExplanation]:
         """Explain every detection in every image of `source`; one `ImageExplanation` per image, in order.
 
-        `recursive`: a folder's sub-folders are searched too. A single unusable image raises `YolocamError`;
-        in a multi-image source a bad image is returned with `.error` set and the others are still explained.
+        `classes`: None (all), or class indices and/or names (`0`, `[0, 2]`, `"person"`). `recursive`:
+        a folder's sub-folders are searched too. A single unusable image raises `YolocamError`; in a
+        multi-image source a bad image is returned with `.error` set and the others are still explained.
         """
+        check_thresholds(conf, iou, max_det, batch)
         entries = resolve_source(source, recursive=recursive)
         if not entries:
             raise YolocamError(f"no images found in source {source!r}")
@@ -90,7 +93,8 @@ class Explainer:
     def iter_explain(self, entries: Sequence, conf: float = 0.25, iou: float = 0.7, classes=None,
                      max_det: int = 300, batch: int = 1) -> Iterator[ImageExplanation]:
         """Like `explain` over already-resolved entries (paths/arrays), yielding results as they finish."""
-        _check_thresholds(conf, iou, max_det, batch)
+        check_thresholds(conf, iou, max_det, batch)
+        classes = resolve_classes(classes, self.names)
         pending: list[ImageItem] = []
         for item in iter_images(entries):
             if item.error is not None:
@@ -119,15 +123,6 @@ class Explainer:
             ]
             out.append(ImageExplanation(item.path, item.image, explained, meta=self.meta))
         return out
-
-
-def _check_thresholds(conf, iou, max_det, batch) -> None:
-    if not 0.0 <= float(conf) <= 1.0:
-        raise YolocamError(f"conf: expected a value in [0, 1], got {conf}")
-    if not 0.0 <= float(iou) <= 1.0:
-        raise YolocamError(f"iou: expected a value in [0, 1], got {iou}")
-    if int(max_det) < 1 or int(batch) < 1:
-        raise YolocamError(f"max_det and batch: expected positive integers, got {max_det} and {batch}")
 
 
 def resolve_model(model):

@@ -61,11 +61,17 @@ def _load_module(model) -> tuple[nn.Module, object | None, str]:
         if path.suffix in (".yaml", ".yml"):
             from ultralytics.nn.tasks import DetectionModel
 
-            if not path.exists() and os.sep not in str(model):  # an ultralytics config name, e.g. yolov8n.yaml
-                return DetectionModel(str(model), verbose=False), None, str(model)
-            if not path.exists():
+            bundled = not path.exists() and os.sep not in str(model)  # an ultralytics config name, e.g. yolov8n.yaml
+            if not path.exists() and not bundled:
                 raise YolocamError(f"model config not found: {path}")
-            return DetectionModel(str(path), verbose=False), None, str(path)
+            try:
+                return DetectionModel(str(path), verbose=False), None, str(path)
+            except FileNotFoundError:
+                raise YolocamError(f"model config not found: {model} is neither a file here nor a config that "
+                                   f"ultralytics ships (such as yolov8n.yaml, yolo11n.yaml, yolo26n.yaml)") from None
+            except Exception as exc:  # a broken YAML or an unknown module in it
+                raise YolocamError(f"cannot build a model from {model}: {type(exc).__name__}: "
+                                   f"{' '.join(str(exc).split())}") from None
         if not path.exists():
             raise YolocamError(f"model file not found: {path}")
         from ultralytics.nn.tasks import load_checkpoint

@@ -36,11 +36,12 @@ class TargetLayer:
 def resolve_layers(adapter: ModelAdapter, spec) -> list[TargetLayer]:
     """Resolve `spec` (see module docstring) to target layers, ordered by position in the network."""
     n = len(adapter.layers) - 1  # the head itself is not a target layer
+    valid = f"1..{n - 1}" if n > 1 else "none"
     if isinstance(spec, str):
         groups = adapter.layer_groups()
         if spec not in groups:
             raise YolocamError(f"unknown layers {spec!r}; expected one of {', '.join(LAYER_SETS)}, "
-                               f"a list of layer indices (0..{n - 1}) or a list of modules")
+                               f"a list of layer indices ({valid}) or a list of modules")
         spec = groups[spec]
     if isinstance(spec, (int, nn.Module)):
         spec = [spec]
@@ -53,7 +54,7 @@ def resolve_layers(adapter: ModelAdapter, spec) -> list[TargetLayer]:
             raise YolocamError(f"layers: expected int indices or nn.Modules, got {type(item).__name__}")
         if isinstance(item, int):
             if not 0 <= item < n:
-                raise YolocamError(f"layer index {item} out of range: this model's layers are 0..{n - 1} "
+                raise YolocamError(f"layer index {item} out of range: the layers that can be explained are {valid} "
                                    f"(layer {n} is the head)")
             out.append(TargetLayer(str(item), adapter.layers[item], item))
         else:
@@ -62,6 +63,10 @@ def resolve_layers(adapter: ModelAdapter, spec) -> list[TargetLayer]:
                                    f"(or is the head, whose outputs are the targets)")
             i, sub = owner[id(item)]
             out.append(TargetLayer(str(i) if not sub else f"{i}.{sub}", item, i))
+        if out[-1].top == 0:
+            raise YolocamError(f"layer 0 ({type(adapter.layers[0]).__name__}) cannot be explained: it reads the input "
+                               f"image itself, and explanations re-run the layers from the earliest explained one on "
+                               f"earlier layers' outputs; choose layers {valid} (layer 1 is the earliest)")
     seen, unique = set(), []
     for t in sorted(out, key=lambda t: t.top):
         if id(t.module) not in seen:

@@ -1,0 +1,107 @@
+"""Checks of the arguments users pass to `Explainer` and `explain`: one `YolocamError` naming the argument,
+what was expected and what was received, instead of an exception from deep inside torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+from typing import Iterable
+
+import torch
+
+from ..errors import YolocamError
+
+log = logging.getLogger("yolocam")
+
+DEVICES = "cpu, cuda, cuda:N, N (= cuda:N) or mps"
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_device(device) -> torch.device | None:
+    """`device` as a `torch.device` that exists on this machine; None stays None (the model's device).
+
+    Accepts a `torch.device`, `cpu`, `cuda`, `cuda:N`, an index N (= cuda:N) or `mps`.
+    """
+    if device is None:
+        return None
+    if isinstance(device, torch.device):
+        dev = device
+    elif _is_int(device) or isinstance(device, str):
+        spec = str(device).strip().lower()
+        spec = f"cuda:{spec}" if spec.isdigit() else spec
+        try:
+            dev = torch.device(spec) if spec else None
+        except (RuntimeError, ValueError):
+            dev = None
+        if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+            raise YolocamError(f"device: expected {DEVICES}, got {device!r}")
+    else:
+        raise YolocamError(f"device: expected {DEVICES}, got {device!r} ({type(device).__name__})")
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise YolocamError(f"device {device!r} asked for, but CUDA is not available here; use device 'cpu'")
+        if (dev.index or 0) >= n:
+            raise YolocamError(f"device {device!r} asked for, but this machine has CUDA devices 0..{n - 1}")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise YolocamError(f"device {device!r} asked for, but MPS is not available here; use device 'cpu'")
+    return dev
+
+
+def check_imgsz(imgsz) -> None:
+    """A positive int (or None); the stride rounding comes once the model is known (`round_imgsz`)."""
+    if imgsz is not None and (not _is_int(imgsz) or imgsz < 1):
+        raise YolocamError(f"imgsz: expected a positive integer (pixels, long side), got {imgsz!r}")
+
+
+def round_imgsz(imgsz: int, stride: int) -> int:
+    """`imgsz` rounded up to a multiple of the model's largest stride (at least one stride), with one
+    warning when that changes it, as ultralytics' `check_imgsz` does."""
+    size = max(math.ceil(int(imgsz) / stride) * stride, stride)
+    if size != imgsz:
+        log.warning("imgsz=%d must be a multiple of the model's max stride %d, updating to %d", imgsz, stride, size)
+    return size
+
+
+def check_thresholds(conf, iou, max_det, batch) -> None:
+    for name, value in (("conf", conf), ("iou", iou)):
+        if not _is_real(value) or not 0.0 <= float(value) <= 1.0:  # NaN fails the comparison
+            raise YolocamError(f"{name}: expected a number in [0, 1], got {value!r}")
+    for name, value in (("max_det", max_det), ("batch", batch)):
+        if not _is_int(value) or value < 1:
+            raise YolocamError(f"{name}: expected a positive integer, got {value!r}")
+
+
+def resolve_classes(classes, names: dict[int, str], what: str = "classes") -> list[int] | None:
+    """Class indices for `classes`: None (all), one index or name, or an iterable of indices and names."""
+    if classes is None:
+        return None
+    items: Iterable = [classes] if isinstance(classes, (str, numbers.Number)) else classes
+    try:
+        items = list(items)
+    except TypeError:
+        raise YolocamError(f"{what}: expected class indices or names (e.g. [0, 2] or ['person']), "
+                           f"got {classes!r}") from None
+    by_name = {str(v): int(k) for k, v in names.items()}
+    valid = ", ".join(f"{k}={v}" for k, v in sorted(names.items()))
+    out = []
+    for item in items:
+        if _is_int(item):
+            cls = int(item)
+        elif isinstance(item, str):
+            cls = by_name.get(item.strip(), int(item) if item.strip().isdigit() else None)
+        else:
+            raise YolocamError(f"{what}: expected class indices (int) or names (str), got {item!r}")
+        if cls is None or cls not in names:
+            raise YolocamError(f"{what}: unknown class {item!r}; this model's classes are {valid}")
+        out.append(cls)
+    return out
