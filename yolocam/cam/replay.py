@@ -32,15 +32,10 @@ class ReplayStrategies:
 
     def _gradients(self, hooks: LayerHooks, outputs: list, rows: torch.Tensor, jobs: Jobs) -> list[torch.Tensor]:
         """Gradients (S, n, C, H, W) per target layer (after the reshape transform) for n jobs."""
-        samples = max(1, self.method.samples)
-        generator_state = torch.random.get_rng_state()
-        torch.manual_seed(self.seed)
         per_sample = []
-        try:
-            for _ in range(samples):
-                per_sample.append(self._replay(hooks, outputs, rows, jobs, self.method.noise))
-        finally:
-            torch.random.set_rng_state(generator_state)
+        for s in range(max(1, self.method.samples)):
+            hooks.noise_seed = self.seed * 10_000 + s  # noise of its own per sample (`LayerHooks.prepare`)
+            per_sample.append(self._replay(hooks, outputs, rows, jobs, self.method.noise))
         return [torch.stack([s[k] for s in per_sample]) for k in range(len(self.layers))]
 
     def _replay(self, hooks, outputs, rows, jobs, noise) -> list[torch.Tensor]:
@@ -156,7 +151,8 @@ class ReplayStrategies:
         try:
             first = start
             if self.seed_root:
-                root = [hooks.prepare(t, noisy=True) for t in flatten_output(_index_rows(outputs[start], rows))]
+                root = [hooks.prepare(t, noisy=True, part=i)
+                        for i, t in enumerate(flatten_output(_index_rows(outputs[start], rows)))]
                 replay[start] = rebuild_output(outputs[start], root)
                 hooks.outputs[0] = replay[start]
                 first = start + 1

@@ -44,6 +44,14 @@ class Explainer:
             `loop` (one retained backward per box), `auto` (batched on CUDA, loop on CPU).
         windows: with `loop`, replay boxes whose receptive field is small on crops around them
             (exactly the same maps, faster); False replays every box on the whole image.
+
+    Threads: one model may be explained from several threads (several `Explainer`s on one
+    `ultralytics.YOLO`, or one shared `Explainer`, as in a web service). Explanations of one model are
+    serialised: each call holds the model's lock (one re-entrant lock per inner `nn.Module`, shared by
+    every adapter on it) from its forward pass to its last map, so results equal the sequential ones
+    and the model's training and `requires_grad` flags and hooks are left as found. Different models run
+    in parallel. The hooks act only on forward passes of the calling thread, and SmoothGrad noise comes
+    from the call's own seeded generator (torch's global random state is neither used nor changed).
     """
 
     def __init__(self, model=None, method: str = DEFAULT_METHOD, target="class", layers=DEFAULT_LAYERS,

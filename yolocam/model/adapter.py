@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -29,6 +31,18 @@ SUPPORTED_HEADS = ("Detect", "v10Detect", "Segment", "Pose", "Segment26", "Pose2
 _NECK_PLUMBING = ("Upsample", "Concat", "Conv", "ADown", "AConv", "SCDown", "Index", "DWConv")
 
 ultralytics_offline()  # before any model is loaded: no hub, no telemetry
+
+_MODEL_LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
+_MODEL_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(module: nn.Module) -> threading.RLock:
+    """The one re-entrant lock of an inner `nn.Module`, shared by every adapter on it (kept while the module lives)."""
+    with _MODEL_LOCKS_GUARD:
+        lock = _MODEL_LOCKS.get(module)
+        if lock is None:
+            lock = _MODEL_LOCKS[module] = threading.RLock()
+        return lock
 
 
 @dataclass
@@ -257,21 +271,31 @@ class ModelAdapter:
         return outputs, self.head_outputs(outputs)
 
     # ------------------------------------------------------------ model state
+    @property
+    def lock(self) -> threading.RLock:
+        """The model's lock (`model_lock`): every adapter on the same inner module shares it."""
+        return model_lock(self.module)
+
     @contextlib.contextmanager
     def explaining(self) -> Iterator[None]:
-        """Eval mode and frozen parameters for the duration; the model's own state is restored after."""
-        modes = [(m, m.training) for m in self.module.modules()]
-        flags = [(p, p.requires_grad) for p in self.module.parameters()]
-        try:
-            self.module.eval()
-            for p, _ in flags:
-                p.requires_grad_(False)
-            yield
-        finally:
-            for p, flag in flags:
-                p.requires_grad_(flag)
-            for m, mode in modes:
-                m.training = mode
+        """Eval mode and frozen parameters for the duration; the model's own state is restored after.
+
+        Holds the model's lock meanwhile (re-entrant), so explanations of one model from several
+        threads run one at a time, each seeing and restoring the state the caller left.
+        """
+        with self.lock:
+            modes = [(m, m.training) for m in self.module.modules()]
+            flags = [(p, p.requires_grad) for p in self.module.parameters()]
+            try:
+                self.module.eval()
+                for p, _ in flags:
+                    p.requires_grad_(False)
+                yield
+            finally:
+                for p, flag in flags:
+                    p.requires_grad_(flag)
+                for m, mode in modes:
+                    m.training = mode
 
 
 def _as_list(f, i: int) -> list[int]:
