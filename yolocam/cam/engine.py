@@ -14,6 +14,11 @@
    per map (`projection.py`), normalise.
 
 Jobs are processed in chunks so that the replay's extra memory stays under `memory_mb`.
+
+A detection whose target does not depend on the target layers (no gradient reaches them, e.g. a
+box on a level that does not use them) keeps an exactly zero map and a reason (`EngineResult.reasons`).
+`run` holds the model's lock throughout (`ModelAdapter.explaining`), so one model explained from
+several threads gives the sequential results; all per-call state (hooks, noise) is the call's own.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class EngineResult:
 
     detections: list[list[Detection]]
     heatmaps: list[torch.Tensor]
+    reasons: list[list[str | None]] | None = None  # per detection why its map is zero by construction, else None
 
 
 class CamEngine(ReplayStrategies):
@@ -105,12 +111,14 @@ class CamEngine(ReplayStrategies):
             else:
                 dets = select_detections(head, adapter.end2end, conf, iou, classes, max_det)
             acts = [self.reshape(hooks.outputs[k]) for k in range(len(self.layers))]
+            reached = None
             if not self.method.needs_gradients:
                 layer_maps = self._image_level_layer_maps(acts, dets)
             else:
-                layer_maps = self._per_job_layer_maps(hooks, outputs, acts, dets, tuple(x.shape[-2:]))
+                layer_maps, reached = self._per_job_layer_maps(hooks, outputs, acts, dets, tuple(x.shape[-2:]))
             maps = self._fuse(layer_maps, dets, tuple(x.shape[-2:]), letterboxes)
-        return EngineResult(dets, maps)
+            reasons = self._reasons(dets, maps, reached)
+        return EngineResult(dets, maps, reasons)
 
     # ---------------------------------------------------------------- internals
     def _image_level_layer_maps(self, acts, dets) -> list[torch.Tensor]:
@@ -122,26 +130,48 @@ class CamEngine(ReplayStrategies):
                 parts.append([m.expand(len(image_dets), *m.shape[1:]) for m in maps])
         return self._concat(parts, acts)
 
-    def _per_job_layer_maps(self, hooks, outputs, acts, dets, size) -> list[torch.Tensor]:
-        """Raw layer maps [(n_jobs, h_l, w_l)], jobs in (detection, component) order across the batch."""
+    def _reasons(self, dets, maps, reached) -> list[list[str | None]]:
+        """Per detection: why its map is zero when no job of it reached the target layers (its score does
+        not depend on them: a box on a level that does not use them), else None. Such maps are set to
+        exact zeros."""
+        out = [[None] * len(image_dets) for image_dets in dets]
+        if reached is None:
+            return out
+        per_det = reached.view(-1, self.target.n_components).any(1).tolist()
+        names = ", ".join(t.name for t in self.layers)
+        k = 0
+        for b, image_dets in enumerate(dets):
+            for i in range(len(image_dets)):
+                if not per_det[k]:
+                    maps[b][i].zero_()
+                    out[b][i] = (f"its score does not depend on the explained layers ({names}): no gradient "
+                                 f"reaches them from level {image_dets[i].level}")
+                k += 1
+        return out
+
+    def _per_job_layer_maps(self, hooks, outputs, acts, dets, size) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Raw layer maps [(n_jobs, h_l, w_l)], jobs in (detection, component) order across the batch, and
+        per job whether any gradient reached the target layers (n_jobs,) bool."""
         n_comp = self.target.n_components
         flat = [(d, c) for image_dets in dets for d in image_dets for c in range(n_comp)]
         order = list(range(len(flat)))
         if self.target.local and self.strategy == "batched":  # chunks of one level skip the others' branches
             order.sort(key=lambda i: flat[i][0].level)
-        parts = []
+        parts, reached = [], []
         chunk = self.chunk_size(hooks, outputs) if flat else 1
         plan = self._window_plan(outputs, acts, size) if flat else None
         for lo in range(0, len(flat), chunk):
             part = [flat[i] for i in order[lo:lo + chunk]]
             jobs = Jobs.build([d for d, _ in part], [c for _, c in part], acts[0].device)
             rows = torch.tensor([d.image for d, _ in part], device=acts[0].device)
-            parts.append(self._chunk_layer_maps(hooks, outputs, acts, rows, jobs, plan))
+            parts.append(self._chunk_layer_maps(hooks, outputs, acts, rows, jobs, plan, reached))
         maps = self._concat(parts, acts)
+        reached = torch.cat(reached) if reached else torch.zeros(0, dtype=torch.bool)
         if order != sorted(order):
-            inverse = torch.tensor(order, device=acts[0].device).argsort()
-            maps = [m[inverse] for m in maps]
-        return maps
+            inverse = torch.tensor(order).argsort()
+            maps = [m[inverse.to(m.device)] for m in maps]
+            reached = reached[inverse]
+        return maps, reached
 
     def _window_plan(self, outputs, acts, size) -> WindowPlan | None:
         """Receptive-field windows (`windows.py`) for the loop strategy's local, noise-free jobs, else None."""
@@ -153,15 +183,21 @@ class CamEngine(ReplayStrategies):
                                            outputs, acts, size)
         return self._plans[size]
 
-    def _chunk_layer_maps(self, hooks, outputs, acts, rows, jobs, plan=None) -> list[torch.Tensor]:
-        """Raw layer maps of one chunk of jobs. The loop strategy turns each job's gradients into maps
-        as soon as they exist, so full-size gradients of many jobs are never held at once."""
+    def _chunk_layer_maps(self, hooks, outputs, acts, rows, jobs, plan=None, reached=None) -> list[torch.Tensor]:
+        """Raw layer maps of one chunk of jobs; appends to `reached` per job whether any gradient reached
+        the target layers, (n,) bool. The loop strategy turns each job's gradients into maps as soon as
+        they exist, so full-size gradients of many jobs are never held at once."""
+        reached = [] if reached is None else reached
         if self.strategy == "loop" and self.method.samples <= 1:
-            per_job = self._replay_loop(hooks, outputs, rows, jobs, 0.0,
-                                        lambda k, grads: self._layer_maps(acts, [g[None] for g in grads], rows[k:k + 1]),
-                                        plan, acts)
-            return [torch.cat([maps[i] for maps in per_job]) for i in range(len(per_job[0]))]
-        return self._layer_maps(acts, self._gradients(hooks, outputs, rows, jobs), rows)
+            def consume(k, grads):
+                return self._layer_maps(acts, [g[None] for g in grads], rows[k:k + 1]), _nonzero(grads, 1)
+
+            per_job = self._replay_loop(hooks, outputs, rows, jobs, 0.0, consume, plan, acts)
+            reached.append(torch.cat([r for _, r in per_job]))
+            return [torch.cat([maps[i] for maps, _ in per_job]) for i in range(len(per_job[0][0]))]
+        grads = self._gradients(hooks, outputs, rows, jobs)  # per layer (S, n, C, H, W)
+        reached.append(_nonzero([g.transpose(0, 1) for g in grads], 1))
+        return self._layer_maps(acts, grads, rows)
 
     def _layer_maps(self, acts, grads, rows: torch.Tensor) -> list[torch.Tensor]:
         """The method's raw maps [(n, h_l, w_l)] (one map at the finest grid for `aligned`) for n jobs.
@@ -191,3 +227,17 @@ class CamEngine(ReplayStrategies):
         n_comp = self.target.n_components if self.method.needs_gradients else 1
         return assemble_maps(layer_maps, dets, n_comp, self.fuse, size, letterboxes, self.adapter.strides,
                              self.projectors, self.adapter.device)
+
+
+def _nonzero(grads: list[torch.Tensor], dim: int) -> torch.Tensor:
+    """Per row (the first `dim` axes, flattened): whether any layer's gradient is non-zero there. -> (n,) bool, CPU.
+
+    Smallest layers first, stopping once every row has a non-zero gradient (|g|.amax is several times
+    faster than `ne(0).any()` on CPU)."""
+    flags = None
+    for g in sorted(grads, key=lambda g: g.numel()):
+        row = g.flatten(dim).abs().amax(-1).flatten() != 0
+        flags = row if flags is None else flags | row
+        if bool(flags.all()):
+            break
+    return flags.cpu()

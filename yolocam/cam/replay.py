@@ -57,7 +57,7 @@ class ReplayStrategies:
                 grids = [tuple(outputs[j].shape[-2:]) for j in self.adapter.head_inputs]
                 cells = [anchor_cell(grids, d.level, d.anchor) for d in jobs.detections]
                 values = self._local_values(replay, level, jobs, range(len(cells)), cells)
-            grads = torch.autograd.grad(values.sum(), tensors, allow_unused=True)
+            grads = _grad(values, tensors)
         return self._structure(live, tensors, grads)
 
     def _replay_loop(self, hooks, outputs, rows, jobs, noise, consume, plan=None, acts=None) -> list:
@@ -93,7 +93,7 @@ class ReplayStrategies:
                         one = Jobs.build([jobs.detections[k]], [int(jobs.component[k])], rows.device)
                         value = self.target(head, one) if head is not None else self._local_values(
                             replay, level, one, [0], [anchor_cell(grids, one.detections[0].level, one.detections[0].anchor)])
-                        grads = torch.autograd.grad(value.sum(), tensors, retain_graph=True, allow_unused=True)
+                        grads = _grad(value, tensors, retain_graph=True)
                         per_job[k] = consume(k, self._structure(live, tensors, grads))
         return per_job
 
@@ -128,7 +128,7 @@ class ReplayStrategies:
                     cells = [plan.local_cell(level, d.anchor, win) for d, (_, win) in zip(dets, members)]
                     values = self._local_values(replay, level, Jobs.build(dets, comps, rows.device),
                                                 range(len(members)), cells)
-                grads = torch.autograd.grad(values.sum(), [hooks.outputs[t] for t in present], allow_unused=True)
+                grads = _grad(values, [hooks.outputs[t] for t in present])
         finally:
             hooks.replay = False
             hooks.outputs.clear()
@@ -234,6 +234,15 @@ class ReplayStrategies:
             grads = sum(t.numel() * t.element_size() for t in tensors)
             self._job_bytes[key] = sum(kept.values()) + grads + 2 * largest
         return self._job_bytes[key]
+
+
+def _grad(values: torch.Tensor, tensors: list, retain_graph: bool = False) -> list:
+    """Gradients of `values.sum()` w.r.t. `tensors`, None for those it does not depend on (all None
+    when it depends on none: a target that does not read the target layers, e.g. a box on a level
+    that does not use them)."""
+    if not values.requires_grad:
+        return [None] * len(tensors)
+    return list(torch.autograd.grad(values.sum(), tensors, retain_graph=retain_graph, allow_unused=True))
 
 
 def _index_rows(out, rows: torch.Tensor):

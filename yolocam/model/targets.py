@@ -139,12 +139,19 @@ class CallableTarget(Target):
 
     def __call__(self, outputs, jobs):
         values = []
+        live = outputs.logits.requires_grad or outputs.boxes.requires_grad  # replayed with autograd
         for k, det in enumerate(jobs.detections):
             v = self.fn(outputs[k], det)
             if not isinstance(v, torch.Tensor) or v.numel() != 1:
                 raise YolocamError(
                     f"target callable {self.name!r} must return a scalar tensor, got "
                     f"{type(v).__name__}{tuple(v.shape) if isinstance(v, torch.Tensor) else ''}"
+                )
+            if live and not v.requires_grad:
+                raise YolocamError(
+                    f"target callable {self.name!r} returned a tensor that does not depend on the model's outputs "
+                    f"(a constant, or computed under no_grad or from .detach()/.item()); it must return a scalar "
+                    f"computed from `outputs.logits` or `outputs.boxes` with autograd"
                 )
             values.append(v.reshape(()))
         return torch.stack(values)
