@@ -16,7 +16,7 @@ from yolocam.errors import YolocamError
 from yolocam.output.export import ExportWriter
 from yolocam.output.files import increment_dir
 from yolocam.output.reader import load_output
-from yolocam.output.render import summary_grid
+from yolocam.output.render import CROP_SIDE, crop_region, summary_grid
 from yolocam.explain.pipeline import BackgroundWriter
 from yolocam.output.results import DetectionExplanation, ImageExplanation
 
@@ -128,7 +128,9 @@ def test_manifest_rewritten_as_images_complete_and_crops(tmp_path):
     crop = cv2.imread(str(tmp_path / entry["crop"]))
     x1, y1, x2, y2 = (int(round(v)) for v in entry["box"])
     assert entry["crop"] == "im0/crops/001_" + entry["name"] + ".png"
-    assert crop.shape[:2] == (min(y2, 48) - y1, min(x2, 64) - x1)
+    rx1, ry1, rx2, ry2 = crop_region((48, 64), entry["box"])  # the box plus context, zoomed to CROP_SIDE
+    assert rx1 <= x1 and ry1 <= y1 and rx2 >= min(x2, 64) and ry2 >= min(y2, 48)
+    assert max(crop.shape[:2]) == CROP_SIDE
 
 
 def test_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):

@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 
 from ..errors import YolocamError
+from .catalog import describe
 
 CamFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -23,6 +24,7 @@ class Method:
 
     needs_gradients: False for image-level methods (EigenCAM) that skip the backward pass.
     samples / noise: SmoothGrad sample count and noise std (fraction of the activation range).
+    description: one line for `yolocam methods` (built-in methods: from `catalog.py`, torch-free).
     """
 
     name: str
@@ -31,6 +33,7 @@ class Method:
     samples: int = 1
     noise: float = 0.0
     instance_specific: bool = True
+    description: str = ""
 
     def __call__(self, acts: torch.Tensor, grads: torch.Tensor | None) -> torch.Tensor:
         return self.fn(acts, grads)
@@ -46,6 +49,8 @@ def register_method(name: str, aliases: tuple[str, ...] = (), **options) -> Call
     def deco(fn: CamFn) -> CamFn:
         if name in _REGISTRY or name in _ALIASES:
             raise YolocamError(f"method {name!r} is already registered")
+        if not options.get("description") and describe(name) is not None:
+            options["description"] = describe(name)[1]
         _REGISTRY[name] = Method(name, fn, **options)
         for alias in aliases:
             _ALIASES[alias] = name

@@ -40,6 +40,7 @@ def _drop_if_empty(out: Path, existed: bool) -> None:
 
 
 def cmd_explain(args) -> int:
+    from . import notes
     from ..explain.explainer import Explainer
     from ..output.export import ExportWriter
     from ..explain.pipeline import run_explain
@@ -47,11 +48,14 @@ def cmd_explain(args) -> int:
 
     entries = resolve_inputs(args.source, recursive=args.recursive)
     out, existed = _out_dir(args.out, "explain")
-    writer = ExportWriter(out, html=args.html, crops=args.crops, append=False)  # fails early if unwritable
+    crops = args.html if args.crops is None else args.crops  # the gallery's cards show the crops
+    writer = ExportWriter(out, html=args.html, crops=crops, append=False)  # fails early if unwritable
     try:
         exp = Explainer(model=args.model, method=args.method, target=args.target, layers=args.layers,
                         fuse=args.fuse, imgsz=args.imgsz, device=args.device)
         classes = resolve_classes(args.classes, exp.names)
+        for line in notes.model_notes(args.model, exp.names):
+            notes.note(line)
     except BaseException:
         _drop_if_empty(out, existed)
         raise
@@ -66,23 +70,42 @@ def cmd_explain(args) -> int:
     print(f"yolocam: {counts['images']} images, {counts['detections']} detections, "
           f"{n_err} error{'s' if n_err != 1 else ''} -> {out}" + (f" (gallery: {out / 'index.html'})" if args.html
                                                                   else ""))
+    if counts["images"] and not counts["detections"]:
+        notes.note(notes.nothing_found_hint(args.model, args.conf, classes, exp.names))
     if counts["images"] == 0:
         raise YolocamError(f"no image could be explained ({n_err} unusable input{'s' if n_err != 1 else ''})")
     return 0
 
 
 def cmd_methods(args) -> int:
-    from ..defaults import DEFAULT_METHOD
-    from ..cam.methods import get_method, list_methods
+    """The CAM methods (one line each: scope, description) and the bundled models with their classes.
 
-    for name in list_methods():
-        canonical = get_method(name).name
-        note = " (default)" if name == DEFAULT_METHOD else (f" (alias of {canonical})" if canonical != name else "")
-        print(f"{name}{note}")
+    Reads static tables (`cam/catalog.py`, `demo/models.py`): no torch is imported.
+    """
+    from ..cam import catalog
+    from ..defaults import DEFAULT_METHOD
+    from ..demo.models import DEFAULT_MODEL, MODEL_INFO
+
+    print("methods (--method NAME):")
+    width = max(map(len, catalog.method_names()))
+    for name in catalog.method_names():
+        canonical = catalog.ALIASES.get(name, name)
+        scope, text = catalog.describe(name)
+        if canonical != name:
+            scope, text = "", f"alias of {canonical}"
+        mark = " [default]" if name == DEFAULT_METHOD else ""
+        print(f"  {name:<{width}}  {scope + ':' if scope else '':<21} {text}{mark}")
+    print("  (per-box: the map shows the one object; class-wide: every object that shares its features;\n"
+          "   image-level: one map for all boxes of an image)")
+    print("bundled models (--model NAME):")
+    for name, (what, classes) in MODEL_INFO.items():
+        mark = " [default]" if name == DEFAULT_MODEL else ""
+        print(f"  {name}: {what}; classes {', '.join(classes)}{mark}")
     return 0
 
 
 def cmd_demo(args) -> int:
+    from . import notes
     from ..explain.explainer import Explainer
     from ..output.export import ExportWriter
     from ..output.files import atomic_write_bytes, encode_png
@@ -90,9 +113,10 @@ def cmd_demo(args) -> int:
     from ..demo.scenes import make_scene
 
     out, existed = _out_dir(args.out, "demo")
-    writer = ExportWriter(out, html=True, append=False)
+    writer = ExportWriter(out, html=True, crops=True, append=False)
     try:
-        exp = Explainer(model=args.model, imgsz=args.imgsz, device=args.device)
+        exp = Explainer(model=args.model, method=args.method, target=args.target, layers=args.layers,
+                        fuse=args.fuse, imgsz=args.imgsz, device=args.device)
     except BaseException:
         _drop_if_empty(out, existed)
         raise
@@ -106,7 +130,9 @@ def cmd_demo(args) -> int:
     writer.finish()
     found = ", ".join(f"{d.name} {d.conf:.2f}" for d in result.detections) or "nothing"
     print(f"yolocam demo: scene {args.seed} ({len(scene.boxes)} shapes), model {exp.meta['model']}, "
-          f"method {exp.meta['method']}: found {found}")
+          f"method {exp.meta['method']}, target {exp.meta['target']}: found {found}")
+    if not result.detections:
+        notes.note(notes.nothing_found_hint(args.model, args.conf, None, exp.names))
     print(f"  summary:  {out / 'summary.png'}")
     print(f"  gallery:  {out / 'index.html'}")
     print(f"  manifest: {out / 'manifest.json'}")
@@ -132,11 +158,14 @@ def _add_model_args(p, method: bool = True,
 
     p.add_argument("--model", default=None, help="checkpoint path, model YAML or demo name (default: demo-v8)")
     if method:
-        p.add_argument("--method", type=method_name, default=DEFAULT_METHOD, help=f"default {DEFAULT_METHOD}; "
-                       "see 'yolocam methods'")
-        p.add_argument("--target", type=target_name, default="class", help="class|conf|box|all|cluster")
-        p.add_argument("--layers", type=layers_spec, default=DEFAULT_LAYERS, help="neck|head|backbone or 15,18,21")
-        p.add_argument("--fuse", type=fuse_name, default=DEFAULT_FUSE, help="sum|max|origin|aligned")
+        p.add_argument("--method", type=method_name, default=DEFAULT_METHOD,
+                       help=f"CAM method (default {DEFAULT_METHOD}); 'yolocam methods' lists them")
+        p.add_argument("--target", type=target_name, default="class",
+                       help="what each map explains: class (default: the class logit), conf, box, all, cluster")
+        p.add_argument("--layers", type=layers_spec, default=DEFAULT_LAYERS,
+                       help=f"layers explained: neck, head, backbone or indices like 15,18,21 (default {DEFAULT_LAYERS})")
+        p.add_argument("--fuse", type=fuse_name, default=DEFAULT_FUSE,
+                       help=f"how layers combine: sum, max, origin, aligned (default {DEFAULT_FUSE})")
     p.add_argument("--imgsz", type=positive_int, default=None, help=f"model input size in pixels ({imgsz_help})")
     p.add_argument("--device", type=device_name, default=None, help="cpu, cuda:0, ... (default: the model's)")
 
@@ -157,14 +186,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=positive_int, default=1, help="images per model batch (default 1)")
     p.add_argument("--out", default=None, help=f"output folder (default: a new {RUNS_DIR / 'explain'}N)")
     p.add_argument("--html", action="store_true", help="also write the gallery index.html")
-    p.add_argument("--crops", action="store_true", help="also write each box's crop of its overlay")
+    p.add_argument("--crops", action=argparse.BooleanOptionalAction, default=None,
+                   help="write each box's zoomed crop (box plus context); default: on with --html, whose "
+                        "gallery shows them as the detections' cards")
     p.set_defaults(func=cmd_explain)
 
-    p = sub.add_parser("methods", help="list the CAM methods (the default marked)")
+    p = sub.add_parser("methods", help="list the CAM methods (one line each) and the bundled models")
     p.set_defaults(func=cmd_methods)
 
-    p = sub.add_parser("demo", help="explain a generated scene with the bundled detector", allow_abbrev=False)
-    _add_model_args(p, method=False)
+    p = sub.add_parser("demo", help="explain a generated scene with the bundled detector", allow_abbrev=False,
+                       description="Explain a generated scene of shapes with a bundled detector; compare methods, "
+                                   "targets and layers on it: yolocam demo --method gradcam --target box")
+    _add_model_args(p)
     p.add_argument("--out", default=None, help=f"output folder (default: a new {RUNS_DIR / 'demo'}N)")
     p.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
     p.add_argument("--conf", type=unit_float, default=0.25, help="confidence threshold (default 0.25)")
@@ -175,25 +208,31 @@ def build_parser() -> argparse.ArgumentParser:
                        allow_abbrev=False)
     _add_model_args(p, imgsz_help="default: the model's training size")
     p.add_argument("--data", default=None, help="dataset YAML (default: generated scenes)")
-    p.add_argument("--conf", type=unit_float, default=0.25)
-    p.add_argument("--iou", type=unit_float, default=0.7)
+    p.add_argument("--conf", type=unit_float, default=0.25, help="confidence threshold (default 0.25)")
+    p.add_argument("--iou", type=unit_float, default=0.7, help="NMS IoU threshold (default 0.7)")
     p.add_argument("--out", default=None, help=f"output folder (default: a new {RUNS_DIR / 'val'}N)")
-    p.add_argument("--max-images", type=positive_int, default=None, help="cap on validation images")
-    p.add_argument("--max-explanations", type=positive_int, default=None, help="cap on explained detections")
+    p.add_argument("--max-images", type=positive_int, default=None,
+                   help="validate on at most this many images (default: all)")
+    p.add_argument("--max-explanations", type=positive_int, default=None,
+                   help="explain at most this many detections (default: all)")
     p.add_argument("--compare-methods", type=method_list, nargs="?", default=None, const="all",
                    help="compare methods: a comma list, or all (the default when given alone)")
-    p.add_argument("--scenes", type=positive_int, default=None, help="number of generated scenes (no --data)")
+    p.add_argument("--scenes", type=positive_int, default=None,
+                   help="number of generated scenes when no --data is given (default: the validator's)")
     p.set_defaults(func=cmd_val)
 
     p = sub.add_parser("bench", help="time explanations against the number of boxes", allow_abbrev=False)
     _add_model_args(p, method=False, imgsz_help="default 640")
     from ..defaults import DEFAULT_METHOD
 
-    p.add_argument("--method", type=method_name, default=DEFAULT_METHOD)
+    p.add_argument("--method", type=method_name, default=DEFAULT_METHOD,
+                   help=f"CAM method to time (default {DEFAULT_METHOD}; see 'yolocam methods')")
     p.add_argument("--boxes", type=int_list, default=[10, 50, 100], help="box counts (default 10,50,100)")
-    p.add_argument("--repeats", type=positive_int, default=5)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--memory-mb", type=float, default=2048.0)
+    p.add_argument("--repeats", type=positive_int, default=5,
+                   help="timed runs per measurement; the median is reported (default 5)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs before timing (default 1)")
+    p.add_argument("--memory-mb", type=float, default=2048.0,
+                   help="memory bound of the batched replay in MiB, as Explainer(memory_mb=...) (default 2048)")
     p.add_argument("--image", choices=("noise", "scene"), default="noise",
                    help="test image: noise with flat shapes (default), or a generated scene of labelled objects")
     p.set_defaults(func=cmd_bench)

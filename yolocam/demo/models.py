@@ -12,6 +12,12 @@ DEMO_MODELS = {
     "demo-26": "demo-26.pt",  # YOLO26n-style, end-to-end head
 }
 DEFAULT_MODEL = "demo-v8"
+SHAPE_CLASSES = ("circle", "square", "triangle", "cross")  # = scenes.CLASS_NAMES (kept here: no cv2 import)
+# name -> (what it is, its class names), for `yolocam methods` and the CLI's notes on the model in use
+MODEL_INFO = {
+    "demo-v8": ("YOLOv8n-style, NMS head, trained on generated shape scenes", SHAPE_CLASSES),
+    "demo-26": ("YOLO26n-style, end-to-end head, trained on generated shape scenes", SHAPE_CLASSES),
+}
 
 
 def list_models() -> list[str]:

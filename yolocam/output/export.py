@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .files import atomic_write_bytes, encode_npz, encode_png, prepare_out_dir, safe_name
-from .render import blend_heatmap, draw_box
+from .render import CROP_SIDE, blend_heatmap, box_crop, draw_box
 
 if TYPE_CHECKING:  # results.py imports this module (ImageExplanation.save)
     from .results import ImageExplanation
@@ -104,7 +104,7 @@ class ExportWriter:
             atomic_write_bytes(folder / name, encode_png(overlay))
             entry = {"index": k, **d.to_dict(), "overlay": f"{stem}/{name}"}
             if self.crops:
-                entry["crop"] = self._write_crop(folder, name, overlay, d.box, stem)
+                entry["crop"] = self._write_crop(folder, name, result.image, d, stem)
             return entry
 
         # OpenCV drops the GIL while blending and encoding, so overlays are made on a few threads
@@ -122,13 +122,12 @@ class ExportWriter:
                                                thread_name_prefix="yolocam-overlay")
         return self._threads
 
-    def _write_crop(self, folder: Path, name: str, overlay: np.ndarray, box, stem: str) -> str:
+    def _write_crop(self, folder: Path, name: str, image: np.ndarray, det, stem: str) -> str:
+        """A zoomed view of the box plus context at full resolution (`render.box_crop`: only that region
+        is blended), long side CROP_SIDE px; the gallery shows it as the detection's card."""
         (folder / "crops").mkdir(exist_ok=True)
-        h, w = overlay.shape[:2]
-        x1, y1, x2, y2 = (int(round(v)) for v in box)
-        x1, y1 = min(max(x1, 0), w - 1), min(max(y1, 0), h - 1)
-        x2, y2 = max(min(x2, w), x1 + 1), max(min(y2, h), y1 + 1)
-        atomic_write_bytes(folder / "crops" / name, encode_png(overlay[y1:y2, x1:x2]))
+        crop = box_crop(image, det.heatmap, det.box, f"{det.name} {det.conf:.2f}", size=CROP_SIDE)
+        atomic_write_bytes(folder / "crops" / name, encode_png(crop))
         return f"{stem}/crops/{name}"
 
     def write_manifest(self, final: bool = False) -> None:

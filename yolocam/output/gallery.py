@@ -2,7 +2,8 @@
 
 One static page, no network: inline CSS and JS, pictures referenced by relative path, so it works
 opened straight from the file system. Every image is a section with one card per detection (its
-overlay, class, confidence, box). Controls: a class filter, sort by confidence (a flat list across
+zoomed crop when the folder has crops, else its overlay; a click opens the full overlay; class,
+confidence, box). Controls: a class filter, sort by confidence (a flat list across
 images), a minimum confidence. The URL may preset them: `index.html#class=circle&sort=conf-desc&min=0.5`
 (or the same as `?query`). Each card carries `data-name`, `data-conf` and `hidden` when filtered out;
 each overlay `<img>` gets `data-loaded="1"` once the browser has decoded it ("error" if it failed).
@@ -28,13 +29,14 @@ header h1{margin:0 0 4px;font-size:18px}header .meta{margin:0 0 8px;color:#bbb;f
 main{padding:12px 16px}section.image,section.errors,section.summary{background:#fff;border-radius:6px;
 padding:10px 12px;margin:0 0 14px;box-shadow:0 1px 2px #0002}section h2{margin:0;font-size:15px}
 .sub{color:#666;font-size:12px;margin:2px 0 8px;word-break:break-all}
-.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(220px,1fr));gap:10px}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(220px,40vw),1fr));gap:10px}
 figure.det{margin:0;background:#fafafa;border:1px solid #ddd;border-radius:4px;padding:6px}
 figure.det img{display:block;width:100%;height:auto;background:#ccc}
 figcaption{font-size:12px;margin-top:4px}figcaption .name{font-weight:600}
 figcaption .conf{float:right;font-variant-numeric:tabular-nums}.box,.src{color:#555;font-size:11px}.case{color:#a33;font-size:11px}
 .none{color:#888;font-style:italic}.errors li{color:#a00;word-break:break-all}
-.summary img{max-width:100%;height:auto}section.image .src{display:none}[hidden]{display:none!important}
+.summary img{max-width:100%;max-height:60vh;width:auto;height:auto}
+@media (max-width:600px){header{position:static}.controls{gap:6px 12px}main{padding:8px}}section.image .src{display:none}[hidden]{display:none!important}
 """
 
 _JS = r"""
@@ -115,19 +117,34 @@ def _url(rel: str) -> str:
     return _esc(quote(rel.replace("\\", "/"), safe="/"))
 
 
+def _picture(img: dict, det: dict) -> tuple[str, int, int]:
+    """(relative path, width, height) of a card's picture: the detection's zoomed crop when the
+    folder has one (box plus context, see `render.box_crop`), else its full overlay."""
+    if det.get("crop"):
+        from .render import CROP_SIDE, crop_region
+
+        x1, y1, x2, y2 = crop_region((img["height"], img["width"]), det["box"])
+        gain = CROP_SIDE / max(x2 - x1, y2 - y1, 1)
+        return det["crop"], max(round((x2 - x1) * gain), 1), max(round((y2 - y1) * gain), 1)
+    return det["overlay"], img["width"], img["height"]
+
+
 def _card(i: int, img: dict, det: dict, order: int, lazy: bool) -> str:
     box = ", ".join(f"{v:.1f}" for v in det["box"])
     loading = ' loading="lazy"' if lazy else ""
     case = f'<br><span class="case">{_esc(det["case"])}</span>' if det.get("case") else ""
+    src, w, h = _picture(img, det)
+    full = (f' · <a class="full" href="{_url(det["overlay"])}" title="the whole image with this box\'s heat">'
+            "full image</a>") if det.get("crop") else ""
     return (
         f'<figure class="det" id="det-{i}-{det["index"]}" data-image="{i}" data-index="{det["index"]}" '
         f'data-cls="{int(det["cls"])}" data-name="{_esc(det["name"])}" data-conf="{det["conf"]:.6f}" '
         f'data-order="{order}" data-visible="1">'
-        f'<a href="{_url(det["overlay"])}"><img src="{_url(det["overlay"])}" width="{img["width"]}" '
-        f'height="{img["height"]}" alt="{_esc(det["name"])} {det["conf"]:.2f}"{loading} '
+        f'<a href="{_url(det["overlay"])}"><img src="{_url(src)}" width="{w}" '
+        f'height="{h}" alt="{_esc(det["name"])} {det["conf"]:.2f}"{loading} '
         "onload=\"this.dataset.loaded='1'\" onerror=\"this.dataset.loaded='error'\"></a>"
         f'<figcaption><span class="name">{_esc(det["name"])}</span> <span class="conf">{det["conf"]:.3f}</span>'
-        f'<br><span class="box">#{det["index"]} box [{box}] · level {det.get("level", "?")}</span>'
+        f'<br><span class="box">#{det["index"]} box [{box}] · level {det.get("level", "?")}{full}</span>'
         f'<br><span class="src">{_esc(img["stem"])}</span>{case}</figcaption></figure>'
     )
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 HEAT_FLOOR = 0.15   # heat below this is not drawn at all
 HEAT_ALPHA = 0.7    # opacity of the hottest pixels
+CROP_SIDE = 320     # long side of a detection's zoomed crop (gallery cards)
 _CMAP = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_INFERNO)[:, 0, :].astype(np.float32)
 
 

@@ -1,0 +1,49 @@
+"""What the command line tells a person about the run: which model and classes are in use, that a
+model YAML has random weights, and why a run may have found nothing. No heavy imports."""
+
+from __future__ import annotations
+
+import sys
+
+from ..demo.models import DEFAULT_MODEL, MODEL_INFO
+
+
+def is_model_yaml(model) -> bool:
+    return isinstance(model, str) and model.lower().endswith((".yaml", ".yml"))
+
+
+def model_notes(model_arg, names: dict | None = None) -> list[str]:
+    """Lines to print before a run: the bundled detector in use (and that it knows only synthetic
+    shapes) when `--model` was not given or names a demo model; random weights for a model YAML."""
+    lines = []
+    if model_arg is None or model_arg in MODEL_INFO:
+        name = model_arg or DEFAULT_MODEL
+        what, classes = MODEL_INFO[name]
+        default = " (the default; pass --model for your own weights)" if model_arg is None else ""
+        lines.append(f"model {name}{default}: {what}; it detects only {', '.join(classes)} and will call "
+                     "anything in a real photo one of these")
+    elif is_model_yaml(model_arg):
+        lines.append(f"model {model_arg} is a model YAML: random weights, so its detections and heatmaps "
+                     "mean nothing; pass a trained checkpoint (.pt) to explain a real model")
+    elif names:
+        shown = ", ".join(str(v) for _, v in sorted(names.items())[:12])
+        more = f", ... ({len(names)} classes)" if len(names) > 12 else ""
+        lines.append(f"model {model_arg}: classes {shown}{more}")
+    return lines
+
+
+def nothing_found_hint(model_arg, conf: float, classes=None, names: dict | None = None) -> str:
+    """Why a run may have found no detection at all, as one line."""
+    reasons = [f"every score was below --conf {conf:g} (try a lower one, e.g. --conf {max(conf / 5, 0.01):g})"]
+    if classes:
+        shown = ", ".join(str(names.get(c, c)) if names else str(c) for c in classes)
+        reasons.append(f"--classes keeps only {shown}")
+    if model_arg is None or model_arg in MODEL_INFO:
+        reasons.append(f"the demo detector knows only {', '.join(MODEL_INFO[model_arg or DEFAULT_MODEL][1])}")
+    elif is_model_yaml(model_arg):
+        reasons.append("a model YAML has random weights")
+    return "no detections; possible reasons: " + "; ".join(reasons)
+
+
+def note(line: str) -> None:
+    print(f"yolocam: {line}", file=sys.stderr)
