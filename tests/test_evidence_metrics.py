@@ -19,7 +19,8 @@ def cells(mask) -> set[tuple[int, int]]:
 
 
 def test_reexported_from_metrics():
-    for name in ("evidence_pointing", "evidence_share", "evidence_region", "gaussian_box_map", "uniform_box_map"):
+    for name in ("evidence_pointing", "evidence_share", "evidence_region", "evidence_scores", "gaussian_box_map",
+                 "uniform_box_map"):
         assert getattr(metrics, name) is getattr(E, name)
 
 
@@ -91,6 +92,20 @@ def test_evidence_share_by_hand():
     neg = -h
     neg[1, 2] = 2.0
     assert E.evidence_share(neg, one, top) == 1.0  # negative heat counts as 0
+
+
+def test_evidence_scores_for_many_detections():
+    h = np.zeros((2, 4, 4), np.float32)
+    h[0, 1, 2], h[0, 0, 0] = 1.0, 1.0  # map 0: two maxima, one on the evidence; box energy 2, evidence 1
+    h[1, 3, 3] = 1.0  # map 1: off the evidence
+    one = np.zeros((4, 4), bool)
+    one[1, 2] = True
+    p, s = E.evidence_scores(h, [[0, 0, 4, 4], [0, 0, 4, 4]], [one, (2.5, 1.5, 1.0)], dilate=1.0)
+    assert p.tolist() == [0.5, 0.0] and s.tolist() == [0.5, 0.0]
+    p, s = E.evidence_scores(h[:1], [[0, 0, 4, 4]], [None])
+    assert math.isnan(p[0]) and math.isnan(s[0])
+    with pytest.raises(YolocamError):
+        E.evidence_scores(h, [[0, 0, 4, 4]], [one, one])
 
 
 def test_baselines_by_hand():

@@ -11,6 +11,7 @@ The evidence is given by the user, so the metrics work on any data with part ann
 - `evidence_pointing`: the map's peak lies in that region (1.0 / 0.0; with several equal maxima, the
   share of them inside, i.e. the expected hit of a random tie-break; 0.0 for an all-zero map).
 - `evidence_share`: energy on the region inside the box / energy in the box (0.0 when the box holds none).
+- `evidence_scores`: both for N detections at once (for validation / comparison loops).
 
 Baselines that know only the box: `gaussian_box_map` (box-centred Gaussian) and `uniform_box_map`.
 Inputs may be numpy arrays or torch tensors; negative and NaN heat counts as 0.
@@ -25,8 +26,8 @@ import torch
 
 from ..errors import YolocamError
 
-__all__ = ["evidence_region", "evidence_pointing", "evidence_share", "disc_mask", "gaussian_box_map",
-           "uniform_box_map", "DEFAULT_DILATE"]
+__all__ = ["evidence_region", "evidence_pointing", "evidence_share", "evidence_scores", "disc_mask",
+           "gaussian_box_map", "uniform_box_map", "DEFAULT_DILATE"]
 
 DEFAULT_DILATE = 1.5
 
@@ -131,6 +132,21 @@ def evidence_share(heatmap, evidence, box, dilate: float = DEFAULT_DILATE) -> fl
     if total <= 0:
         return 0.0
     return float((h * (inside & region)).sum() / total)
+
+
+def evidence_scores(heatmaps, boxes, evidences, dilate: float = DEFAULT_DILATE) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per detection: (pointing (N,), share (N,)) float64 for maps (N, H, W), boxes (N, 4) and one
+    evidence (mask or disc) per detection; None as an evidence gives NaN (no part annotation)."""
+    maps = torch.as_tensor(heatmaps)
+    maps = maps.reshape(-1, *maps.shape[-2:])
+    b = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    evidences = list(evidences)
+    if not len(maps) == len(b) == len(evidences):
+        raise YolocamError(f"evidence_scores: {len(maps)} maps, {len(b)} boxes and {len(evidences)} evidences")
+    nan = float("nan")
+    pointing = [nan if e is None else evidence_pointing(m, e, dilate) for m, e in zip(maps, evidences)]
+    share = [nan if e is None else evidence_share(m, e, bb, dilate) for m, bb, e in zip(maps, b, evidences)]
+    return torch.tensor(pointing, dtype=torch.float64), torch.tensor(share, dtype=torch.float64)
 
 
 # ------------------------------------------------------------------ baselines

@@ -31,7 +31,7 @@ from ..model.adapter import HeadOutputs, ModelAdapter
 from ..model.detections import Detection
 from ..model.layers import TargetLayer
 from .evidence import (DEFAULT_DILATE, disc_mask, evidence_pointing, evidence_region,  # noqa: F401 (re-exported)
-                       evidence_share, gaussian_box_map, uniform_box_map)
+                       evidence_scores, evidence_share, gaussian_box_map, uniform_box_map)
 
 PAD_VALUE = 114.0 / 255.0  # the letterbox grey: the "removed pixel" baseline
 
