@@ -53,6 +53,8 @@ class Projector:
     `one` resizes maps of one grid size. Matrices are cached per grid size.
     """
 
+    CHUNK_ELEMENTS = 2 ** 22  # bound on the floats of one chunk's column products (16 MB)
+
     def __init__(self, input_size: tuple[int, int], letterbox: Letterbox | None, device):
         self.input_size, self.letterbox, self.device = tuple(input_size), letterbox, device
         if letterbox is None:
@@ -86,12 +88,16 @@ class Projector:
             r = torch.nan_to_num(m.float()).clamp_(min=0)
             grid = tuple(m.shape[-2:])
             by_grid[grid] = r if grid not in by_grid else by_grid[grid] + r
-        rows, cols = [], []
-        for grid, m in by_grid.items():
-            ry, rx = self.matrices(grid)
-            rows.append(ry)
-            cols.append(m @ rx.T)  # (N, h, W_out)
-        return self._rows_product(tuple(by_grid), torch.cat(rows, 1), torch.cat(cols, 1))
+        key = tuple(by_grid)
+        mats = [self.matrices(grid) for grid in key]
+        rows = torch.cat([ry for ry, _ in mats], 1)
+        first = next(iter(by_grid.values()))
+        out = first.new_empty((first.shape[0], rows.shape[0], mats[0][1].shape[0]))
+        step = max(1, self.CHUNK_ELEMENTS // max(1, rows.shape[1] * out.shape[2]))
+        for lo in range(0, len(out), step):  # chunks of maps: the (N, K, W_out) intermediate stays small
+            cols = torch.cat([m[lo:lo + step] @ rx.T for m, (_, rx) in zip(by_grid.values(), mats)], 1)
+            out[lo:lo + step] = self._rows_product(key, rows, cols)
+        return out
 
     def _rows_product(self, key: tuple, rows: torch.Tensor, cols: torch.Tensor, block: int = 32) -> torch.Tensor:
         """(H_out, K) @ (N, K, W_out) -> (N, H_out, W_out), skipping the zeros of the banded `rows`.
@@ -178,3 +184,14 @@ def _origin(maps, proj: Projector, job_strides: Sequence[float], size) -> torch.
         if len(rows):
             out[rows] = scale_to_unit_(proj.one(torch.nan_to_num(m[rows].float()).clamp_(min=0)))
     return out
+
+
+def content_region(maps: torch.Tensor, lb: Letterbox) -> torch.Tensor:
+    """(N, H_in, W_in) input-space maps cut to the letterbox content (the padding removed): (N, h, w).
+
+    This is the compact form of an image's maps: the full-resolution map is this region resized
+    (bilinear, half-pixel centres) to `lb.orig_shape` and scaled to a maximum of 1, which equals the
+    direct projection above up to float rounding, since everything before the normalisation is linear.
+    """
+    w, h = lb.new_unpad
+    return maps[:, lb.top:lb.top + h, lb.left:lb.left + w]

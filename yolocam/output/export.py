@@ -1,13 +1,18 @@
 """Writing explanation folders (`reader.py` reads them back), as fixed in the design.
 
     OUT/manifest.json
-    OUT/<stem>/heatmaps.npz         heatmaps (N,H,W) float16, boxes (N,4) float32, classes (N,) int32, scores (N,) float32
-    OUT/<stem>/<k:03d>_<name>.png   overlay per detection
+    OUT/<stem>/heatmaps.npz         heatmaps (N,h,w) float16 with image_size (2,) int32 = (H, W) when the maps
+                                    are kept compact (`maps.py`), else (N,H,W); boxes (N,4) float32,
+                                    classes (N,) int32, scores (N,) float32
+    OUT/<stem>/<k:03d>_<name>.png   overlay per detection (long side at most `overlay_max_side`)
     OUT/<stem>/crops/<k:03d>_<name>.png   (optional) the box's crop of the overlay
     OUT/index.html                  (optional) gallery
 
 Every file is written under a temporary name and renamed, and the manifest is rewritten after
-each image, so an interrupted run leaves only whole files and a manifest of what finished.
+each image, so an interrupted run leaves only whole files and a manifest of what finished. The
+manifest also says whether the run finished (`complete`), which image's files were being written
+(`pending`) and which other files the run wrote (`files`), so that `clear_previous` can remove
+exactly what a previous run into the same folder wrote (`cleanup.py`).
 """
 
 from __future__ import annotations
@@ -18,28 +23,35 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 
 from .files import atomic_write_bytes, encode_npz, encode_png, prepare_out_dir, safe_name
-from .render import CROP_SIDE, blend_heatmap, box_crop, draw_box
+from .render import blend_heatmap, draw_box
 
 if TYPE_CHECKING:  # results.py imports this module (ImageExplanation.save)
     from .results import ImageExplanation
 
 MANIFEST_VERSION = 1
+OVERLAY_MAX_SIDE = 800  # overlays of larger images are drawn on the image scaled down to this long side
+OVERLAY_BYTES_IN_FLIGHT = 256e6  # overlay threads are limited so that their buffers stay under this
 
 
 class ExportWriter:
     """Adds images to an output folder one by one.
 
     With `append` (the default) an existing manifest there is continued (its stems stay reserved);
-    otherwise a fresh manifest replaces it.
+    otherwise a fresh manifest replaces it once the first image is written. Overlays of images whose
+    long side exceeds `overlay_max_side` are drawn on the image scaled down to it (None: full size);
+    `crops` are cut from the full-resolution overlay. Maps kept compact by `Explainer` are written
+    compact (see the module docstring); one full-resolution map at a time is made, only when needed.
     """
 
     def __init__(self, out_dir, meta: dict | None = None, html: bool = False, crops: bool = False,
-                 append: bool = True):
+                 append: bool = True, overlay_max_side: int | None = OVERLAY_MAX_SIDE):
         self.out = prepare_out_dir(out_dir)
         self.html, self.crops = html, crops
+        self.overlay_max_side = overlay_max_side
         self.manifest = {"version": MANIFEST_VERSION, "model": "", "method": "", "target": "", "layers": None,
                          "images": [], "errors": []}
         existing = self.out / "manifest.json"
@@ -50,6 +62,8 @@ class ExportWriter:
                 old = None  # an unreadable manifest is replaced
             if isinstance(old, dict) and isinstance(old.get("images"), list) and isinstance(old.get("errors"), list):
                 self.manifest.update(old)
+        self.manifest["complete"] = False  # until `finish`
+        self.manifest.pop("pending", None)
         for key in ("model", "method", "target", "layers"):
             if meta and key in meta:
                 self.manifest[key] = meta[key]
@@ -60,8 +74,11 @@ class ExportWriter:
     def __enter__(self) -> "ExportWriter":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.finish()
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.finish()
+        else:
+            self.fail()
 
     def unique_stem(self, path: str | None) -> str:
         """A folder name for `path`'s files, unique in this output (case-insensitively, for any file system)."""
@@ -71,6 +88,12 @@ class ExportWriter:
             stem, k = f"{base}_{k}", k + 1
         self.stems.add(stem.casefold())
         return stem
+
+    def add_file(self, rel: str) -> None:
+        """Record another file this run writes into the folder (relative path), so a rerun can remove it."""
+        files = self.manifest.setdefault("files", [])
+        if rel not in files:
+            files.append(rel)
 
     def add_error(self, path: str | None, error: str) -> None:
         self.manifest["errors"].append({"path": path, "error": error})
@@ -86,33 +109,44 @@ class ExportWriter:
                 self.manifest[key] = result.meta[key]
         stem = self.unique_stem(result.path)
         folder = self.out / stem
-        folder.mkdir(exist_ok=True)
         h, w = result.image.shape[:2]
         dets = result.detections
-        npz = encode_npz(
-            heatmaps=(np.stack([d.heatmap for d in dets]) if dets else np.zeros((0, h, w))).astype(np.float16),
+        names = [f"{k:03d}_{safe_name(d.name)}.png" for k, d in enumerate(dets)]
+        self.manifest["pending"] = [f"{stem}/heatmaps.npz"] + [f"{stem}/{n}" for n in names] + (
+            [f"{stem}/crops/{n}" for n in names] if self.crops else [])
+        self.write_manifest()  # lists the files about to be written, in case the run is killed meanwhile
+        folder.mkdir(exist_ok=True)
+        atomic_write_bytes(folder / "heatmaps.npz", encode_npz(
+            **heatmap_arrays(dets, h, w),
             boxes=np.asarray([d.box for d in dets], np.float32).reshape(-1, 4),
             classes=np.asarray([d.cls for d in dets], np.int32),
             scores=np.asarray([d.conf for d in dets], np.float32),
-        )
-        atomic_write_bytes(folder / "heatmaps.npz", npz)
+        ))
+        oh, ow = overlay_size(h, w, self.overlay_max_side)
+        base = result.image if (oh, ow) == (h, w) else cv2.resize(result.image, (ow, oh), interpolation=cv2.INTER_AREA)
+        gx, gy = ow / w, oh / h
+
         def overlay_entry(k: int) -> dict:
-            d = dets[k]
-            name = f"{k:03d}_{safe_name(d.name)}.png"
-            overlay = blend_heatmap(result.image, d.heatmap)
-            draw_box(overlay, d.box, f"{d.name} {d.conf:.2f}")
+            d, name = dets[k], names[k]
+            overlay = blend_heatmap(base, d.heatmap_at((oh, ow)))
+            draw_box(overlay, [d.box[0] * gx, d.box[1] * gy, d.box[2] * gx, d.box[3] * gy], f"{d.name} {d.conf:.2f}")
             atomic_write_bytes(folder / name, encode_png(overlay))
+            del overlay
             entry = {"index": k, **d.to_dict(), "overlay": f"{stem}/{name}"}
             if self.crops:
                 entry["crop"] = self._write_crop(folder, name, result.image, d, stem)
             return entry
 
-        # OpenCV drops the GIL while blending and encoding, so overlays are made on a few threads
-        entries = list(self._pool().map(overlay_entry, range(len(dets)))) if len(dets) > 1 else \
+        # OpenCV drops the GIL while blending and encoding, so overlays are made on a few threads, as
+        # many as keep their buffers (about 16 bytes per pixel, a full-size map for crops) bounded
+        per_task = 16 * oh * ow + (24 * h * w if self.crops else 0)
+        workers = int(max(1, min(4, OVERLAY_BYTES_IN_FLIGHT // per_task)))
+        entries = list(self._pool().map(overlay_entry, range(len(dets)))) if len(dets) > 1 and workers > 1 else \
             [overlay_entry(k) for k in range(len(dets))]
         image_entry = {"path": result.path, "stem": stem, "width": int(w), "height": int(h),
                        "heatmaps": f"{stem}/heatmaps.npz", "detections": entries}
         self.manifest["images"].append(image_entry)
+        self.manifest.pop("pending", None)
         self.write_manifest()
         return image_entry
 
@@ -123,10 +157,15 @@ class ExportWriter:
         return self._threads
 
     def _write_crop(self, folder: Path, name: str, image: np.ndarray, det, stem: str) -> str:
-        """A zoomed view of the box plus context at full resolution (`render.box_crop`: only that region
-        is blended), long side CROP_SIDE px; the gallery shows it as the detection's card."""
+        """The box's region of the full-resolution overlay (only that region is blended)."""
         (folder / "crops").mkdir(exist_ok=True)
-        crop = box_crop(image, det.heatmap, det.box, f"{det.name} {det.conf:.2f}", size=CROP_SIDE)
+        h, w = image.shape[:2]
+        x1, y1, x2, y2 = (int(round(v)) for v in det.box)
+        x1, y1 = min(max(x1, 0), w - 1), min(max(y1, 0), h - 1)
+        x2, y2 = max(min(x2, w), x1 + 1), max(min(y2, h), y1 + 1)
+        crop = blend_heatmap(image[y1:y2, x1:x2], det.heatmap[y1:y2, x1:x2])
+        bx1, by1, bx2, by2 = det.box
+        draw_box(crop, [bx1 - x1, by1 - y1, bx2 - x1, by2 - y1], f"{det.name} {det.conf:.2f}")
         atomic_write_bytes(folder / "crops" / name, encode_png(crop))
         return f"{stem}/crops/{name}"
 
@@ -146,12 +185,56 @@ class ExportWriter:
             data = (head[:-1] + ', "images": [\n' + ",\n".join(self._image_json) + "\n]}").encode()
         atomic_write_bytes(self.out / "manifest.json", data, sync=final)
 
-    def finish(self) -> None:
+    def _stop_threads(self) -> None:
         if self._threads is not None:
             self._threads.shutdown()
             self._threads = None
+
+    def finish(self) -> None:
+        """Write the final manifest (`complete`: true) and, when asked for, the gallery."""
+        self._stop_threads()
+        if self.html:
+            self.add_file("index.html")
+        self.manifest["complete"] = "pending" not in self.manifest  # an image's files failed to be written
         self.write_manifest(final=True)
         if self.html:
             from .gallery import write_gallery
 
             write_gallery(self.out, self.manifest)
+
+    def fail(self) -> None:
+        """After a failed run: remove the files of an image left half-written; if no image or error was
+        recorded, remove the manifest and the other files it lists too, else mark the manifest incomplete."""
+        from .cleanup import remove_listed
+
+        self._stop_threads()
+        remove_listed(self.out, self.manifest.pop("pending", []))
+        self.manifest["complete"] = False
+        if self.manifest["images"] or self.manifest["errors"]:
+            self.write_manifest(final=True)
+        else:
+            remove_listed(self.out, ["manifest.json", *self.manifest.get("files", [])])
+
+
+def overlay_size(h: int, w: int, max_side: int | None) -> tuple[int, int]:
+    """(h, w) of an overlay: the image's, or scaled down so that the long side is `max_side`."""
+    if not max_side or max(h, w) <= max_side:
+        return h, w
+    gain = max_side / max(h, w)
+    return max(1, round(h * gain)), max(1, round(w * gain))
+
+
+def heatmap_arrays(dets, h: int, w: int) -> dict[str, np.ndarray]:
+    """The npz's map arrays: compact maps with the image size when all detections share one compact
+    `MapStack` (maps from one `Explainer` or `load_output` call), else full-size maps made one at a time."""
+    refs = [d.map_ref for d in dets]
+    stack = refs[0].stack if refs and refs[0] is not None else None
+    if (stack is not None and stack.compact and stack.size == (h, w)
+            and all(r is not None and r.stack is stack for r in refs)):
+        index = [r.index for r in refs]
+        maps = stack.maps if index == list(range(len(stack))) else stack.maps[index]
+        return {"heatmaps": maps.astype(np.float16), "image_size": np.asarray([h, w], np.int32)}
+    heat = np.zeros((len(dets), h, w), np.float16)
+    for k, d in enumerate(dets):
+        heat[k] = d.heatmap
+    return {"heatmaps": heat}

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from ..errors import YolocamError
+from .maps import MapRef, MapStack
 from .results import DetectionExplanation, ImageExplanation
 
 
@@ -16,6 +17,8 @@ def load_output(out_dir) -> list[ImageExplanation]:
     """Read an output folder written by `ExportWriter` back into `ImageExplanation` objects.
 
     Images are read from their recorded paths when those still exist (else `image` is None).
+    Heatmaps are full resolution, float32: files with compact maps (`image_size` in the npz) are
+    resized on access, one detection at a time (`maps.MapStack`); older full-size files are read as they are.
     """
     out = Path(out_dir)
     try:
@@ -29,7 +32,9 @@ def load_output(out_dir) -> list[ImageExplanation]:
     for img in manifest.get("images", []):
         try:
             with np.load(out / img["heatmaps"]) as npz:
-                heatmaps = npz["heatmaps"].astype(np.float32)
+                heatmaps = npz["heatmaps"]
+                size = tuple(int(v) for v in npz["image_size"]) if "image_size" in npz else heatmaps.shape[1:]
+            stack = MapStack(heatmaps, size)
         except (OSError, KeyError, ValueError) as exc:
             raise YolocamError(f"unreadable heatmaps for {img.get('stem')!r} in {out}: {exc}") from None
         if len(heatmaps) != len(img["detections"]):
@@ -38,8 +43,8 @@ def load_output(out_dir) -> list[ImageExplanation]:
         path = img.get("path")
         image = cv2.imread(path) if path and Path(path).is_file() else None
         dets = [
-            DetectionExplanation(list(d["box"]), d["cls"], d["name"], d["conf"], d["anchor"], d["level"], heatmaps[k],
-                                 reason=d.get("reason"))
+            DetectionExplanation(list(d["box"]), d["cls"], d["name"], d["conf"], d["anchor"], d["level"],
+                                 MapRef(stack, k))
             for k, d in enumerate(img["detections"])
         ]
         results.append(ImageExplanation(path, image, dets, meta=dict(meta, stem=img["stem"])))

@@ -5,10 +5,32 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
-from .export import ExportWriter
+from .export import OVERLAY_MAX_SIDE, ExportWriter
+from .maps import MapRef
 from .render import blend_heatmap, draw_box
+
+
+class _HeatmapField:
+    """`DetectionExplanation.heatmap`: a stored array, or a `MapRef` resized to full resolution on access.
+
+    The dataclass sees a field without a default (the class-level `__get__` raises AttributeError),
+    so the constructor takes the heatmap positionally as before, as an array or a `MapRef`.
+    """
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.attr = f"_{name}"
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            raise AttributeError("heatmap")  # no class-level default
+        value = obj.__dict__[self.attr]
+        return value.full() if isinstance(value, MapRef) else value
+
+    def __set__(self, obj, value) -> None:
+        obj.__dict__[self.attr] = value
 
 
 @dataclass
@@ -17,6 +39,12 @@ class DetectionExplanation:
 
     box: [x1, y1, x2, y2] in original-image pixels; anchor: index on the head's flattened prediction
     axis; level: 0 = finest stride; heatmap: float32 (H, W) of the original image, in [0, 1].
+
+    Maps from `Explainer` and `load_output` are kept compact (at model-input resolution, see
+    `output/maps.py`) and `heatmap` resizes them to the original image on each access (nothing is
+    cached: iterating over many boxes holds one full-resolution map at a time; keep the array in a
+    variable to use it several times, and treat it as read-only). `compact_heatmap` is the map as
+    kept, on the letterboxed image without its padding (the same as `heatmap` when that is no larger).
     """
 
     box: list[float]
@@ -25,13 +53,35 @@ class DetectionExplanation:
     conf: float
     anchor: int
     level: int
-    heatmap: np.ndarray
-    reason: str | None = None  # why the heatmap is zero when the score does not depend on the explained layers
+    heatmap: np.ndarray = _HeatmapField()
 
     def to_dict(self) -> dict:
-        out = {"box": [float(v) for v in self.box], "cls": int(self.cls), "name": self.name,
-               "conf": float(self.conf), "anchor": int(self.anchor), "level": int(self.level)}
-        return out if self.reason is None else {**out, "reason": self.reason}
+        return {"box": [float(v) for v in self.box], "cls": int(self.cls), "name": self.name,
+                "conf": float(self.conf), "anchor": int(self.anchor), "level": int(self.level)}
+
+    @property
+    def map_ref(self) -> MapRef | None:
+        """Where a compact map is kept (None when `heatmap` is a plain array)."""
+        value = self.__dict__["_heatmap"]
+        return value if isinstance(value, MapRef) else None
+
+    @property
+    def compact_heatmap(self) -> np.ndarray:
+        """The map as kept: over the letterboxed image without its padding, or `heatmap` itself."""
+        value = self.__dict__["_heatmap"]
+        return value.stored if isinstance(value, MapRef) else value
+
+    def heatmap_at(self, size: tuple[int, int]) -> np.ndarray:
+        """The map resized to (H', W') (bilinear, then scaled to a maximum of 1), without a full-size copy."""
+        value = self.__dict__["_heatmap"]
+        if isinstance(value, MapRef):
+            return value.resized(size)
+        heat = np.asarray(value, np.float32)
+        if heat.shape == tuple(size):
+            return heat
+        out = cv2.resize(heat, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+        peak = float(out.max()) if out.size else 0.0
+        return out / peak if peak > 0 else out
 
 
 @dataclass
@@ -52,9 +102,15 @@ class ImageExplanation:
     def ok(self) -> bool:
         return self.error is None
 
-    def save(self, out_dir, html: bool = False, crops: bool = False) -> Path:
-        """Write manifest.json, <stem>/heatmaps.npz and one overlay per detection into `out_dir`."""
-        with ExportWriter(out_dir, meta=self.meta, html=html, crops=crops) as writer:
+    def save(self, out_dir, html: bool = False, crops: bool = False,
+             overlay_max_side: int | None = OVERLAY_MAX_SIDE) -> Path:
+        """Write manifest.json, <stem>/heatmaps.npz and one overlay per detection into `out_dir`.
+
+        Overlays of images larger than `overlay_max_side` pixels (long side) are drawn on the image
+        scaled down to that size (None: full size); the npz keeps the maps (see `ExportWriter`).
+        """
+        with ExportWriter(out_dir, meta=self.meta, html=html, crops=crops,
+                          overlay_max_side=overlay_max_side) as writer:
             writer.add(self)
         return Path(out_dir)
 
@@ -62,9 +118,10 @@ class ImageExplanation:
         """An overlay as a BGR array: detection `index`'s heatmap and box, or all boxes over the max of all maps."""
         if self.image is None:
             raise ValueError(f"no image to plot: {self.error}")
-        if index is None:
-            heat = (np.max([d.heatmap for d in self.detections], axis=0) if self.detections
-                    else np.zeros(self.image.shape[:2], np.float32))
+        if index is None:  # running maximum: one full-resolution map at a time
+            heat = np.zeros(self.image.shape[:2], np.float32)
+            for d in self.detections:
+                np.maximum(heat, d.heatmap, out=heat)
             dets = self.detections
         else:
             heat, dets = self.detections[index].heatmap, [self.detections[index]]
