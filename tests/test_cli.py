@@ -71,10 +71,12 @@ def one_error_line(err: str) -> str:
 def test_methods_lists_every_method_and_marks_the_default(capsys):
     rc, out, _ = run(["methods"], capsys)
     assert rc == 0
-    names = [line.split()[0] for line in out.splitlines()]
+    methods = out.split("bundled models")[0].splitlines()[1:]  # one line per method: name, scope, description
+    names = [line.split()[0] for line in methods if line[:2] == "  " and line[2] not in " ("]
     assert names == yolocam.list_methods()
-    assert f"{yolocam.DEFAULT_METHOD} (default)" in out.splitlines()
-    assert "odam (alias of hirescam)" in out.splitlines()
+    default = next(line for line in methods if line.split()[:1] == [yolocam.DEFAULT_METHOD])
+    assert default.endswith("[default]") and "per-box" in default
+    assert "alias of hirescam" in next(line for line in methods if line.split()[:1] == ["odam"])
 
 
 @pytest.mark.parametrize("option,value,valid", [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -23,6 +24,7 @@ from ..output.maps import MapRef, MapStack
 from ..output.results import DetectionExplanation, ImageExplanation
 from .checks import check_device, check_imgsz, check_thresholds, resolve_classes, round_imgsz
 
+log = logging.getLogger("yolocam")
 
 
 class Explainer:
@@ -46,6 +48,11 @@ class Explainer:
             `loop` (one retained backward per box), `auto` (batched on CUDA, loop on CPU).
         windows: with `loop`, replay boxes whose receptive field is small on crops around them
             (exactly the same maps, faster); False replays every box on the whole image.
+
+    A detection whose score does not depend on `layers` (e.g. `layers=[21]` on YOLOv8: boxes on the
+    P3/P4 levels never reach layer 21) keeps a zero heatmap and a `reason`; each `explain` call logs one
+    warning line (logger `yolocam`) with their count. A target callable whose result does not depend on
+    the model's outputs (a constant, a detached tensor) raises `YolocamError`.
 
     Threads: one model may be explained from several threads (several `Explainer`s on one
     `ultralytics.YOLO`, or one shared `Explainer`, as in a web service). Explanations of one model are
@@ -105,34 +112,42 @@ class Explainer:
         """Like `explain` over already-resolved entries (paths/arrays), yielding results as they finish."""
         check_thresholds(conf, iou, max_det, batch)
         classes = resolve_classes(classes, self.names)
+        counts = [0, 0]  # detections, of which not depending on the layers
         pending: list[ImageItem] = []
         for item in iter_images(entries):
             if item.error is not None:
-                yield from self._explain_items(pending, conf, iou, classes, max_det)
+                yield from self._explain_items(pending, conf, iou, classes, max_det, counts)
                 pending = []
                 yield ImageExplanation(item.path, None, [], error=item.error, meta=self.meta)
                 continue
             pending.append(item)
             if len(pending) >= batch:
-                yield from self._explain_items(pending, conf, iou, classes, max_det)
+                yield from self._explain_items(pending, conf, iou, classes, max_det, counts)
                 pending = []
-        yield from self._explain_items(pending, conf, iou, classes, max_det)
+        yield from self._explain_items(pending, conf, iou, classes, max_det, counts)
+        if counts[1]:
+            log.warning("%d of %d detections do not depend on the explained layers (%s); their "
+                        "heatmaps are zero and their `reason` says why", counts[1], counts[0],
+                        ", ".join(t.name for t in self.layers))
 
-    def _explain_items(self, items: list[ImageItem], conf, iou, classes, max_det) -> list[ImageExplanation]:
+    def _explain_items(self, items: list[ImageItem], conf, iou, classes, max_det, counts=None) -> list[ImageExplanation]:
         if not items:
             return []
         x, lbs = self.adapter.preprocess([it.image for it in items], self.imgsz)
         # maps stay in input space and are kept compact (output/maps.py): full resolution only on access
         result = self.engine.run(x, conf=conf, iou=iou, classes=classes, max_det=max_det)
         out = []
-        for item, lb, dets, maps in zip(items, lbs, result.detections, result.heatmaps):
+        for item, lb, dets, maps, why in zip(items, lbs, result.detections, result.heatmaps, result.reasons):
             heat = MapStack(content_region(maps, lb).float().cpu().numpy(), lb.orig_shape) if dets else None
             boxes = boxes_to_original(torch.tensor([d.box for d in dets]).view(-1, 4), lb).tolist()
             explained = [
-                DetectionExplanation(box, d.cls, self.names.get(d.cls, str(d.cls)), d.conf, d.anchor, d.level,
-                                 MapRef(heat, k))
+                DetectionExplanation(box, d.cls, self.names.get(d.cls, str(d.cls)), d.conf, d.anchor, d.level, MapRef(heat, k),
+                                     reason=why[k])
                 for k, (d, box) in enumerate(zip(dets, boxes))
             ]
+            if counts is not None:
+                counts[0] += len(dets)
+                counts[1] += sum(r is not None for r in why)
             out.append(ImageExplanation(item.path, item.image, explained, meta=self.meta))
         return out
 

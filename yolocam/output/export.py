@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from .files import atomic_write_bytes, encode_npz, encode_png, prepare_out_dir, safe_name
-from .render import blend_heatmap, draw_box
+from .render import CROP_SIDE, blend_heatmap, box_crop, draw_box
 
 if TYPE_CHECKING:  # results.py imports this module (ImageExplanation.save)
     from .results import ImageExplanation
@@ -157,15 +157,10 @@ class ExportWriter:
         return self._threads
 
     def _write_crop(self, folder: Path, name: str, image: np.ndarray, det, stem: str) -> str:
-        """The box's region of the full-resolution overlay (only that region is blended)."""
+        """A zoomed view of the box plus context at full resolution (`render.box_crop`: only that region
+        is blended), long side CROP_SIDE px; the gallery shows it as the detection's card."""
         (folder / "crops").mkdir(exist_ok=True)
-        h, w = image.shape[:2]
-        x1, y1, x2, y2 = (int(round(v)) for v in det.box)
-        x1, y1 = min(max(x1, 0), w - 1), min(max(y1, 0), h - 1)
-        x2, y2 = max(min(x2, w), x1 + 1), max(min(y2, h), y1 + 1)
-        crop = blend_heatmap(image[y1:y2, x1:x2], det.heatmap[y1:y2, x1:x2])
-        bx1, by1, bx2, by2 = det.box
-        draw_box(crop, [bx1 - x1, by1 - y1, bx2 - x1, by2 - y1], f"{det.name} {det.conf:.2f}")
+        crop = box_crop(image, det.heatmap, det.box, f"{det.name} {det.conf:.2f}", size=CROP_SIDE)
         atomic_write_bytes(folder / "crops" / name, encode_png(crop))
         return f"{stem}/crops/{name}"
 

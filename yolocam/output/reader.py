@@ -43,8 +43,8 @@ def load_output(out_dir) -> list[ImageExplanation]:
         path = img.get("path")
         image = cv2.imread(path) if path and Path(path).is_file() else None
         dets = [
-            DetectionExplanation(list(d["box"]), d["cls"], d["name"], d["conf"], d["anchor"], d["level"],
-                                 MapRef(stack, k))
+            DetectionExplanation(list(d["box"]), d["cls"], d["name"], d["conf"], d["anchor"], d["level"], MapRef(stack, k),
+                                 reason=d.get("reason"))
             for k, d in enumerate(img["detections"])
         ]
         results.append(ImageExplanation(path, image, dets, meta=dict(meta, stem=img["stem"])))

@@ -54,10 +54,12 @@ class DetectionExplanation:
     anchor: int
     level: int
     heatmap: np.ndarray = _HeatmapField()
+    reason: str | None = None  # why the heatmap is zero when the score does not depend on the explained layers
 
     def to_dict(self) -> dict:
-        return {"box": [float(v) for v in self.box], "cls": int(self.cls), "name": self.name,
-                "conf": float(self.conf), "anchor": int(self.anchor), "level": int(self.level)}
+        out = {"box": [float(v) for v in self.box], "cls": int(self.cls), "name": self.name,
+               "conf": float(self.conf), "anchor": int(self.anchor), "level": int(self.level)}
+        return out if self.reason is None else {**out, "reason": self.reason}
 
     @property
     def map_ref(self) -> MapRef | None:
