@@ -199,18 +199,22 @@ def test_val_and_bench_dispatch_parsed_arguments(monkeypatch, capsys):
     assert "--boxes" in one_error_line(capsys.readouterr().err)
 
 
-def test_progress_bar_only_on_a_terminal():
+def test_progress_bar_on_a_terminal_and_lines_elsewhere():
     class Tty(io.StringIO):
         def isatty(self):
             return True
 
-    tty, pipe = Tty(), io.StringIO()
-    for stream in (tty, pipe):
-        with Progress(3, desc="explain", stream=stream, interval=0.0) as bar:
+    tty, pipe, quiet = Tty(), io.StringIO(), io.StringIO()
+    for stream, log_interval in ((tty, 0.0), (pipe, 0.0), (quiet, 60.0)):
+        with Progress(3, desc="explain", stream=stream, interval=0.0, log_interval=log_interval) as bar:
             for _ in range(3):
                 bar.update(1, detections=2)
-    assert pipe.getvalue() == ""
-    text = tty.getvalue()
+    lines = pipe.getvalue().splitlines()  # off a terminal: plain lines, no carriage returns or escapes
+    assert len(lines) >= 2 and "\r" not in pipe.getvalue() and "\x1b" not in pipe.getvalue()
+    assert lines[0].startswith("explain: 1/3 images (33%)") and "left" in lines[0]
+    assert lines[-1].startswith("explain: 3/3 images (100%)") and "detections=2" in lines[-1]
+    assert quiet.getvalue() == ""  # shorter than log_interval: the command's summary line is enough
+    text = tty.getvalue()  # a tqdm bar
     assert "3/3" in text and "100%" in text and "detections=2" in text and text.endswith("\n")
 
 

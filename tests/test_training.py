@@ -3,12 +3,13 @@
 import csv
 
 import cv2
+import numpy as np
 import pytest
 from ultralytics import YOLO
 
 from yolocam.errors import YolocamError
 from yolocam.demo.scenes import write_dataset
-from yolocam.evaluation.training import COLUMNS, CSV_NAME, PNG_NAME, add_explain_callbacks
+from yolocam.evaluation.training import COLUMNS, CSV_NAME, PNG_NAME, SCALARS, add_explain_callbacks
 
 EPOCHS = 2
 
@@ -23,7 +24,8 @@ def runs(tmp_path_factory):
         model = YOLO("yolov8n.yaml", task="detect")
         callback = None
         if name == "explained":  # conf 0: an untrained model's tiny scores still give boxes to explain
-            callback = add_explain_callbacks(model, samples=3, imgsz=64, conf=0.0, max_det=10, faithful=1, steps=4)
+            callback = add_explain_callbacks(model, samples=3, imgsz=64, conf=0.0, max_det=10, faithful=1, steps=4,
+                                             tensorboard=True, panels=2)
         model.train(data=str(data), epochs=EPOCHS, imgsz=64, batch=4, workers=0, device="cpu", project=str(root),
                     name=name, exist_ok=True, amp=False, plots=False, pretrained=False, seed=0, deterministic=True,
                     verbose=False)
@@ -63,3 +65,29 @@ def test_rejects_non_yolo_objects():
         add_explain_callbacks(object())
     with pytest.raises(YolocamError, match="samples"):
         add_explain_callbacks(YOLO("yolov8n.yaml", task="detect"), samples=0)
+
+
+def test_tensorboard_gets_the_epoch_metrics_and_heatmap_panels(runs):
+    """Real event files in the run folder, read back with TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    folder, callback = runs["explained"]
+    assert list(folder.glob("events.out.tfevents.*"))
+    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    for key in SCALARS:
+        if key in ("deletion_auc", "insertion_auc", "fp_energy", "tp_pointing", "tp_energy", "tp_energy_other"):
+            continue  # NaN when an epoch has no such prediction (then not logged)
+        events = acc.Scalars(f"yolocam/{key}")
+        assert [e.step for e in events] == list(range(1, EPOCHS + 1))
+        assert [e.value for e in events] == pytest.approx([float(r[key]) for r in callback.rows])
+    assert "yolocam/heatmaps" in tags["images"]
+    images = acc.Images("yolocam/heatmaps")
+    assert [e.step for e in images] == list(range(1, EPOCHS + 1))
+    panel = cv2.imdecode(np.frombuffer(images[-1].encoded_image_string, np.uint8), cv2.IMREAD_COLOR)
+    assert panel is not None and panel.shape[0] > 16 and panel.shape[1] > panel.shape[0]  # two panels side by side
+    from ultralytics.utils import SETTINGS
+
+    if not SETTINGS.get("tensorboard"):  # ultralytics' own TensorBoard logging is off: nothing of ours either
+        assert not list(runs["plain"][0].glob("events.out.tfevents.*"))

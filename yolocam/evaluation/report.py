@@ -1,7 +1,8 @@
 """The validation report: per-class tables of explanation metrics, its files, and the worst cases.
 
 `validation.py` collects one record per explained prediction; this module turns them into
-tables (printed and CSV/JSON) and a gallery of the highest-confidence false positives and the
+tables (printed and CSV/JSON), plots (`plots.py`: per class, energy in box against confidence,
+true against false positives) and a gallery of the highest-confidence false positives and the
 true positives with the least energy in their box.
 """
 
@@ -167,7 +168,8 @@ class ValidationReport:
                 "counts": self.counts, "missed": self.missed, "predictions": self.predictions, "worst": self.worst}
 
     def save(self, out) -> Path:
-        """Write metrics.csv, predictions.csv, metrics.json and worst/ into `out`."""
+        """Write metrics.csv, predictions.csv, metrics.json, worst/ and the plots (per_class.png,
+        energy_vs_conf.png, tp_vs_fp.png; see `plots.py`) into `out`."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         if self.worst_cases is not None and (self.worst_cases.fp or self.worst_cases.tp):
@@ -178,6 +180,10 @@ class ValidationReport:
                  "energy_other", "anchor", "level")
         atomic_write_bytes(out / "predictions.csv", csv_bytes(self.predictions, pkeys))
         atomic_write_bytes(out / "metrics.json", json.dumps(self.to_dict(), indent=1, default=float).encode())
+        from .plots import report_pngs
+
+        for name, data in report_pngs(self.table, self.predictions).items():
+            atomic_write_bytes(out / name, data)
         self.out = out
         return out
 

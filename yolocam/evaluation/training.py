@@ -6,8 +6,11 @@
 
 At every `on_fit_epoch_end` the callback explains a fixed sample of validation images with a deep
 copy of the trainer's EMA (or model) in eval mode, scores the maps against the labels, appends one
-row to `yolocam_metrics.csv` in the run folder and redraws `yolocam_metrics.png` (OpenCV). The
-trainer's model, EMA, optimiser and random number generators are left exactly as they were.
+row to `yolocam_metrics.csv` in the run folder and redraws `yolocam_metrics.png` (matplotlib). When
+the run logs to TensorBoard (ultralytics' `tensorboard` setting, or `tensorboard=True` here), the
+epoch's metrics go there too (`yolocam/<column>` scalars) with a few heatmap panels
+(`yolocam/heatmaps` images). The trainer's model, EMA, optimiser and random number generators are
+left exactly as they were.
 """
 
 from __future__ import annotations
@@ -23,15 +26,17 @@ import torch
 from ..errors import YolocamError
 from ..defaults import DEFAULT_FUSE, DEFAULT_LAYERS, DEFAULT_METHOD
 from ..explain.explainer import Explainer
-from ..output.files import atomic_write_bytes, encode_png
+from ..output.files import atomic_write_bytes
+from ..output.render import blend_heatmap, draw_boxes
 from .metrics import deletion_insertion, localise
+from .plots import training_png
 from .report import csv_bytes
 
 CSV_NAME, PNG_NAME = "yolocam_metrics.csv", "yolocam_metrics.png"
 COLUMNS = ("epoch", "images", "detections", "tp", "fp", "missed", "tp_pointing", "tp_energy", "tp_energy_other",
            "fp_energy", "deletion_auc", "insertion_auc")
-PLOTTED = ("tp_pointing", "tp_energy", "tp_energy_other", "deletion_auc", "insertion_auc")
-_COLOURS = ((200, 80, 0), (0, 150, 0), (0, 0, 220), (160, 0, 160), (0, 160, 200))
+SCALARS = COLUMNS[1:]  # logged to TensorBoard as yolocam/<column>
+PANEL_SIDE = 256  # heatmap panels for TensorBoard: each sampled image at most this many pixels a side
 
 
 class EpochExplainer:
@@ -39,16 +44,22 @@ class EpochExplainer:
 
     samples: validation images in the fixed sample (evenly spaced over the validation set);
     faithful: detections per image given deletion/insertion curves (0 = none); steps: their steps.
+    tensorboard: None = log to TensorBoard when ultralytics does (its writer is open); True = always
+    (ultralytics' writer, else one of ours in the run folder); False = never. panels: sampled images
+    shown as heatmap panels there.
     """
 
     def __init__(self, samples: int = 8, method: str = DEFAULT_METHOD, target="class", layers=DEFAULT_LAYERS,
                  fuse: str = DEFAULT_FUSE, imgsz: int | None = None, conf: float = 0.25, faithful: int = 1,
-                 steps: int = 8, max_det: int = 100):
+                 steps: int = 8, max_det: int = 100, tensorboard: bool | None = None, panels: int = 4):
         if not isinstance(samples, int) or samples < 1:
             raise YolocamError(f"samples: expected a positive int, got {samples!r}")
         self.samples, self.method, self.target, self.layers, self.fuse = samples, method, target, layers, fuse
         self.imgsz, self.conf, self.faithful, self.steps, self.max_det = imgsz, conf, faithful, steps, max_det
+        self.tensorboard, self.panels = tensorboard, panels
         self.rows: list[dict] = []
+        self._panels: list[np.ndarray] = []
+        self._writer = None
         self._sample: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
         self._final_seen = False
 
@@ -74,7 +85,45 @@ class EpochExplainer:
         self.rows.append(row)
         save_dir = Path(trainer.save_dir)
         atomic_write_bytes(save_dir / CSV_NAME, csv_bytes(self.rows, COLUMNS))
-        atomic_write_bytes(save_dir / PNG_NAME, encode_png(plot_rows(self.rows)))
+        atomic_write_bytes(save_dir / PNG_NAME, training_png(self.rows))
+        self.log_tensorboard(save_dir, row)
+
+    def log_tensorboard(self, save_dir: Path, row: dict) -> None:
+        """The epoch's metrics and heatmap panels, to ultralytics' TensorBoard writer or ours (see class doc)."""
+        writer = self._tensorboard_writer(save_dir)
+        if writer is None:
+            return
+        step = int(row["epoch"])
+        for key in SCALARS:
+            value = float(row[key])
+            if not np.isnan(value):
+                writer.add_scalar(f"yolocam/{key}", value, step)
+        if self._panels:
+            h = max(p.shape[0] for p in self._panels)
+            strip = np.concatenate([np.pad(p, ((0, h - p.shape[0]), (0, 4), (0, 0))) for p in self._panels], 1)
+            writer.add_image("yolocam/heatmaps", strip[:, :, ::-1].copy(), step, dataformats="HWC")
+        writer.flush()
+
+    def _tensorboard_writer(self, save_dir: Path):
+        if self.tensorboard is False:
+            return None
+        try:
+            from ultralytics.utils.callbacks import tensorboard as ul_tb
+
+            theirs = getattr(ul_tb, "WRITER", None)
+        except Exception:  # noqa: BLE001 - no TensorBoard support in this ultralytics
+            theirs = None
+        if theirs is not None:
+            return theirs
+        if not self.tensorboard:
+            return None
+        if self._writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as exc:
+                raise YolocamError("tensorboard=True needs the tensorboard package (pip install tensorboard)") from exc
+            self._writer = SummaryWriter(str(save_dir))
+        return self._writer
 
     # ------------------------------------------------------------ one epoch
     def epoch_row(self, trainer) -> dict:
@@ -93,7 +142,8 @@ class EpochExplainer:
                "insertion_auc": []}
         n_det = n_tp = n_missed = 0
         sample = self.sample(trainer)
-        for image, gt_boxes, gt_cls in sample:
+        self._panels = []
+        for i, (image, gt_boxes, gt_cls) in enumerate(sample):
             x, (lb,) = exp.adapter.preprocess([image], imgsz)
             res = exp.engine.run(x, conf=self.conf, max_det=self.max_det)
             dets, maps = res.detections[0], res.heatmaps[0]
@@ -105,6 +155,8 @@ class EpochExplainer:
             gt = torch.as_tensor(gt_boxes).float().view(-1, 4) * torch.tensor([gx, gy, gx, gy])
             loc = localise(maps[:, lb.top:lb.top + h, lb.left:lb.left + w], boxes, [d.cls for d in dets], gt, gt_cls)
             n_tp += int(loc.tp.sum())
+            if i < self.panels:
+                self._panels.append(panel(x, maps, dets, lb, loc.tp))
             n_missed += int(loc.missed.sum())
             for key in ("pointing", "energy", "energy_other"):
                 acc[key] += getattr(loc, key)[loc.tp].tolist()
@@ -149,44 +201,43 @@ def validation_labels(trainer) -> list[dict]:
     return [lab for lab in labels if isinstance(lab, dict) and "im_file" in lab]
 
 
-def plot_rows(rows: list[dict], size: tuple[int, int] = (420, 720)) -> np.ndarray:
-    """A BGR line plot (H, W, 3) of the PLOTTED columns (values in [0, 1]) over epochs."""
-    h, w = size
-    img = np.full((h, w, 3), 255, np.uint8)
-    left, right, top, bottom = 50, w - 170, 20, h - 40
-    cv2.rectangle(img, (left, top), (right, bottom), (0, 0, 0), 1)
-    for v in (0.0, 0.5, 1.0):
-        y = int(bottom - v * (bottom - top))
-        cv2.line(img, (left - 4, y), (left, y), (0, 0, 0), 1)
-        cv2.putText(img, f"{v:.1f}", (8, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
-    epochs = [r["epoch"] for r in rows]
-    lo, hi = min(epochs), max(max(epochs), min(epochs) + 1)
-    for e in sorted(set(epochs)):
-        x = int(left + (e - lo) / (hi - lo) * (right - left))
-        cv2.putText(img, str(e), (x - 4, bottom + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(img, "epoch", ((left + right) // 2 - 20, h - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
-    for k, (key, colour) in enumerate(zip(PLOTTED, _COLOURS)):
-        pts = [(int(left + (r["epoch"] - lo) / (hi - lo) * (right - left)),
-                int(bottom - min(max(r[key], 0.0), 1.0) * (bottom - top))) for r in rows if r[key] == r[key]]
-        for a, b in zip(pts, pts[1:]):
-            cv2.line(img, a, b, colour, 2, cv2.LINE_AA)
-        for p in pts:
-            cv2.circle(img, p, 3, colour, -1, cv2.LINE_AA)
-        y = top + 14 + 20 * k
-        cv2.line(img, (right + 10, y - 4), (right + 30, y - 4), colour, 2)
-        cv2.putText(img, key, (right + 36, y), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
-    return img
+def plot_rows(rows: list[dict]) -> np.ndarray:
+    """The metrics chart (`yolocam_metrics.png`, matplotlib) as a BGR array."""
+    return cv2.imdecode(np.frombuffer(training_png(rows), np.uint8), cv2.IMREAD_COLOR)
+
+
+def panel(x: torch.Tensor, maps: torch.Tensor, dets, lb, tp) -> np.ndarray:
+    """One sampled image (the letterboxed input without padding) with the union of its maps and its
+    boxes (labelled TP/FP), at most PANEL_SIDE pixels a side, BGR."""
+    w, h = lb.new_unpad
+    img = (x[0, :, lb.top:lb.top + h, lb.left:lb.left + w].permute(1, 2, 0).float().cpu().numpy() * 255)
+    img = np.ascontiguousarray(img.clip(0, 255).astype(np.uint8)[:, :, ::-1])
+    heat = maps[:, lb.top:lb.top + h, lb.left:lb.left + w].amax(0).float().cpu().numpy() if len(dets) else \
+        np.zeros((h, w), np.float32)
+    gain = PANEL_SIDE / max(h, w)
+    size = (max(int(round(w * gain)), 1), max(int(round(h * gain)), 1))
+    img, heat = cv2.resize(img, size), cv2.resize(heat, size)
+    out = blend_heatmap(img, heat)
+    shown = list(dets)[:8]
+    boxes = [type("D", (), {"box": [(d.box[0] - lb.left) * gain, (d.box[1] - lb.top) * gain,
+                                    (d.box[2] - lb.left) * gain, (d.box[3] - lb.top) * gain], "cls": d.cls})
+             for d in shown]
+    draw_boxes(out, boxes, [("TP " if bool(tp[k]) else "FP ") + f"{d.conf:.2f}" for k, d in enumerate(shown)], size=11)
+    return out
 
 
 def add_explain_callbacks(yolo, samples: int = 8, method: str = DEFAULT_METHOD, target="class",
                           layers=DEFAULT_LAYERS, fuse: str = DEFAULT_FUSE, imgsz: int | None = None,
-                          conf: float = 0.25, faithful: int = 1, steps: int = 8, max_det: int = 100) -> EpochExplainer:
+                          conf: float = 0.25, faithful: int = 1, steps: int = 8, max_det: int = 100,
+                          tensorboard: bool | None = None, panels: int = 4) -> EpochExplainer:
     """Register an `EpochExplainer` on `yolo` (an `ultralytics.YOLO`) for `on_fit_epoch_end`; returns it.
 
     imgsz: None = the training imgsz. conf / max_det: detection threshold and cap per sampled image.
+    tensorboard / panels: see `EpochExplainer`.
     """
     if not hasattr(yolo, "add_callback"):
         raise YolocamError(f"yolo: expected an ultralytics.YOLO model, got {type(yolo).__name__}")
-    callback = EpochExplainer(samples, method, target, layers, fuse, imgsz, conf, faithful, steps, max_det)
+    callback = EpochExplainer(samples, method, target, layers, fuse, imgsz, conf, faithful, steps, max_det,
+                              tensorboard, panels)
     yolo.add_callback("on_fit_epoch_end", callback)
     return callback

@@ -1,6 +1,9 @@
-"""A minimal progress bar on stderr: drawn only on a terminal, silent otherwise.
+"""Progress of long runs: a tqdm bar on a terminal, periodic plain lines elsewhere (CI logs, `nohup`).
 
-Thread-safe (the CLI's writer thread advances it). No third-party dependency.
+Thread-safe (the CLI's writer thread advances it). Off a terminal, a line is written at most every
+`log_interval` seconds, like ultralytics in non-interactive consoles, and a last one at the end if
+any was written (runs shorter than `log_interval` stay quiet: the command's summary line says it all):
+`explain: 9/20 images (45%), 1.3/s, detections=12, 7s elapsed, 8s left`.
 """
 
 from __future__ import annotations
@@ -10,27 +13,44 @@ import threading
 import time
 
 
-class Progress:
-    """Counts finished items out of `total` and redraws one status line at most every `interval` s.
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    return f"{minutes}m{seconds:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
 
-    `enabled=None` draws only when `stream` is a terminal; `postfix` items (e.g. detections=12)
-    are shown after the bar.
+
+class Progress:
+    """Counts finished items out of `total`.
+
+    `enabled=None` draws a bar when `stream` is a terminal and writes periodic lines otherwise;
+    `enabled=False` is silent; `enabled=True` forces the bar. `postfix` items (e.g. detections=12)
+    are shown after the counts. `interval`: the bar's minimum redraw interval; `log_interval`: seconds
+    between lines off a terminal.
     """
 
     def __init__(self, total: int, desc: str = "", stream=None, enabled: bool | None = None,
-                 interval: float = 0.1, width: int = 24):
-        self.total, self.desc, self.width, self.interval = max(int(total), 0), desc, width, interval
+                 interval: float = 0.1, width: int | None = None, unit: str = "images", log_interval: float = 10.0):
+        self.total, self.desc, self.unit = max(int(total), 0), desc, unit
         self.stream = stream if stream is not None else sys.stderr
-        if enabled is None:
-            enabled = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.enabled = enabled
+        terminal = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.mode = "off" if enabled is False else ("bar" if enabled or terminal else "lines")
+        self.enabled = self.mode != "off"
+        self.log_interval = log_interval
         self.n = 0
         self.postfix: dict = {}
         self._start = time.monotonic()
-        self._last_draw = 0.0
+        self._last_line = self._start
         self._lock = threading.Lock()
         self._closed = False
-        self._draw(force=True)
+        self._bar = None
+        if self.mode == "bar":
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self.total, desc=desc, file=self.stream, mininterval=interval, unit=unit[:3],
+                             ncols=width, dynamic_ncols=width is None, leave=True)
+        self._lines = 0
 
     def __enter__(self) -> "Progress":
         return self
@@ -41,36 +61,46 @@ class Progress:
     def update(self, n: int = 1, **postfix) -> None:
         """Advance by `n` items and set the shown `postfix` values."""
         with self._lock:
+            if self._closed:
+                return
             self.n += n
             self.postfix.update(postfix)
-            self._draw(force=self.n >= self.total)
+            if self._bar is not None:
+                if postfix:
+                    self._bar.set_postfix(self.postfix, refresh=False)
+                self._bar.update(n)
+            elif self.mode == "lines":
+                now = time.monotonic()
+                if now - self._last_line >= self.log_interval and self.n < self.total:
+                    self._last_line = now
+                    self._write(self.line())
 
     def line(self) -> str:
-        """The status line, e.g. `explain  45%|#####      | 9/20 images 1.3/s detections=12`."""
+        """The status as one line, e.g. `explain: 9/20 images (45%), 1.3/s, detections=12, 7s elapsed, 8s left`."""
         elapsed = max(time.monotonic() - self._start, 1e-9)
-        frac = self.n / self.total if self.total else 1.0
-        filled = int(round(frac * self.width))
-        bar = "#" * filled + " " * (self.width - filled)
-        extra = " ".join(f"{k}={v}" for k, v in self.postfix.items())
-        return f"{self.desc} {frac * 100:3.0f}%|{bar}| {self.n}/{self.total} {self.n / elapsed:.1f}/s {extra}".rstrip()
+        rate = self.n / elapsed
+        parts = [f"{self.desc + ': ' if self.desc else ''}{self.n}/{self.total} {self.unit}"
+                 f" ({self.n / self.total * 100 if self.total else 100:.0f}%)"]
+        if self.n:
+            parts.append(f"{rate:.1f}/s")
+        parts += [f"{k}={v}" for k, v in self.postfix.items()]
+        parts.append(f"{_duration(elapsed)} elapsed")
+        if self.n and self.n < self.total:
+            parts.append(f"{_duration((self.total - self.n) / rate)} left")
+        return ", ".join(parts)
 
-    def _draw(self, force: bool = False) -> None:
-        if not self.enabled or self._closed:
-            return
-        now = time.monotonic()
-        if not force and now - self._last_draw < self.interval:
-            return
-        self._last_draw = now
-        self.stream.write("\r\x1b[K" + self.line())
+    def _write(self, text: str) -> None:
+        self._lines += 1
+        self.stream.write(text + "\n")
         self.stream.flush()
 
     def close(self) -> None:
-        """Draw the final state and end the line (terminal only)."""
+        """End the bar, or write the final line (off a terminal)."""
         with self._lock:
             if self._closed:
                 return
-            self._draw(force=True)
             self._closed = True
-            if self.enabled:
-                self.stream.write("\n")
-                self.stream.flush()
+            if self._bar is not None:
+                self._bar.close()
+            elif self.mode == "lines" and self._lines:
+                self._write(self.line())
