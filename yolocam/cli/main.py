@@ -16,6 +16,7 @@ from typing import Sequence
 from ..errors import YolocamError
 
 RUNS_DIR = Path("runs") / "yolocam"
+SAVE_FORMATS = ("jpg", "png")  # = output/export.py's, listed here so that --help needs no numpy or OpenCV
 
 
 from .options import (  # noqa: F401  (the option values, also importable from here as before)
@@ -25,12 +26,32 @@ from .options import (  # noqa: F401  (the option values, also importable from h
 
 
 # --------------------------------------------------------------------------- commands
-def _out_dir(arg: str | None, name: str) -> tuple[Path, bool]:
-    """(output folder, whether it already existed): `arg`, or the next free runs/yolocam/<name>N."""
+def _out_dir(arg: str | None, name: str, exist_ok: bool = False) -> tuple[Path, bool]:
+    """(output folder, whether it already existed), named as ultralytics names run folders: `arg`, or
+    the next free runs/yolocam/<name>N (runs/yolocam/<name> itself with `exist_ok`).
+
+    A folder that already holds files (other than temporary files of killed runs) is refused unless
+    `exist_ok`; `_reuse` then removes what yolocam's previous run there wrote, and nothing else.
+    """
+    from ..output.cleanup import folder_in_use
     from ..output.files import increment_dir
 
-    out = Path(arg) if arg else increment_dir(RUNS_DIR / name)
+    out = Path(arg) if arg else (RUNS_DIR / name if exist_ok else increment_dir(RUNS_DIR / name))
+    if out.exists() and not out.is_dir():
+        raise YolocamError(f"--out {out} is a file, not a folder")
+    if not exist_ok and folder_in_use(out):
+        raise YolocamError(f"output folder {out} already exists and is not empty; pass --exist-ok to reuse it "
+                           "(the files yolocam's previous run there wrote are removed first) or choose another --out")
     return out, out.exists()
+
+
+def _reuse(out: Path, existed: bool) -> None:
+    """Before writing into an existing folder: remove the files its yolocam manifest lists (previous
+    run's overlays, maps, gallery, ...) and temporary files left by killed runs."""
+    from ..output.cleanup import clear_previous
+
+    if existed:
+        clear_previous(out)
 
 
 def _drop_if_empty(out: Path, existed: bool) -> None:
@@ -47,9 +68,9 @@ def cmd_explain(args) -> int:
     from ..output.progress import Progress
 
     entries = resolve_inputs(args.source, recursive=args.recursive)
-    out, existed = _out_dir(args.out, "explain")
+    out, existed = _out_dir(args.out, "explain", args.exist_ok)
     crops = args.html if args.crops is None else args.crops  # the gallery's cards show the crops
-    writer = ExportWriter(out, html=args.html, crops=crops, append=False)  # fails early if unwritable
+    writer = ExportWriter(out, html=args.html, crops=crops, append=False, save_format=args.save_format)  # fails early if unwritable
     try:
         exp = Explainer(model=args.model, method=args.method, target=args.target, layers=args.layers,
                         fuse=args.fuse, imgsz=args.imgsz, device=args.device)
@@ -59,9 +80,15 @@ def cmd_explain(args) -> int:
     except BaseException:
         _drop_if_empty(out, existed)
         raise
+    _reuse(out, existed)
     writer.manifest.update(exp.meta)
-    with Progress(len(entries), desc="explain") as bar:
-        counts = run_explain(exp, entries, writer, args.conf, args.iou, classes, args.max_det, args.batch, bar)
+    try:
+        with Progress(len(entries), desc="explain") as bar:
+            counts = run_explain(exp, entries, writer, args.conf, args.iou, classes, args.max_det, args.batch, bar)
+    except BaseException:
+        writer.fail()  # no manifest that looks like a finished run
+        _drop_if_empty(out, existed)
+        raise
     for line in counts["error_lines"][:20]:
         print(f"yolocam: warning: skipped {line}", file=sys.stderr)
     if counts["errors"] > 20:
@@ -112,21 +139,29 @@ def cmd_demo(args) -> int:
     from ..output.render import summary_grid
     from ..demo.scenes import make_scene
 
-    out, existed = _out_dir(args.out, "demo")
-    writer = ExportWriter(out, html=True, crops=True, append=False)
+    out, existed = _out_dir(args.out, "demo", args.exist_ok)
+    writer = ExportWriter(out, html=True, crops=True, append=False, save_format=args.save_format)
     try:
         exp = Explainer(model=args.model, method=args.method, target=args.target, layers=args.layers,
                         fuse=args.fuse, imgsz=args.imgsz, device=args.device)
     except BaseException:
         _drop_if_empty(out, existed)
         raise
+    _reuse(out, existed)
     scene = make_scene(args.seed)
     image_path = out / "scene.png"
-    atomic_write_bytes(image_path, encode_png(scene.image))
-    [result] = exp.explain(str(image_path), conf=args.conf, max_det=args.max_det)
-    writer.manifest.update(exp.meta)
-    writer.add(result)
-    atomic_write_bytes(out / "summary.png", encode_png(summary_grid(result)))
+    try:
+        writer.add_file("scene.png")
+        atomic_write_bytes(image_path, encode_png(scene.image))
+        [result] = exp.explain(str(image_path), conf=args.conf, max_det=args.max_det)
+        writer.manifest.update(exp.meta)
+        writer.add(result)
+        writer.add_file("summary.png")
+        atomic_write_bytes(out / "summary.png", encode_png(summary_grid(result)))
+    except BaseException:
+        writer.fail()
+        _drop_if_empty(out, existed)
+        raise
     writer.finish()
     found = ", ".join(f"{d.name} {d.conf:.2f}" for d in result.detections) or "nothing"
     print(f"yolocam demo: scene {args.seed} ({len(scene.boxes)} shapes), model {exp.meta['model']}, "
@@ -141,7 +176,12 @@ def cmd_demo(args) -> int:
 
 def cmd_val(args) -> int:
     from ..evaluation.validation import main_val
+    from ..output.cleanup import clear_previous
 
+    out, existed = _out_dir(args.out, "val", args.exist_ok)
+    if existed:
+        clear_previous(out / "worst")  # the worst-case gallery is an export folder; other files are replaced
+    args.out = str(out)
     return int(main_val(args) or 0)
 
 
@@ -185,10 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-det", type=positive_int, default=300, help="detections per image (default 300)")
     p.add_argument("--batch", type=positive_int, default=1, help="images per model batch (default 1)")
     p.add_argument("--out", default=None, help=f"output folder (default: a new {RUNS_DIR / 'explain'}N)")
+    p.add_argument("--exist-ok", action="store_true",
+                   help="reuse an existing --out: first remove the files yolocam's previous run there wrote")
     p.add_argument("--html", action="store_true", help="also write the gallery index.html")
     p.add_argument("--crops", action=argparse.BooleanOptionalAction, default=None,
                    help="write each box's zoomed crop (box plus context); default: on with --html, whose "
                         "gallery shows them as the detections' cards")
+    p.add_argument("--save-format", choices=SAVE_FORMATS, default="jpg",
+                   help="overlays and crops as jpg (default: about 8x smaller) or png (lossless)")
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("methods", help="list the CAM methods (one line each) and the bundled models")
@@ -199,7 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "targets and layers on it: yolocam demo --method gradcam --target box")
     _add_model_args(p)
     p.add_argument("--out", default=None, help=f"output folder (default: a new {RUNS_DIR / 'demo'}N)")
+    p.add_argument("--exist-ok", action="store_true",
+                   help="reuse an existing --out: first remove the files yolocam's previous run there wrote")
     p.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
+    p.add_argument("--save-format", choices=SAVE_FORMATS, default="jpg",
+                   help="overlays and crops as jpg (default: about 8x smaller) or png (lossless)")
     p.add_argument("--conf", type=unit_float, default=0.25, help="confidence threshold (default 0.25)")
     p.add_argument("--max-det", type=positive_int, default=300, help="detections per image (default 300)")
     p.set_defaults(func=cmd_demo)
@@ -211,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conf", type=unit_float, default=0.25, help="confidence threshold (default 0.25)")
     p.add_argument("--iou", type=unit_float, default=0.7, help="NMS IoU threshold (default 0.7)")
     p.add_argument("--out", default=None, help=f"output folder (default: a new {RUNS_DIR / 'val'}N)")
+    p.add_argument("--exist-ok", action="store_true",
+                   help="reuse an existing --out: first remove the files yolocam's previous run there wrote")
     p.add_argument("--max-images", type=positive_int, default=None,
                    help="validate on at most this many images (default: all)")
     p.add_argument("--max-explanations", type=positive_int, default=None,
