@@ -266,8 +266,9 @@ def test_twenty_scenes_end_to_end(twenty_scenes, random_model, tmp_path, capsys)
         assert (img["height"], img["width"]) == (h, w)
         dets = img["detections"]
         total += len(dets)
-        pngs = sorted(p.name for p in (out / img["stem"]).glob("*.png"))
-        assert pngs == sorted(Path(d["overlay"]).name for d in dets)  # one overlay per detection, no more
+        pictures = sorted(p.name for p in (out / img["stem"]).iterdir() if p.suffix in (".png", ".jpg"))
+        assert pictures == sorted(Path(d["overlay"]).name for d in dets)  # one overlay per detection, no more
+        assert all(name.endswith(".jpg") for name in pictures)  # the CLI's default --save-format
         for d in dets:
             assert cv2.imread(str(out / d["overlay"])).shape == (h, w, 3)
             assert CLASS_NAMES[d["cls"]] == d["name"]

@@ -54,7 +54,7 @@ class Page(HTMLParser):
             self.body = a
         elif tag == "figure" and "det" in (a.get("class") or "").split():
             self.cards.append(a)
-        elif tag == "img" and self.cards and a.get("src", "").endswith(".png") and "summary" not in a["src"]:
+        elif tag == "img" and self.cards and a.get("src", "").endswith((".png", ".jpg")) and "summary" not in a["src"]:
             self.images.append(dict(a, card=self.cards[-1]["id"]))
 
     def visible(self) -> list[dict]:

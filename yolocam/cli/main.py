@@ -16,6 +16,7 @@ from typing import Sequence
 from ..errors import YolocamError
 
 RUNS_DIR = Path("runs") / "yolocam"
+SAVE_FORMATS = ("jpg", "png")  # = output/export.py's, listed here so that --help needs no numpy or OpenCV
 
 
 from .options import (  # noqa: F401  (the option values, also importable from here as before)
@@ -69,7 +70,7 @@ def cmd_explain(args) -> int:
     entries = resolve_inputs(args.source, recursive=args.recursive)
     out, existed = _out_dir(args.out, "explain", args.exist_ok)
     crops = args.html if args.crops is None else args.crops  # the gallery's cards show the crops
-    writer = ExportWriter(out, html=args.html, crops=crops, append=False)  # fails early if unwritable
+    writer = ExportWriter(out, html=args.html, crops=crops, append=False, save_format=args.save_format)  # fails early if unwritable
     try:
         exp = Explainer(model=args.model, method=args.method, target=args.target, layers=args.layers,
                         fuse=args.fuse, imgsz=args.imgsz, device=args.device)
@@ -139,7 +140,7 @@ def cmd_demo(args) -> int:
     from ..demo.scenes import make_scene
 
     out, existed = _out_dir(args.out, "demo", args.exist_ok)
-    writer = ExportWriter(out, html=True, crops=True, append=False)
+    writer = ExportWriter(out, html=True, crops=True, append=False, save_format=args.save_format)
     try:
         exp = Explainer(model=args.model, method=args.method, target=args.target, layers=args.layers,
                         fuse=args.fuse, imgsz=args.imgsz, device=args.device)
@@ -230,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crops", action=argparse.BooleanOptionalAction, default=None,
                    help="write each box's zoomed crop (box plus context); default: on with --html, whose "
                         "gallery shows them as the detections' cards")
+    p.add_argument("--save-format", choices=SAVE_FORMATS, default="jpg",
+                   help="overlays and crops as jpg (default: about 8x smaller) or png (lossless)")
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("methods", help="list the CAM methods (one line each) and the bundled models")
@@ -243,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exist-ok", action="store_true",
                    help="reuse an existing --out: first remove the files yolocam's previous run there wrote")
     p.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
+    p.add_argument("--save-format", choices=SAVE_FORMATS, default="jpg",
+                   help="overlays and crops as jpg (default: about 8x smaller) or png (lossless)")
     p.add_argument("--conf", type=unit_float, default=0.25, help="confidence threshold (default 0.25)")
     p.add_argument("--max-det", type=positive_int, default=300, help="detections per image (default 300)")
     p.set_defaults(func=cmd_demo)

@@ -4,8 +4,9 @@
     OUT/<stem>/heatmaps.npz         heatmaps (N,h,w) float16 with image_size (2,) int32 = (H, W) when the maps
                                     are kept compact (`maps.py`), else (N,H,W); boxes (N,4) float32,
                                     classes (N,) int32, scores (N,) float32
-    OUT/<stem>/<k:03d>_<name>.png   overlay per detection (long side at most `overlay_max_side`)
-    OUT/<stem>/crops/<k:03d>_<name>.png   (optional) the box's crop of the overlay
+    OUT/<stem>/<k:03d>_<name>.png   overlay per detection (long side at most `overlay_max_side`;
+                                    `.jpg` with save_format="jpg", the CLI's default)
+    OUT/<stem>/crops/<k:03d>_<name>.png   (optional) the box's zoomed crop (box plus context)
     OUT/index.html                  (optional) gallery
 
 Every file is written under a temporary name and renamed, and the manifest is rewritten after
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from ..errors import YolocamError
 from .files import atomic_write_bytes, encode_npz, encode_png, prepare_out_dir, safe_name
 from .render import CROP_SIDE, blend_heatmap, box_crop, draw_box
 
@@ -33,6 +35,8 @@ if TYPE_CHECKING:  # results.py imports this module (ImageExplanation.save)
     from .results import ImageExplanation
 
 MANIFEST_VERSION = 1
+SAVE_FORMATS = ("png", "jpg")  # overlays and crops: lossless PNG, or JPEG (quality JPEG_QUALITY, about 8x smaller)
+JPEG_QUALITY = 90
 OVERLAY_MAX_SIDE = 800  # overlays of larger images are drawn on the image scaled down to this long side
 OVERLAY_BYTES_IN_FLIGHT = 256e6  # overlay threads are limited so that their buffers stay under this
 
@@ -45,10 +49,14 @@ class ExportWriter:
     long side exceeds `overlay_max_side` are drawn on the image scaled down to it (None: full size);
     `crops` are cut from the full-resolution overlay. Maps kept compact by `Explainer` are written
     compact (see the module docstring); one full-resolution map at a time is made, only when needed.
+    `save_format`: "png" (the default here) or "jpg" for overlays and crops.
     """
 
     def __init__(self, out_dir, meta: dict | None = None, html: bool = False, crops: bool = False,
-                 append: bool = True, overlay_max_side: int | None = OVERLAY_MAX_SIDE):
+                 append: bool = True, overlay_max_side: int | None = OVERLAY_MAX_SIDE, save_format: str = "png"):
+        if save_format not in SAVE_FORMATS:
+            raise YolocamError(f"save_format: expected one of {', '.join(SAVE_FORMATS)}, got {save_format!r}")
+        self.save_format = save_format
         self.out = prepare_out_dir(out_dir)
         self.html, self.crops = html, crops
         self.overlay_max_side = overlay_max_side
@@ -111,7 +119,7 @@ class ExportWriter:
         folder = self.out / stem
         h, w = result.image.shape[:2]
         dets = result.detections
-        names = [f"{k:03d}_{safe_name(d.name)}.png" for k, d in enumerate(dets)]
+        names = [f"{k:03d}_{safe_name(d.name)}.{self.save_format}" for k, d in enumerate(dets)]
         self.manifest["pending"] = [f"{stem}/heatmaps.npz"] + [f"{stem}/{n}" for n in names] + (
             [f"{stem}/crops/{n}" for n in names] if self.crops else [])
         self.write_manifest()  # lists the files about to be written, in case the run is killed meanwhile
@@ -130,7 +138,7 @@ class ExportWriter:
             d, name = dets[k], names[k]
             overlay = blend_heatmap(base, d.heatmap_at((oh, ow)))
             draw_box(overlay, [d.box[0] * gx, d.box[1] * gy, d.box[2] * gx, d.box[3] * gy], f"{d.name} {d.conf:.2f}")
-            atomic_write_bytes(folder / name, encode_png(overlay))
+            atomic_write_bytes(folder / name, self._encode(overlay))
             del overlay
             entry = {"index": k, **d.to_dict(), "overlay": f"{stem}/{name}"}
             if self.crops:
@@ -156,12 +164,20 @@ class ExportWriter:
                                                thread_name_prefix="yolocam-overlay")
         return self._threads
 
+    def _encode(self, image: np.ndarray) -> bytes:
+        if self.save_format == "png":
+            return encode_png(image)
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        if not ok:
+            raise YolocamError(f"cannot encode JPEG of shape {image.shape}")
+        return buf.tobytes()
+
     def _write_crop(self, folder: Path, name: str, image: np.ndarray, det, stem: str) -> str:
         """A zoomed view of the box plus context at full resolution (`render.box_crop`: only that region
         is blended), long side CROP_SIDE px; the gallery shows it as the detection's card."""
         (folder / "crops").mkdir(exist_ok=True)
         crop = box_crop(image, det.heatmap, det.box, f"{det.name} {det.conf:.2f}", size=CROP_SIDE)
-        atomic_write_bytes(folder / "crops" / name, encode_png(crop))
+        atomic_write_bytes(folder / "crops" / name, self._encode(crop))
         return f"{stem}/crops/{name}"
 
     def write_manifest(self, final: bool = False) -> None:
