@@ -116,6 +116,10 @@ def _detached(outputs, det):
     return outputs.logits[0, det.anchor, det.cls].detach()
 
 
+def _new_leaf(outputs, det):
+    return torch.tensor(1.0, requires_grad=True)
+
+
 def _p3_only(outputs, det):
     """A target that reads the first P3 prediction whatever the box (zero gradient w.r.t. layer 21)."""
     return outputs.logits[0, 0, det.cls]
@@ -123,7 +127,7 @@ def _p3_only(outputs, det):
 
 @pytest.mark.parametrize("strategy", ["loop", "batched"])
 def test_target_callables_that_do_not_depend_on_the_outputs_raise(v8_model, image, strategy):
-    for fn in (_constant, _detached):
+    for fn in (_constant, _detached, _new_leaf):
         with pytest.raises(YolocamError, match=f"target callable '{fn.__name__}' returned a tensor that does not "
                                                "depend on the model's outputs"):
             _explain(v8_model, image, "neck", target=fn, strategy=strategy)

@@ -147,7 +147,7 @@ class CallableTarget(Target):
                     f"target callable {self.name!r} must return a scalar tensor, got "
                     f"{type(v).__name__}{tuple(v.shape) if isinstance(v, torch.Tensor) else ''}"
                 )
-            if live and not v.requires_grad:
+            if live and v.grad_fn is None:  # a constant, detached, or a new leaf: not computed from `outputs`
                 raise YolocamError(
                     f"target callable {self.name!r} returned a tensor that does not depend on the model's outputs "
                     f"(a constant, or computed under no_grad or from .detach()/.item()); it must return a scalar "
