@@ -53,7 +53,7 @@ class Projector:
     `one` resizes maps of one grid size. Matrices are cached per grid size.
     """
 
-    CHUNK_ELEMENTS = 2 ** 22  # bound on the floats of one chunk's column products (16 MB)
+    CHUNK_ELEMENTS = 2 ** 20  # bound on the floats of one chunk's column products (4 MB)
 
     def __init__(self, input_size: tuple[int, int], letterbox: Letterbox | None, device):
         self.input_size, self.letterbox, self.device = tuple(input_size), letterbox, device
