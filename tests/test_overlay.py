@@ -132,3 +132,14 @@ def test_tiny_and_large_images_draw(shape):
         result = ImageExplanation(None, image, [d])
     assert summary_grid(result).shape[2] == 3
     assert box_crop(result.image, result.detections[0].heatmap, result.detections[0].box, "x").ndim == 3
+
+
+def test_labels_keep_other_small_boxes_visible():
+    boxes = [[100 + 40 * k, 200, 130 + 40 * k, 230] for k in range(6)]  # a row of small boxes 10 px apart
+    size = label_patch("cross 0.95", 14).shape[1::-1]
+    spots = place_labels(boxes, [size] * len(boxes), (480, 640))
+    for i, (x, y) in enumerate(spots):
+        rect = (x, y, x + size[0], y + size[1])
+        for j, b in enumerate(boxes):
+            if j != i:
+                assert min(rect[2], b[2]) <= max(rect[0], b[0]) or min(rect[3], b[3]) <= max(rect[1], b[1]), (i, j)

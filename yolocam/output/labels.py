@@ -91,9 +91,12 @@ def place_labels(boxes, sizes, shape) -> list[tuple[int, int]]:
     """
     H, W = shape[:2]
     placed: list[tuple[int, int, int, int]] = []
+    rects = [tuple(int(round(v)) for v in b) for b in boxes]
     out = []
-    for box, (w, h) in zip(boxes, sizes):
-        x1, y1, x2, y2 = (int(round(v)) for v in box)
+    for i, (box, (w, h)) in enumerate(zip(boxes, sizes)):
+        x1, y1, x2, y2 = rects[i]
+        # small boxes of other detections should stay visible too (large ones would leave no room)
+        small = [r for j, r in enumerate(rects) if j != i and (r[2] - r[0]) * (r[3] - r[1]) < 4 * w * h]
         cands = [(x1, y1 - h), (x1, y1), (x1, y2), (x2 - w, y1 - h), (x2 - w, y1), (x1, y2 - h), (x2 - w, y2),
                  (x2, y1), (x1 - w, y1)]
         # then further away, nearest first: rows of label height above and below, half-label steps sideways
@@ -103,7 +106,7 @@ def place_labels(boxes, sizes, shape) -> list[tuple[int, int]]:
         for i, (cx, cy) in enumerate(cands):
             cx, cy = min(max(cx, 0), max(W - w, 0)), min(max(cy, 0), max(H - h, 0))
             rect = (cx, cy, cx + w, cy + h)
-            cost = sum(_overlap(rect, p) for p in placed)
+            cost = 10 * sum(_overlap(rect, p) for p in placed) + sum(_overlap(rect, r) for r in small)
             if cost == 0:
                 best = rect
                 break

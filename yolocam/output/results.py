@@ -10,7 +10,7 @@ import numpy as np
 
 from .export import OVERLAY_MAX_SIDE, ExportWriter
 from .maps import MapRef
-from .render import blend_heatmap, draw_box
+from .render import blend_heatmap, draw_boxes
 
 
 class _HeatmapField:
@@ -128,6 +128,5 @@ class ImageExplanation:
         else:
             heat, dets = self.detections[index].heatmap, [self.detections[index]]
         out = blend_heatmap(self.image, heat, alpha)
-        for d in dets:
-            draw_box(out, d.box, f"{d.name} {d.conf:.2f}")
+        draw_boxes(out, dets)  # one colour per class, labels placed so they do not cover each other
         return out
