@@ -48,7 +48,7 @@ class Progress:
         if self.mode == "bar":
             from tqdm import tqdm
 
-            self._bar = tqdm(total=self.total, desc=desc, file=self.stream, mininterval=interval, unit=unit[:3],
+            self._bar = tqdm(total=self.total, desc=desc, file=self.stream, mininterval=interval, unit={"images": "img"}.get(unit, unit),
                              ncols=width, dynamic_ncols=width is None, leave=True)
         self._lines = 0
 
