@@ -54,7 +54,7 @@ def build_image(name: str, path: Path, grain: float) -> None:
     cv2.imwrite(str(path), image)
 
 
-def run_cli(tree: Path, image: Path, out: Path, imgsz: int, boxes: int) -> dict:
+def run_cli(tree: Path, image: Path, out: Path, imgsz: int, boxes: int, extra: list[str]) -> dict:
     """One `yolocam explain` in a fresh process importing yolocam from `tree`; peak RSS and bytes written."""
     # The peak is the child's own VmHWM, read as it exits: `ru_maxrss` would also count the parent's
     # pages at the fork (this process grows when it compares the maps of a previous case).
@@ -64,7 +64,7 @@ def run_cli(tree: Path, image: Path, out: Path, imgsz: int, boxes: int) -> dict:
             "if l.startswith('VmHWM')][0], file=sys.stderr)); "
             "from yolocam.cli.main import main; sys.exit(main(sys.argv[2:]))")
     argv = [sys.executable, "-c", code, str(tree), "explain", str(image), "--model", "demo-v8", "--imgsz",
-            str(imgsz), "--conf", "0.01", "--max-det", str(boxes), "--out", str(out)]
+            str(imgsz), "--conf", "0.01", "--max-det", str(boxes), "--out", str(out), *extra]
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tree)
     output = proc.stdout.read().decode(errors="replace")
@@ -96,6 +96,7 @@ def main() -> None:
     parser.add_argument("--cases", default="12mp,36mp", help="comma list of " + ", ".join(CASES))
     parser.add_argument("--before", default=None, help="a git revision to measure as well (e.g. HEAD~3)")
     parser.add_argument("--grain", type=float, default=0.0, help="per-pixel noise sigma (default 0)")
+    parser.add_argument("--args", default="", help="more options for this checkout's runs (e.g. '--save-format png')")
     parser.add_argument("--reuse-before", action="store_true",
                         help="compare with the --before outputs already in --work instead of running them again")
     parser.add_argument("--work", default=None, help="folder for images and outputs (default: a temporary one)")
@@ -112,7 +113,7 @@ def main() -> None:
                                      capture_output=True).stdout
             subprocess.run(["tar", "-x", "-C", str(before)], input=archive, check=True)
         trees = {f"before ({args.before})": before, **trees}
-    print(f"grain {args.grain}  work {work}")
+    print(f"grain {args.grain}  work {work}  options {args.args or '-'}")
     print(f"{'case':5s}  {'tree':22s}  {'boxes':>5s}  {'peak RSS MB':>11s}  {'written MB':>10s}  "
           f"{'npz MB':>7s}  {'max |diff|':>10s}")
     for name in args.cases.split(","):
@@ -128,7 +129,7 @@ def main() -> None:
                 print(f"{name:5s}  {label:22s}  (output of an earlier run, for the map difference)", flush=True)
                 continue
             subprocess.run(["rm", "-rf", str(out)], check=True)
-            res = run_cli(tree, image, out, imgsz, boxes)
+            res = run_cli(tree, image, out, imgsz, boxes, args.args.split() if label == "after" else [])
             diff = ""
             if len(outs) == 2:
                 worst, n = max_difference(outs[0], outs[1])
