@@ -1,6 +1,6 @@
 """Evidence benchmark: does each method's map point at the mark that decides the class?
 
-    python examples/evidence_benchmark.py --model yolocam/demo/weights/demo-marks.pt --scenes 100 [--imgsz 640]
+    python examples/evidence_benchmark.py --model yolocam/demo/weights/demo-marks.pt --scenes 100 [--imgsz N]
         [--grid neck:sum,neck:max,...] [--methods hirescam,...] [--seed 2026] [--out runs/yolocam/evidence]
 
 On `--scenes` held-out evidence scenes (`yolocam.demo.evidence`, 'test'-split seeds of `--seed`, never

@@ -1,7 +1,7 @@
 """Evaluate a marks detector on FRESH held-out evidence scenes: mAP, and proof that it uses the marks.
 
 Usage: python weights_scripts/evaluate_marks.py yolocam/demo/weights/demo-marks.pt --n 500 --seed 2026 \
-           --imgsz 640 --ablate 100 [--device 0]
+           --imgsz 416 --ablate 100 [--device 0]
 
 Prints
   RESULT <w>: ... mAP50=... mAP50-95=...         (ultralytics val on n 'test'-split scenes of --seed)
@@ -56,7 +56,7 @@ def _best(pred, box):
     return int(classes[k]), float(iou[k])
 
 
-def ablation(model, seeds, imgsz: int = 640, conf: float = 0.25, device=None, batch: int = 16) -> dict:
+def ablation(model, seeds, imgsz: int = 416, conf: float = 0.25, device=None, batch: int = 16) -> dict:
     """Erase / swap each correctly detected object's mark (one object per edited image) and re-detect.
 
     model: an ultralytics YOLO; seeds: scene seeds. Returns {"objects", "detected", "erase", "swap",
@@ -104,7 +104,7 @@ if __name__ == "__main__":
     ap.add_argument("weights", nargs="+")
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--seed", type=int, default=2026)
-    ap.add_argument("--imgsz", type=int, default=640)
+    ap.add_argument("--imgsz", type=int, default=416, help="demo-marks was trained at 416")
     ap.add_argument("--ablate", type=int, default=100, help="scenes for the erase/swap test (0: skip)")
     ap.add_argument("--conf", type=float, default=0.25)
     ap.add_argument("--device", default="cpu")
