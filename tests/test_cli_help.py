@@ -52,8 +52,9 @@ def test_methods_lists_descriptions_and_models_without_torch():
             continue
         scope, text = catalog.describe(name)
         assert text in line and scope in line and method.description == text
-        assert (scope == catalog.IMAGE_LEVEL) == (not method.needs_gradients)
+        assert (scope == catalog.IMAGE_LEVEL) == (not method.needs_gradients and not method.black_box)
         assert (scope == catalog.PER_BOX) == (method.instance_specific and method.needs_gradients)
+        assert (scope == catalog.BLACK_BOX) == method.black_box
     assert "[default]" in next(l for l in out.splitlines() if l.split()[:1] == [yolocam.DEFAULT_METHOD])
     for model in yolocam.list_models():
         line = next(l for l in out.splitlines() if l.strip().startswith(model + ":"))

@@ -12,6 +12,9 @@ import os
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_VERBOSE", "False")
+# never pip-install at run time (ultralytics' `check_requirements` would, for an ONNX or OpenVINO model
+# whose runtime is missing): yolocam says which extra to install instead (`model/backend.py`)
+os.environ.setdefault("YOLO_AUTOINSTALL", "False")
 # ultralytics sets this default on import (one OpenMP thread unless the user chose otherwise). The
 # package imports ultralytics only when a model is loaded, possibly after torch, so it sets the same
 # default up front: torch's thread count then does not depend on which of the two came first.

@@ -6,12 +6,15 @@ list the same methods.
 
 Scope: `per-box` maps weight each position by the box's own gradient, so they show that one
 object; `per-box, class-wide` maps start from the box's gradient but pool it per channel, so they
-light every object that shares its features; `image-level` maps ignore the box (one map per image).
+light every object that shares its features; `image-level` maps ignore the box (one map per image);
+`black-box` maps need no gradients (any exported backend): all boxes of an image from one set of
+masked forward passes.
 """
 
 from __future__ import annotations
 
 PER_BOX, CLASS_WIDE, IMAGE_LEVEL = "per-box", "per-box, class-wide", "image-level"
+BLACK_BOX = "per-box, black-box"
 
 # name -> (scope, one-line description); aliases map to their method's name
 METHODS: dict[str, tuple[str, str]] = {
@@ -25,6 +28,8 @@ METHODS: dict[str, tuple[str, str]] = {
     "smoothgradcam++": (CLASS_WIDE, "SmoothGrad-CAM++: Grad-CAM++ averaged over noisy copies of the activations"),
     "ssgradcam": (PER_BOX, "SS-Grad-CAM: Grad-CAM weights times each position's gradient sensitivity"),
     "ssgradcam++": (PER_BOX, "SS-Grad-CAM++: Grad-CAM++ weights times each position's gradient sensitivity"),
+    "drise": (BLACK_BOX, "D-RISE: random masks weighted by how well each masked image still finds the box "
+                         "(no gradients; any backend)"),
 }
 ALIASES: dict[str, str] = {"odam": "hirescam"}
 

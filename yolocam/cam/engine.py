@@ -72,6 +72,9 @@ class CamEngine(ReplayStrategies):
         strategy: str = "auto",
         windows: bool = True,
     ):
+        if method.black_box:
+            raise YolocamError(f"method {method.name!r} is black-box: use Explainer(method={method.name!r}), "
+                               f"not the CAM engine (which needs a gradient-family method)")
         self.adapter, self.method, self.target = adapter, method, target
         self.layers = list(layers)
         self.fuse = check_fusion(fuse)

@@ -24,6 +24,7 @@ class Method:
 
     needs_gradients: False for image-level methods (EigenCAM) that skip the backward pass.
     samples / noise: SmoothGrad sample count and noise std (fraction of the activation range).
+    black_box: True for methods that run the model on perturbed images instead (no layers, no engine).
     description: one line for `yolocam methods` (built-in methods: from `catalog.py`, torch-free).
     """
 
@@ -34,6 +35,7 @@ class Method:
     noise: float = 0.0
     instance_specific: bool = True
     description: str = ""
+    black_box: bool = False  # needs only the model's outputs on perturbed inputs (D-RISE: `drise.py`)
 
     def __call__(self, acts: torch.Tensor, grads: torch.Tensor | None) -> torch.Tensor:
         return self.fn(acts, grads)
@@ -174,3 +176,9 @@ def ssgradcam(acts, grads):
 @register_method("ssgradcam++")
 def ssgradcampp(acts, grads):
     return (gradcampp_weights(acts, grads) * spatial_sensitivity(grads) * acts).sum(1)
+
+
+@register_method("drise", needs_gradients=False, black_box=True)
+def drise(acts, grads):
+    """Black-box: computed by `drise.py` from masked forward passes, never from activations."""
+    raise YolocamError("method 'drise' is black-box: it runs through Explainer (masked passes), not the CAM engine")

@@ -73,7 +73,7 @@ def cmd_explain(args) -> int:
     writer = ExportWriter(out, html=args.html, crops=crops, append=False, save_format=args.save_format)  # fails early if unwritable
     try:
         exp = Explainer(model=args.model, method=args.method, target=args.target, layers=args.layers,
-                        fuse=args.fuse, imgsz=args.imgsz, device=args.device)
+                        fuse=args.fuse, imgsz=args.imgsz, device=args.device, **drise_options(args))
         classes = resolve_classes(args.classes, exp.names)
         for line in notes.model_notes(args.model, exp.names):
             notes.note(line)
@@ -123,7 +123,8 @@ def cmd_methods(args) -> int:
         mark = " [default]" if name == DEFAULT_METHOD else ""
         print(f"  {name:<{width}}  {scope + ':' if scope else '':<21} {text}{mark}")
     print("  (per-box: the map shows the one object; class-wide: every object that shares its features;\n"
-          "   image-level: one map for all boxes of an image)")
+          "   image-level: one map for all boxes of an image; black-box: no gradients, any exported backend,\n"
+          "   every box of an image from one set of masked passes)")
     print("bundled models (--model NAME):")
     for name, (what, classes) in MODEL_INFO.items():
         mark = " [default]" if name == DEFAULT_MODEL else ""
@@ -143,7 +144,7 @@ def cmd_demo(args) -> int:
     writer = ExportWriter(out, html=True, crops=True, append=False, save_format=args.save_format)
     try:
         exp = Explainer(model=args.model, method=args.method, target=args.target, layers=args.layers,
-                        fuse=args.fuse, imgsz=args.imgsz, device=args.device)
+                        fuse=args.fuse, imgsz=args.imgsz, device=args.device, **drise_options(args))
     except BaseException:
         _drop_if_empty(out, existed)
         raise
@@ -186,12 +187,22 @@ def cmd_val(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.method == "drise":
+        from .bench_drise import main_drise_bench
+
+        return int(main_drise_bench(args) or 0)
     from .bench import main_bench
 
     return int(main_bench(args) or 0)
 
 
 # --------------------------------------------------------------------------- parser
+def drise_options(args) -> dict:
+    """The `--mask-*` options as `Explainer` keywords (used by `--method drise` only)."""
+    return {"masks": args.masks, "cell": args.mask_cell, "keep": args.mask_keep, "seed": args.mask_seed,
+            "mask_batch": args.mask_batch, "progress": None}
+
+
 def _add_model_args(p, method: bool = True,
                     imgsz_help: str = "default: the size the checkpoint was trained at, else 640") -> None:
     from ..defaults import DEFAULT_FUSE, DEFAULT_LAYERS, DEFAULT_METHOD
@@ -206,6 +217,15 @@ def _add_model_args(p, method: bool = True,
                        help=f"layers explained: neck, head, backbone or indices like 15,18,21 (default {DEFAULT_LAYERS})")
         p.add_argument("--fuse", type=fuse_name, default=DEFAULT_FUSE,
                        help=f"how layers combine: sum, max, origin, aligned (default {DEFAULT_FUSE})")
+        p.add_argument("--masks", type=positive_int, default=1000,
+                       help="--method drise: random masks per image, shared by all its boxes (default 1000)")
+        p.add_argument("--mask-cell", type=positive_int, default=None,
+                       help="--method drise: mask grid cell in input pixels (default: long side / 16)")
+        p.add_argument("--mask-keep", type=unit_float, default=0.5,
+                       help="--method drise: probability a mask cell is kept (default 0.5)")
+        p.add_argument("--mask-seed", type=int, default=0, help="--method drise: mask seed (default 0)")
+        p.add_argument("--mask-batch", type=positive_int, default=32,
+                       help="--method drise: masked images per forward pass; bounds memory (default 32)")
     p.add_argument("--imgsz", type=positive_int, default=None, help=f"model input size in pixels ({imgsz_help})")
     p.add_argument("--device", type=device_name, default=None, help="cpu, cuda:0, ... (default: the model's)")
 
@@ -285,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="memory bound of the batched replay in MiB, as Explainer(memory_mb=...) (default 2048)")
     p.add_argument("--image", choices=("noise", "scene"), default="noise",
                    help="test image: noise with flat shapes (default), or a generated scene of labelled objects")
+    p.add_argument("--masks", type=positive_int, default=256, help="--method drise: masks per image (default 256)")
+    p.add_argument("--mask-batches", type=int_list, default=[8, 32],
+                   help="--method drise: mask batch sizes to time, with their peak memory (default 8,32)")
     p.set_defaults(func=cmd_bench)
     return parser
 

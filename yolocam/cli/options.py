@@ -43,11 +43,12 @@ def method_name(text: str) -> str:
 
 @_typed
 def method_list(text: str) -> list[str]:
-    """Comma-separated method names, or `all` (every registered method, aliases left out)."""
+    """Comma-separated method names, or `all` (every registered gradient-family method, aliases and black-box
+    methods left out)."""
     from ..cam.methods import get_method, list_methods
 
     if text.strip() == "all":
-        return list(dict.fromkeys(get_method(m).name for m in list_methods()))
+        return list(dict.fromkeys(get_method(m).name for m in list_methods() if not get_method(m).black_box))
     names = [t.strip() for t in text.split(",") if t.strip()]
     if not names:
         raise YolocamError(f"expected a comma-separated list of methods, got {text!r}")

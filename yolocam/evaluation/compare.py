@@ -17,9 +17,10 @@ from typing import Sequence
 
 import torch
 
+from ..cam.drise import DriseConfig, DriseEngine
 from ..cam.engine import CamEngine
 from ..cam.methods import get_method, list_methods
-from ..defaults import DEFAULT_FUSE, DEFAULT_LAYERS
+from ..defaults import DEFAULT_FUSE, DEFAULT_LAYERS, DEFAULT_METHOD
 from ..explain.explainer import Explainer, resolve_model
 from ..model.detections import select_detections
 from ..output.files import atomic_write_bytes, prepare_out_dir
@@ -45,23 +46,32 @@ def _unique_methods(methods) -> list[str]:
 def compare_methods(model=None, scenes: int = 16, imgsz: int | None = None, layers=DEFAULT_LAYERS,
                     fuse: str = DEFAULT_FUSE, target="class", conf: float = 0.25, iou: float = 0.7, device=None,
                     methods: Sequence[str] | None = None, steps: int = 16, faithful: int = 2,
-                    seed: int = 0) -> list[dict]:
+                    seed: int = 0, drise: dict | None = None) -> list[dict]:
     """One row per method (see COLUMNS) measured on `scenes` generated scenes.
 
     model: as `Explainer` (None = bundled demo detector); imgsz: None = the model's training size (else 640);
-    steps: deletion/insertion steps; faithful: detections per scene given deletion/insertion curves.
+    steps: deletion/insertion steps; faithful: detections per scene given deletion/insertion curves;
+    drise: `DriseConfig` fields (masks, cell, keep, seed, batch) for the black-box method `drise`.
     """
     from ..demo.scenes import make_scene, scene_seed
 
 
     names = _unique_methods(methods)
+    gradient = [m for m in names if not get_method(m).black_box]
     _, model, train_imgsz = resolve_model(model)
-    exp = Explainer(model, method=names[0], target=target, layers=layers, fuse=fuse,
-                    imgsz=train_imgsz if imgsz is None else int(imgsz), device=device)
+    exp = Explainer(model, method=gradient[0] if gradient else DEFAULT_METHOD, target=target, layers=layers,
+                    fuse=fuse, imgsz=train_imgsz if imgsz is None else int(imgsz), device=device)
     adapter = exp.adapter
-    engines = {m: CamEngine(adapter, get_method(m), exp.target, exp.layers, fuse=fuse) for m in names}
-    rand = randomised_copy(engines[names[0]], seed=seed)
-    rand_engines = {m: CamEngine(rand.adapter, get_method(m), exp.target, rand.layers, fuse=fuse) for m in names}
+    cfg = DriseConfig(**(drise or {})).check()
+
+    def engine(adapter, layers, m):  # black-box methods: the same detections from masked passes
+        if get_method(m).black_box:
+            return DriseEngine(adapter, cfg)
+        return CamEngine(adapter, get_method(m), exp.target, layers, fuse=fuse)
+
+    engines = {m: engine(adapter, exp.layers, m) for m in names}
+    rand = randomised_copy(exp.engine, seed=seed)
+    rand_engines = {m: engine(rand.adapter, rand.layers, m) for m in names}
     acc = {m: {"pointing": [], "energy": [], "energy_other": [], "deletion_auc": [], "insertion_auc": [],
                "randomisation": [], "randomisation_box": [], "seconds": 0.0, "detections": 0, "tp": 0} for m in names}
     for i in range(int(scenes)):

@@ -145,7 +145,7 @@ class EpochExplainer:
         self._panels = []
         for i, (image, gt_boxes, gt_cls) in enumerate(sample):
             x, (lb,) = exp.adapter.preprocess([image], imgsz)
-            res = exp.engine.run(x, conf=self.conf, max_det=self.max_det)
+            res = exp.runner.run(x, conf=self.conf, max_det=self.max_det)
             dets, maps = res.detections[0], res.heatmaps[0]
             n_det += len(dets)
             gx, gy = lb.gain_xy

@@ -107,7 +107,7 @@ class Collector:
         adapter = self.exp.adapter
         rows = torch.tensor([j[0] for j in jobs], device=img.device)
         x = img.index_select(0, rows).to(adapter.device, adapter.dtype)
-        result = explain_fixed(self.exp.engine, x, lambda head: [self._anchors(head, b, j) for b, j in enumerate(jobs)])
+        result = explain_fixed(self.exp.runner, x, lambda head: [self._anchors(head, b, j) for b, j in enumerate(jobs)])
         for (si, pred, pb, tp, sel), dets, maps in zip(jobs, result.detections, result.heatmaps):
             self._record(pred, pb, tp, dets, maps)
 

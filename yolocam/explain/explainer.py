@@ -9,6 +9,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from ..cam.drise import DriseConfig, DriseEngine
 from ..cam.engine import CamEngine
 from ..cam.fusion import boxes_to_original, check_fusion
 from ..cam.methods import get_method
@@ -18,9 +19,11 @@ from ..demo.models import model_source
 from ..errors import YolocamError
 from ..inputs.images import ImageItem, Source, iter_images, resolve_source
 from ..model.adapter import ModelAdapter
+from ..model.backend import ExportedModel, exported_format
 from ..model.layers import resolve_layers
 from ..model.targets import get_target
 from ..output.maps import MapRef, MapStack
+from ..output.progress import Progress
 from ..output.results import DetectionExplanation, ImageExplanation
 from .checks import check_device, check_imgsz, check_thresholds, resolve_classes, round_imgsz
 
@@ -48,6 +51,14 @@ class Explainer:
             `loop` (one retained backward per box), `auto` (batched on CUDA, loop on CPU).
         windows: with `loop`, replay boxes whose receptive field is small on crops around them
             (exactly the same maps, faster); False replays every box on the whole image.
+        masks, cell, keep, seed, mask_batch: `method="drise"` only (black-box, `cam/drise.py`): the number of
+            random masks, their grid cell in input pixels (None = long side / 16), the probability a cell is
+            kept, the mask seed (same seed, same maps), and masked images per forward pass (bounds memory).
+            All boxes of an image are explained from the same `masks` passes. `progress`: None shows the masked
+            passes' progress (a bar on a terminal, a line every 10 s elsewhere), False (default) is silent.
+
+    Exported models (ONNX, TorchScript, OpenVINO: any path ultralytics' AutoBackend loads) have no
+    gradients: they take `method="drise"` only; a gradient method raises `YolocamError`.
 
     A detection whose score does not depend on `layers` (e.g. `layers=[21]` on YOLOv8: boxes on the
     P3/P4 levels never reach layer 21) keeps a zero heatmap and a `reason`; each `explain` call logs one
@@ -66,13 +77,27 @@ class Explainer:
     def __init__(self, model=None, method: str = DEFAULT_METHOD, target="class", layers=DEFAULT_LAYERS,
                  fuse: str = DEFAULT_FUSE, imgsz: int | None = None, device=None, reshape_transform=None,
                  memory_mb: float = 2048.0, max_batch: int | None = None, end2end: bool | None = None,
-                 strategy: str = "auto", windows: bool = True):
+                 strategy: str = "auto", windows: bool = True, masks: int = 1000, cell: int | None = None,
+                 keep: float = 0.5, seed: int = 0, mask_batch: int = 32, progress: bool | None = False):
         model = model_source(model)
         check_imgsz(imgsz)
         device = check_device(device)
         self.method = get_method(method)
+        fmt = exported_format(model)
+        if fmt is not None and not self.method.black_box:
+            raise YolocamError(f"method {self.method.name!r} needs gradients, which the exported {fmt} model {model} "
+                               f"does not have; use method='drise' (black-box) for exported models")
         self.target = get_target(target)
         self.fuse = check_fusion(fuse)
+        self.drise = None
+        if self.method.black_box:
+            cfg = DriseConfig(masks, cell, keep, seed, mask_batch).check()
+            self.adapter = ExportedModel(model, device) if fmt else ModelAdapter(model, device=device, end2end=end2end)
+            self.layers, self.layers_spec, self.engine = [], None, None
+            self.imgsz = round_imgsz(imgsz or self.adapter.train_imgsz or 640, self.adapter.stride)
+            self.drise = DriseEngine(self.adapter, cfg)
+            self.progress = progress
+            return
         self.adapter = ModelAdapter(model, device=device, end2end=end2end)
         self.layers = resolve_layers(self.adapter, layers)
         self.layers_spec = layers if isinstance(layers, str) else [t.name for t in self.layers]
@@ -80,6 +105,11 @@ class Explainer:
         self.engine = CamEngine(self.adapter, self.method, self.target, self.layers, fuse=fuse,
                                 reshape_transform=reshape_transform, memory_mb=memory_mb, max_batch=max_batch,
                                 strategy=strategy, windows=windows)
+
+    @property
+    def runner(self):
+        """What computes the maps: the CAM engine, or the D-RISE engine for `method="drise"` (same `run`)."""
+        return self.drise if self.drise is not None else self.engine
 
     @property
     def names(self) -> dict[int, str]:
@@ -135,7 +165,11 @@ class Explainer:
             return []
         x, lbs = self.adapter.preprocess([it.image for it in items], self.imgsz)
         # maps stay in input space and are kept compact (output/maps.py): full resolution only on access
-        result = self.engine.run(x, conf=conf, iou=iou, classes=classes, max_det=max_det)
+        if self.drise is not None and self.progress is not False:
+            with Progress(self.drise.cfg.masks * len(items), desc="drise", unit="masks", enabled=self.progress) as bar:
+                result = self.drise.run(x, conf=conf, iou=iou, classes=classes, max_det=max_det, progress=bar.update)
+        else:
+            result = self.runner.run(x, conf=conf, iou=iou, classes=classes, max_det=max_det)
         out = []
         for item, lb, dets, maps, why in zip(items, lbs, result.detections, result.heatmaps, result.reasons):
             heat = MapStack(content_region(maps, lb).float().cpu().numpy(), lb.orig_shape) if dets else None

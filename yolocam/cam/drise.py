@@ -1,0 +1,192 @@
+"""D-RISE (Petsiuk et al., CVPR 2021): black-box saliency for every detection of an image at once.
+
+1. N random masks as in RISE: a coarse binary grid (cells of `cell` input pixels, each kept with
+   probability `keep`), upsampled bilinearly to one cell more than the input and cut at a random
+   shift, so the masks are smooth and not aligned to the grid. Grids and shifts come from a local
+   `torch.Generator` seeded by `seed` (torch's global random state is neither used nor changed), drawn
+   on the CPU up front: the same seed gives the same masks on any device and for any `batch`.
+2. The image is masked (masked-out pixels take the letterbox grey, the model's "nothing") and the
+   detector runs on `batch` masked copies at a time, on the model's device; memory is bounded by
+   `batch`, the cost by N (not N x boxes): every target box is scored against the same passes.
+3. A mask's weight for target k (box b_k, class-probability vector p_k) is the best match among the
+   masked image's raw predictions d: max_d IoU(b_k, b_d) x cos(p_k, p_d) x s_d, where s_d, the
+   prediction's best class probability, stands in for the objectness of the paper's YOLOv3 (YOLO
+   heads since v8 have none). All targets, predictions and masks of a batch in one vectorised step.
+4. Saliency S_k = sum_i (w_ik - mean_i w_ik) M_i / N: the weighted sum of the paper, less its
+   constant baseline (mean weight x mean mask), then rectified and scaled to a maximum of 1.
+   Pixels whose masking lowers the match are positive evidence; a map with none is all zeros.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import YolocamError
+from ..model.adapter import ModelAdapter
+from ..model.backend import head_from_raw, raw_predictions
+from ..model.detections import select_detections
+from .engine import EngineResult
+from .fusion import normalise_
+
+GREY = 114 / 255.0
+
+
+@dataclass(frozen=True)
+class DriseConfig:
+    """masks: N; cell: grid cell in input pixels (None = long side / 16, the paper's 16 x 16 grid);
+    keep: probability a cell is kept; seed: mask seed; batch: masked images per forward pass."""
+
+    masks: int = 1000
+    cell: int | None = None
+    keep: float = 0.5
+    seed: int = 0
+    batch: int = 32
+
+    def check(self) -> "DriseConfig":
+        def bad(name, expected):
+            return YolocamError(f"drise {name}: expected {expected}, got {getattr(self, name)!r}")
+
+        for name in ("masks", "batch"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise bad(name, "a positive integer")
+        if self.cell is not None and (not isinstance(self.cell, int) or isinstance(self.cell, bool) or self.cell < 2):
+            raise bad("cell", "None or an integer >= 2 (pixels)")
+        if not isinstance(self.keep, (int, float)) or isinstance(self.keep, bool) or not 0 < self.keep < 1:
+            raise bad("keep", "a probability strictly between 0 and 1")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise bad("seed", "an integer")
+        return self
+
+
+class MaskSource:
+    """The N masks of one input size, generated `batch` at a time on `device` (see the module docstring)."""
+
+    def __init__(self, size: tuple[int, int], cfg: DriseConfig, device):
+        h, w = size
+        self.size, self.device = size, device
+        self.cell = cfg.cell or max(2, math.ceil(max(h, w) / 16))
+        self.grid = (math.ceil(h / self.cell) + 1, math.ceil(w / self.cell) + 1)
+        gen = torch.Generator(device="cpu").manual_seed(int(cfg.seed))
+        self.grids = torch.rand((cfg.masks, *self.grid), generator=gen) < cfg.keep
+        self.shifts = torch.randint(0, self.cell, (cfg.masks, 2), generator=gen)
+
+    def __len__(self) -> int:
+        return self.grids.shape[0]
+
+    def masks(self, start: int, stop: int) -> torch.Tensor:
+        """Masks start..stop-1: (n, H, W) float in [0, 1] on the device."""
+        grids = self.grids[start:stop].to(self.device, torch.float32).unsqueeze(1)
+        up = F.interpolate(grids, size=(self.grid[0] * self.cell, self.grid[1] * self.cell), mode="bilinear",
+                           align_corners=False)[:, 0]
+        h, w = self.size
+        return torch.stack([m[dy:dy + h, dx:dx + w] for m, (dy, dx) in zip(up, self.shifts[start:stop].tolist())])
+
+
+def box_iou_batched(targets: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """IoU of targets (K, 4) with each masked image's boxes (b, A, 4): (b, K, A)."""
+    t = targets[None, :, None, :]
+    d = boxes[:, None, :, :]
+    wh = (torch.minimum(t[..., 2:], d[..., 2:]) - torch.maximum(t[..., :2], d[..., :2])).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    area_t = (t[..., 2] - t[..., 0]) * (t[..., 3] - t[..., 1])
+    area_d = ((d[..., 2] - d[..., 0]) * (d[..., 3] - d[..., 1])).clamp(min=0)
+    return inter / (area_t + area_d - inter).clamp(min=1e-9)
+
+
+def mask_weights(targets: torch.Tensor, target_probs: torch.Tensor, boxes: torch.Tensor,
+                 probs: torch.Tensor) -> torch.Tensor:
+    """D-RISE weights (b, K): max over each masked image's predictions of IoU x cosine x best score."""
+    t_unit = F.normalize(target_probs.float(), dim=-1)
+    d_unit = F.normalize(probs.float(), dim=-1)
+    cos = torch.einsum("kc,bac->bka", t_unit, d_unit)
+    score = probs.amax(-1)[:, None, :]  # (b, 1, A)
+    return (box_iou_batched(targets.float(), boxes.float()) * cos * score).amax(-1)
+
+
+def drise_saliency(predict: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], image: torch.Tensor,
+                   targets: torch.Tensor, target_probs: torch.Tensor, cfg: DriseConfig,
+                   progress: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Saliency maps (K, H, W) in [0, 1] of K targets on one image (3, H, W) from `cfg.masks` masked passes.
+
+    `predict(batch) -> (boxes (b, A, 4) xyxy, class probabilities (b, A, nc))`; `progress(n)` is called
+    with the number of masks done after each batch.
+    """
+    k = targets.shape[0]
+    size = tuple(image.shape[-2:])
+    if k == 0:
+        return image.new_zeros((0, *size))
+    source = MaskSource(size, cfg, image.device)
+    acc = torch.zeros((k, size[0] * size[1]), device=image.device)
+    mask_sum = torch.zeros(size[0] * size[1], device=image.device)
+    weight_sum = torch.zeros(k, device=image.device)
+    for start in range(0, len(source), cfg.batch):
+        stop = min(start + cfg.batch, len(source))
+        m = source.masks(start, stop)  # (b, H, W)
+        masked = image[None] * m[:, None] + GREY * (1 - m[:, None])
+        boxes, probs = predict(masked.to(image.dtype))
+        w = mask_weights(targets, target_probs, boxes, probs)  # (b, K)
+        flat = m.flatten(1)
+        acc.addmm_(w.t(), flat)
+        mask_sum += flat.sum(0)
+        weight_sum += w.sum(0)
+        if progress is not None:
+            progress(stop - start)
+    sal = acc - (weight_sum / len(source))[:, None] * mask_sum[None]
+    return normalise_(sal.view(k, *size) / len(source))
+
+
+class DriseEngine:
+    """D-RISE for a `ModelAdapter` or an `ExportedModel`: `run(x)` -> per image its detections and maps."""
+
+    def __init__(self, model, cfg: DriseConfig):
+        self.model, self.cfg = model, cfg.check()
+
+    def predict(self, x: torch.Tensor):
+        """Raw boxes and class probabilities of a batch (a PyTorch model in eval mode, frozen, meanwhile)."""
+        if isinstance(self.model, ModelAdapter):
+            with self.model.explaining():
+                return raw_predictions(self.model, x)
+        return raw_predictions(self.model, x)
+
+    def detect(self, x: torch.Tensor, conf=0.25, iou=0.7, classes=None, max_det=300, select=None):
+        """(per image its detections, class probabilities (B, A, nc)) of the unmasked batch."""
+        model = self.model
+        if isinstance(model, ModelAdapter):
+            with model.explaining(), torch.no_grad():
+                head = model.forward(x.to(model.dtype))[1]
+            probs = head.logits.float().sigmoid()
+        else:
+            boxes, probs = self.predict(x)
+            head = head_from_raw(boxes, probs, size=tuple(x.shape[-2:]))
+        if select is not None:
+            return [list(d) for d in select(head)], probs
+        return select_detections(head, model.end2end, conf, iou, classes, max_det), probs
+
+    def run(self, x: torch.Tensor, conf=0.25, iou=0.7, classes=None, max_det=300, select=None,
+            progress: Callable[[int], None] | None = None) -> EngineResult:
+        """Detections of the batch `x` (B, 3, H, W) as `Explainer` finds them (or `select(head_outputs)`'s, as
+        in `CamEngine.run`), and their maps (n_i, H, W) in input space, each image's from one set of masks."""
+        model = self.model
+        ctx = model.explaining() if isinstance(model, ModelAdapter) else contextlib.nullcontext()
+        with ctx, torch.inference_mode(False), torch.no_grad():
+            dets, probs = self.detect(x, conf, iou, classes, max_det, select)
+            maps = []
+            for b, image_dets in enumerate(dets):
+                anchors = torch.tensor([d.anchor for d in image_dets], dtype=torch.long, device=x.device)
+                targets = torch.tensor([d.box for d in image_dets], device=x.device).view(-1, 4)
+                maps.append(drise_saliency(self.predict, x[b].float(), targets, probs[b, anchors], self.cfg,
+                                           progress))
+        return EngineResult(dets, maps, [[None] * len(d) for d in dets])
+
+
+def count_forwards(cfg: DriseConfig) -> int:
+    """Forward passes D-RISE makes per image (whatever its number of boxes): ceil(masks / batch)."""
+    return math.ceil(cfg.masks / cfg.batch)
+
