@@ -207,7 +207,7 @@ def validate(model=None, data=None, method: str = DEFAULT_METHOD, target="class"
              fuse: str = DEFAULT_FUSE, imgsz: int | None = None, conf: float = 0.25, iou: float = 0.7,
              device=None, max_images: int | None = None, max_explanations: int | None = None, out=None,
              scenes: int | None = None, batch: int = 16, val_conf: float | None = None, worst: int = 12,
-             verbose: bool = True) -> ValidationReport:
+             verbose: bool = True, drise: dict | None = None) -> ValidationReport:
     """Run ultralytics' validator on `data` and explain every prediction it keeps with confidence >= `conf`.
 
     model: as `Explainer` (None = the bundled demo detector). data: dataset YAML; None generates
@@ -215,6 +215,7 @@ def validate(model=None, data=None, method: str = DEFAULT_METHOD, target="class"
     NMS IoU. val_conf: the validator's own confidence threshold (None = ultralytics' default), so its
     metrics equal `model.val(data=..., imgsz=..., batch=..., conf=val_conf, iou=iou)`. out: folder for
     metrics.csv, predictions.csv, metrics.json, worst/ (HTML gallery) and the validator's own files.
+    drise: for `method="drise"`, Explainer's masks, cell, keep, seed and mask_batch (a dict).
     Returns a `ValidationReport`.
     """
     for name, v in (("max_images", max_images), ("max_explanations", max_explanations)):
@@ -223,8 +224,9 @@ def validate(model=None, data=None, method: str = DEFAULT_METHOD, target="class"
     if data is not None:
         check_dataset(data)
     wrapper, model, train_imgsz = resolve_model(model)
+    drise = dict(drise or {})  # method="drise": Explainer's masks, cell, keep, seed, mask_batch
     exp = Explainer(model, method=method, target=target, layers=layers, fuse=fuse,
-                    imgsz=train_imgsz if imgsz is None else imgsz, device=device)
+                    imgsz=train_imgsz if imgsz is None else imgsz, device=device, **drise)
     imgsz = exp.imgsz  # rounded up to the stride, as the validator does
     tmp = None if out is not None else Path(tempfile.mkdtemp(prefix="yolocam_val_"))
     root = Path(out) if out is not None else tmp
@@ -233,7 +235,8 @@ def validate(model=None, data=None, method: str = DEFAULT_METHOD, target="class"
         if data is None:
             data = default_dataset(root / "data", scenes or 32)
         collector = Collector(exp, conf, max_images, max_explanations, worst, rebuild=lambda end2end: Explainer(
-            model, method=method, target=target, layers=layers, fuse=fuse, imgsz=imgsz, device=device, end2end=end2end))
+            model, method=method, target=target, layers=layers, fuse=fuse, imgsz=imgsz, device=device, end2end=end2end,
+            **drise))
         args = dict(data=str(data), imgsz=imgsz, batch=batch, iou=iou, plots=False, project=str(root),
                     name="val", exist_ok=True, verbose=verbose)
         if val_conf is not None:
@@ -301,19 +304,22 @@ def main_val(args) -> int:
     try:
         common = dict(layers=_layers_arg(get("layers", DEFAULT_LAYERS)), fuse=get("fuse", DEFAULT_FUSE),
                       imgsz=get("imgsz"), device=get("device"))
+        drise = {k: get(a) for k, a in (("masks", "masks"), ("cell", "mask_cell"), ("keep", "mask_keep"),
+                                         ("seed", "mask_seed"), ("mask_batch", "mask_batch")) if get(a) is not None}
         methods = get("compare_methods")
         if methods is not None and methods is not False:
             from .compare import compare_methods, format_comparison, save_comparison
 
             names = None if methods is True or methods == "all" else list(methods)
             rows = compare_methods(get("model"), scenes=get("scenes", 16), target=get("target", "class"),
-                                   conf=get("conf", 0.25), iou=get("iou", 0.7), methods=names, **common)
+                                   conf=get("conf", 0.25), iou=get("iou", 0.7), methods=names,
+                                   drise={("batch" if k == "mask_batch" else k): v for k, v in drise.items()}, **common)
             print(format_comparison(rows))
             print(f"saved to {save_comparison(rows, out)}")
             return 0
         validate(get("model"), data=get("data"), method=get("method", DEFAULT_METHOD), target=get("target", "class"),
                  conf=get("conf", 0.25), iou=get("iou", 0.7), max_images=get("max_images"),
-                 max_explanations=get("max_explanations"), out=out, scenes=get("scenes"), **common)
+                 max_explanations=get("max_explanations"), out=out, scenes=get("scenes"), drise=drise, **common)
         print(f"saved to {out} (metrics.csv, metrics.json, predictions.csv, worst/index.html)")
         return 0
     except YolocamError as exc:
