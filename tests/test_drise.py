@@ -226,3 +226,12 @@ def test_bench_drise_all_boxes_against_per_box_loop(capsys):
                  "--repeats", "1", "--image", "scene"]) == 0
     out = capsys.readouterr().out
     assert "masks/s" in out and "per-box D-RISE loop" in out and "gradient method hirescam" in out
+
+
+def test_default_mask_batch_and_end_to_end_head():
+    exp = yolocam.Explainer("demo-26", method="drise", imgsz=96, masks=8)
+    assert exp.drise.cfg.batch == 8  # CPU default (measured: larger batches are slower on a CPU)
+    result = exp.explain(make_scene(2, size=(96, 96)).image)[0]
+    assert all(d.heatmap.shape == (96, 96) and np.isfinite(d.heatmap).all() for d in result.detections)
+    with pytest.raises(YolocamError, match="drise batch"):
+        yolocam.Explainer("demo-v8", method="drise", mask_batch=0)

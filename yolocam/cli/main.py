@@ -224,8 +224,8 @@ def _add_model_args(p, method: bool = True,
         p.add_argument("--mask-keep", type=unit_float, default=0.5,
                        help="--method drise: probability a mask cell is kept (default 0.5)")
         p.add_argument("--mask-seed", type=int, default=0, help="--method drise: mask seed (default 0)")
-        p.add_argument("--mask-batch", type=positive_int, default=32,
-                       help="--method drise: masked images per forward pass; bounds memory (default 32)")
+        p.add_argument("--mask-batch", type=positive_int, default=None,
+                       help="--method drise: masked images per forward pass; bounds memory (default 32 on CUDA, 8 on CPU)")
     p.add_argument("--imgsz", type=positive_int, default=None, help=f"model input size in pixels ({imgsz_help})")
     p.add_argument("--device", type=device_name, default=None, help="cpu, cuda:0, ... (default: the model's)")
 

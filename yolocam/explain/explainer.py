@@ -53,7 +53,8 @@ class Explainer:
             (exactly the same maps, faster); False replays every box on the whole image.
         masks, cell, keep, seed, mask_batch: `method="drise"` only (black-box, `cam/drise.py`): the number of
             random masks, their grid cell in input pixels (None = long side / 16), the probability a cell is
-            kept, the mask seed (same seed, same maps), and masked images per forward pass (bounds memory).
+            kept, the mask seed (same seed, same maps), and masked images per forward pass (bounds memory;
+            None = 32 on CUDA, 8 on CPU, where larger batches measured slower).
             All boxes of an image are explained from the same `masks` passes. `progress`: None shows the masked
             passes' progress (a bar on a terminal, a line every 10 s elsewhere), False (default) is silent.
 
@@ -78,7 +79,7 @@ class Explainer:
                  fuse: str = DEFAULT_FUSE, imgsz: int | None = None, device=None, reshape_transform=None,
                  memory_mb: float = 2048.0, max_batch: int | None = None, end2end: bool | None = None,
                  strategy: str = "auto", windows: bool = True, masks: int = 1000, cell: int | None = None,
-                 keep: float = 0.5, seed: int = 0, mask_batch: int = 32, progress: bool | None = False):
+                 keep: float = 0.5, seed: int = 0, mask_batch: int | None = None, progress: bool | None = False):
         model = model_source(model)
         check_imgsz(imgsz)
         device = check_device(device)
@@ -91,8 +92,12 @@ class Explainer:
         self.fuse = check_fusion(fuse)
         self.drise = None
         if self.method.black_box:
-            cfg = DriseConfig(masks, cell, keep, seed, mask_batch).check()
+            DriseConfig(masks, cell, keep, seed, 1 if mask_batch is None else mask_batch).check()
             self.adapter = ExportedModel(model, device) if fmt else ModelAdapter(model, device=device, end2end=end2end)
+            # measured (README, `yolocam bench --method drise`): on a CPU small batches are fastest
+            if mask_batch is None:
+                mask_batch = 32 if self.adapter.device.type == "cuda" else 8
+            cfg = DriseConfig(masks, cell, keep, seed, mask_batch).check()
             self.layers, self.layers_spec, self.engine = [], None, None
             self.imgsz = round_imgsz(imgsz or self.adapter.train_imgsz or 640, self.adapter.stride)
             self.drise = DriseEngine(self.adapter, cfg)
