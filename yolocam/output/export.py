@@ -24,7 +24,6 @@ import os
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -32,9 +31,6 @@ import numpy as np
 from ..errors import YolocamError
 from .files import atomic_write_bytes, encode_png, prepare_out_dir, safe_name
 from .render import CROP_SIDE, blend_heatmap, box_crop, draw_box
-
-if TYPE_CHECKING:  # results.py imports this module (ImageExplanation.save)
-    from .results import ImageExplanation
 
 MANIFEST_VERSION = 1
 SAVE_FORMATS = ("png", "jpg")  # overlays and crops: lossless PNG, or JPEG (quality JPEG_QUALITY, about 8x smaller)
@@ -109,8 +105,9 @@ class ExportWriter:
         self.manifest["errors"].append({"path": path, "error": error})
         self.write_manifest()
 
-    def add(self, result: ImageExplanation) -> dict | None:
-        """Write one image's files and update the manifest; returns its manifest entry."""
+    def add(self, result) -> dict | None:
+        """Write one image's files (`result`: an `ImageExplanation`) and update the manifest; returns its
+        manifest entry."""
         if result.error is not None or result.image is None:
             self.add_error(result.path, result.error or "no image")
             return None

@@ -8,16 +8,12 @@ scalable font (`labels.py`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import cv2
 import numpy as np
 
 from ..errors import YolocamError
 from .labels import DEFAULT_COLOUR, class_colour, draw_labelled_boxes, font_size_for, label_patch, paste
 
-if TYPE_CHECKING:
-    from .results import ImageExplanation
 
 HEAT_FLOOR = 0.15   # heat below this is not drawn at all
 HEAT_ALPHA = 0.7    # opacity of the hottest pixels
@@ -114,8 +110,8 @@ def summary_columns(n: int) -> int:
     return max(2, min(int(np.ceil(np.sqrt(max(n, 1)) * 1.25)), 8, max(n, 2)))
 
 
-def summary_grid(result: ImageExplanation, tile: int = 240, max_tiles: int = 25, cols: int | None = None) -> np.ndarray:
-    """One BGR picture of an image's explanations: the image with every box numbered on top, then a
+def summary_grid(result, tile: int = 240, max_tiles: int = 25, cols: int | None = None) -> np.ndarray:
+    """One BGR picture of an `ImageExplanation`'s results: the image with every box numbered on top, then a
     grid of tiles, one zoomed crop (box plus context, its heat, caption `#k name conf`) per detection.
 
     At most `max_tiles - 1` detections get a tile (highest confidence first); a note above says
