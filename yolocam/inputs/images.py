@@ -288,3 +288,18 @@ def apply_letterbox(image: np.ndarray, lb: Letterbox, pad_value: int = 114) -> n
     bottom = h - lb.top - image.shape[0]
     right = w - lb.left - image.shape[1]
     return cv2.copyMakeBorder(image, lb.top, bottom, lb.left, right, cv2.BORDER_CONSTANT, value=(pad_value,) * 3)
+
+
+def batch_letterboxes(shapes, imgsz: int, stride: int) -> list[Letterbox]:
+    """Letterbox geometry per image shape (H, W); minimal rectangles only when all shapes agree (as ultralytics)."""
+    auto = len(set(shapes)) == 1
+    return [letterbox_params(s, imgsz, stride, auto=auto) for s in shapes]
+
+
+def images_to_tensor(images, lbs, device, dtype):
+    """BGR uint8 images letterboxed by `lbs` -> (B, 3, H, W) RGB tensor in [0, 1] of `dtype` on `device`."""
+    import torch  # only the model side needs torch; the loaders above stay torch-free
+
+    arr = np.stack([apply_letterbox(im, lb) for im, lb in zip(images, lbs)])
+    x = torch.from_numpy(arr).to(device).permute(0, 3, 1, 2).flip(1)
+    return x.to(dtype).div(255.0).contiguous()

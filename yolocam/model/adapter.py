@@ -22,7 +22,7 @@ from torch import nn
 
 from .._offline import ultralytics_offline
 from ..errors import YolocamError
-from ..inputs.images import Letterbox, apply_letterbox, letterbox_params
+from ..inputs.images import Letterbox, batch_letterboxes, images_to_tensor
 
 FAMILIES = ("v5u", "v8", "v9", "v10", "11", "12", "26")
 SUPPORTED_HEADS = ("Detect", "v10Detect", "Segment", "Pose", "Segment26", "Pose26")
@@ -191,15 +191,12 @@ class ModelAdapter:
     # ------------------------------------------------------------ preprocessing
     def letterboxes(self, shapes: Sequence[tuple[int, int]], imgsz: int) -> list[Letterbox]:
         """Letterbox geometry per image; minimal rectangles only when all shapes agree (as ultralytics)."""
-        auto = len(set(shapes)) == 1
-        return [letterbox_params(s, imgsz, self.stride, auto=auto) for s in shapes]
+        return batch_letterboxes(shapes, imgsz, self.stride)
 
     def preprocess(self, images: Sequence[np.ndarray], imgsz: int) -> tuple[torch.Tensor, list[Letterbox]]:
         """BGR uint8 images -> (B, 3, H, W) RGB float tensor in [0, 1] on the model's device."""
         lbs = self.letterboxes([im.shape[:2] for im in images], imgsz)
-        arr = np.stack([apply_letterbox(im, lb) for im, lb in zip(images, lbs)])
-        x = torch.from_numpy(arr).to(self.device).permute(0, 3, 1, 2).flip(1)
-        return x.to(self.dtype).div(255.0).contiguous(), lbs
+        return images_to_tensor(images, lbs, self.device, self.dtype), lbs
 
     # ------------------------------------------------------------------ running
     def run_layers(self, x: torch.Tensor | None, outputs: list, start: int = 0, only: set[int] | None = None) -> list:

@@ -19,7 +19,7 @@ import torch
 
 from .._offline import ultralytics_offline
 from ..errors import YolocamError
-from ..inputs.images import Letterbox, apply_letterbox, letterbox_params
+from ..inputs.images import Letterbox, batch_letterboxes, images_to_tensor, letterbox_params
 from .adapter import HeadOutputs, ModelAdapter
 
 # suffix (or folder ending) -> (format name, python module its runtime needs, the extra that installs it)
@@ -97,14 +97,11 @@ class ExportedModel:
     def letterboxes(self, shapes: Sequence[tuple[int, int]], imgsz: int) -> list[Letterbox]:
         if self.fixed_shape is not None:  # a static export runs only at its own square size
             return [letterbox_params(s, max(self.fixed_shape), self.stride, auto=False) for s in shapes]
-        auto = len(set(shapes)) == 1
-        return [letterbox_params(s, imgsz, self.stride, auto=auto) for s in shapes]
+        return batch_letterboxes(shapes, imgsz, self.stride)
 
     def preprocess(self, images: Sequence[np.ndarray], imgsz: int) -> tuple[torch.Tensor, list[Letterbox]]:
         lbs = self.letterboxes([im.shape[:2] for im in images], imgsz)
-        arr = np.stack([apply_letterbox(im, lb) for im, lb in zip(images, lbs)])
-        x = torch.from_numpy(arr).to(self.device).permute(0, 3, 1, 2).flip(1)
-        return x.float().div(255.0).contiguous(), lbs
+        return images_to_tensor(images, lbs, self.device, torch.float32), lbs
 
     @torch.no_grad()
     def raw_predictions(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
