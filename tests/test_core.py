@@ -9,6 +9,7 @@ from yolocam.model.adapter import ModelAdapter
 from yolocam.errors import YolocamError
 
 from conftest import FAMILY_CONFIGS, family_model
+from ultralytics.nn.tasks import DetectionModel
 
 IMGSZ = 96
 
@@ -158,9 +159,27 @@ def test_layer_specs(v8_model, image):
     assert groups["head"] == [15, 18, 21]
     assert groups["neck"] == [12, 15, 18, 21]
     assert groups["backbone"] == [4, 6, 9]
-    for spec in ["backbone", "head", [15, 21], [v8_model.model[15]], [v8_model.model[18].cv2]]:
+    assert groups["fine"] == [2]  # C2f after the second stride-2 conv: stride 4
+    for spec in ["fine", "backbone", "head", [15, 21], [v8_model.model[15]], [v8_model.model[18].cv2]]:
         res = yolocam.Explainer(v8_model, imgsz=IMGSZ, layers=spec).explain(image, conf=0.3, max_det=2)[0]
         assert res.detections and all(np.isfinite(d.heatmap).all() for d in res.detections)
+
+
+@pytest.mark.parametrize("cfg, fine", [("yolov8n.yaml", [2]), ("yolo11n.yaml", [2]), ("yolov8n-p2.yaml", [2])])
+def test_fine_layers_are_the_backbones_stride_4_stage(cfg, fine):
+    """Strides come from a probe forward that leaves the model as found (mode, BN statistics, grads)."""
+    from yolocam.model.adapter import ModelAdapter
+
+    model = DetectionModel(cfg, nc=2, verbose=False).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    flags = [p.requires_grad for p in model.parameters()]
+    adapter = ModelAdapter(model)
+    strides = adapter.layer_strides()
+    assert strides[:3] == [2, 4, 4] and strides[adapter.head_inputs[-1]] == 32
+    assert adapter.layer_groups()["fine"] == fine
+    assert model.training and [p.requires_grad for p in model.parameters()] == flags
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
 def test_user_reshape_transform_applies_to_activations_and_gradients(v8_model, image):
@@ -202,7 +221,7 @@ def test_bad_inputs(v8_model, image, tmp_path):
         yolocam.Explainer(v8_model, method="nope")
     with pytest.raises(YolocamError, match="class, conf, box, all, cluster"):
         yolocam.Explainer(v8_model, target="nope")
-    with pytest.raises(YolocamError, match="neck, head, backbone"):
+    with pytest.raises(YolocamError, match="neck, head, backbone, fine"):
         yolocam.Explainer(v8_model, layers="nope")
     with pytest.raises(YolocamError, match="out of range"):
         yolocam.Explainer(v8_model, layers=[99])

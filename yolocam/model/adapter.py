@@ -172,6 +172,7 @@ class ModelAdapter:
         yaml = getattr(module, "yaml", None) or {}
         self.n_backbone = len(yaml.get("backbone", [])) or min(self.head_inputs)
         self.train_imgsz = _train_imgsz(module)
+        self._layer_strides: list[int] | None = None
 
     # ----------------------------------------------------------------- anatomy
     @property
@@ -179,14 +180,37 @@ class ModelAdapter:
         return "end2end" if self.end2end else "nms"
 
     def layer_groups(self) -> dict[str, list[int]]:
-        """Indices of `self.layers` for the named layer sets `backbone`, `neck`, `head`."""
+        """Indices of `self.layers` for the named layer sets `fine`, `backbone`, `neck`, `head`.
+
+        `fine` is the backbone's last stride-4 layer (its finest stage, below every head level); a
+        model without one gets the finest layer under the head's finest stride instead.
+        """
         last = len(self.layers) - 1
         neck = [
             i for i in range(self.n_backbone, last) if type(self.layers[i]).__name__ not in _NECK_PLUMBING
         ]
         consumed = {j for i in range(self.n_backbone, last + 1) for j in _as_list(self.layers[i].f, i)}
         backbone = sorted(j for j in consumed if 0 <= j < self.n_backbone)
-        return {"backbone": backbone, "neck": neck, "head": list(self.head_inputs)}
+        return {"fine": self._fine_layers(backbone), "backbone": backbone, "neck": neck, "head": list(self.head_inputs)}
+
+    def _fine_layers(self, backbone: list[int]) -> list[int]:
+        strides = self.layer_strides()
+        below = [i for i in range(1, self.n_backbone) if 1 < strides[i] < min(self.strides)]
+        at4 = [i for i in below if strides[i] == 4]
+        if at4 or below:
+            return [(at4 or [i for i in below if strides[i] == min(strides[j] for j in below)])[-1]]
+        return backbone[:1]
+
+    def layer_strides(self) -> list[int]:
+        """Output stride in pixels of each layer before the head (from one 2x-max-stride probe, cached)."""
+        if self._layer_strides is None:
+            size = 2 * self.stride
+            probe = torch.zeros(1, 3, size, size, device=self.device, dtype=self.dtype)
+            with self.explaining(), torch.no_grad():
+                outputs = self.run_layers(probe, [None] * len(self.layers))
+            widths = [_width(o) for o in outputs[:-1]]
+            self._layer_strides = [size // w if w else 0 for w in widths]
+        return self._layer_strides
 
     # ------------------------------------------------------------ preprocessing
     def letterboxes(self, shapes: Sequence[tuple[int, int]], imgsz: int) -> list[Letterbox]:
@@ -293,6 +317,15 @@ class ModelAdapter:
                     p.requires_grad_(flag)
                 for m, mode in modes:
                     m.training = mode
+
+
+def _width(out) -> int:
+    """Spatial width of a layer output (a tensor, or the first tensor of a list/tuple); 0 if none."""
+    if isinstance(out, torch.Tensor):
+        return int(out.shape[-1]) if out.dim() == 4 else 0
+    if isinstance(out, (list, tuple)) and out:
+        return _width(out[0])
+    return 0
 
 
 def _as_list(f, i: int) -> list[int]:

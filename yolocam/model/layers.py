@@ -1,7 +1,7 @@
 """Which activations are explained: resolve a layer spec, and turn outputs into (B, C, H, W).
 
 Specs: `neck` (the neck's blocks), `head` (the head's inputs), `backbone` (the stage outputs
-that feed the neck), a list of indices of `model.model`, or a list of modules (top-level
+that feed the neck), `fine` (the backbone's stride-4 stage, where small parts are still resolved), a list of indices of `model.model`, or a list of modules (top-level
 layers or any sub-module of one).
 """
 
@@ -17,7 +17,7 @@ from torch import nn
 from ..errors import YolocamError
 from .adapter import ModelAdapter
 
-LAYER_SETS = ("neck", "head", "backbone")
+LAYER_SETS = ("neck", "head", "backbone", "fine")
 
 
 @dataclass(frozen=True)
