@@ -213,7 +213,7 @@ def _predict_kwargs(exp: Explainer, n: int) -> dict:
 # ------------------------------------------------------------------- public
 def run_bench(model=None, imgsz: int = 640, device=None, boxes: Sequence[int] | str = (10, 50, 100),
               repeats: int = 5, warmup: int = 1, method: str | None = None, memory_mb: float = 2048,
-              variants: str = "abcde", image: str = "noise") -> list[dict]:
+              variants: str = "abcde", image: str = "noise", strategy: str = "auto") -> list[dict]:
     """Time variants a-e (module docstring) per box count; one dict per count with seconds, ratios, MiB."""
     counts = parse_boxes(boxes)
     if repeats < 1 or warmup < 0:
@@ -221,7 +221,8 @@ def run_bench(model=None, imgsz: int = 640, device=None, boxes: Sequence[int] | 
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         raise YolocamError(f"variants: unknown {''.join(sorted(unknown))}; expected letters of {''.join(VARIANTS)}")
-    exp = Explainer(model, method=method or DEFAULT_METHOD, imgsz=imgsz, device=device, memory_mb=memory_mb)
+    exp = Explainer(model, method=method or DEFAULT_METHOD, imgsz=imgsz, device=device, memory_mb=memory_mb,
+                    strategy=strategy)
     dev = exp.adapter.device
     picture = bench_image(imgsz, kind=image)
     rows = []
@@ -246,7 +247,7 @@ def _bench_one(exp, yolo, image, n, repeats, warmup, variants, tmp, dev) -> dict
     found = exp.explain(image, conf=0.0, iou=IOU, max_det=n)[0].detections
     row: dict = {
         "boxes": n, "found": len(found), "imgsz": exp.imgsz, "device": str(dev), "model": exp.adapter.name,
-        "method": exp.method.name, "target": exp.target.name, "repeats": repeats, "threads": torch.get_num_threads(),
+        "method": exp.method.name, "strategy": getattr(exp.engine, "strategy", "-"), "target": exp.target.name, "repeats": repeats, "threads": torch.get_num_threads(),
         "levels": np.bincount([d.level for d in found], minlength=len(exp.adapter.strides)).tolist(),
         "memory": "cuda max_memory_allocated" if dev.type == "cuda" else "cpu peak rss (psutil, sampled every 2 ms, after malloc_trim)",
     }
@@ -299,7 +300,7 @@ def format_table(rows: list[dict]) -> str:
         return "(no results)"
     first = rows[0]
     lines = [f"model {first['model']}  image {first.get('image', 'noise')}  imgsz {first['imgsz']}  device {first['device']}  "
-             f"torch threads {first['threads']}  method {first['method']}  target {first['target']}  "
+             f"torch threads {first['threads']}  method {first['method']}  strategy {first.get('strategy', '-')}  target {first['target']}  "
              f"median of {first['repeats']}"]
     letters = [v for v in VARIANTS if f"{v}_s" in first]
     head = ["boxes", "found"] + [f"{v} s" for v in letters] + ["b/a", "c/b", "d/b", "c/e"] + [f"{v} MiB" for v in letters]
@@ -326,13 +327,15 @@ def _num(value, digits: int) -> str:
 
 
 def main_bench(args) -> int:
-    """CLI entry: args has model, imgsz, device, boxes, repeats, warmup, method, memory_mb. Prints the table."""
+    """CLI entry: args has model, imgsz, device, boxes, repeats, warmup, method, memory_mb, strategy,
+    variants. Prints the table."""
     try:
         rows = run_bench(model=getattr(args, "model", None), imgsz=getattr(args, "imgsz", None) or 640,
                          device=getattr(args, "device", None), boxes=getattr(args, "boxes", (10, 50, 100)),
                          repeats=getattr(args, "repeats", 5), warmup=getattr(args, "warmup", 1),
                          method=getattr(args, "method", None), memory_mb=getattr(args, "memory_mb", 2048.0),
-                         image=getattr(args, "image", "noise"))
+                         image=getattr(args, "image", "noise"), strategy=getattr(args, "strategy", "auto"),
+                         variants=getattr(args, "variants", "abcde"))
     except YolocamError as exc:
         print(f"yolocam bench: {exc}", file=sys.stderr)
         return 2

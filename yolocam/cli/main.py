@@ -303,6 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=1, help="untimed runs before timing (default 1)")
     p.add_argument("--memory-mb", type=float, default=2048.0,
                    help="memory bound of the batched replay in MiB, as Explainer(memory_mb=...) (default 2048)")
+    p.add_argument("--strategy", choices=("auto", "batched", "loop"), default="auto",
+                   help="gradient strategy, as Explainer(strategy=...) (default auto: batched on CUDA, loop on CPU)")
+    p.add_argument("--variants", default="abcde",
+                   help="which of the variants a-e to time, e.g. 'be' (default abcde)")
     p.add_argument("--image", choices=("noise", "scene"), default="noise",
                    help="test image: noise with flat shapes (default), or a generated scene of labelled objects")
     p.add_argument("--masks", type=positive_int, default=256, help="--method drise: masks per image (default 256)")
