@@ -43,6 +43,14 @@ GRID = [(layers, fuse) for layers in ("neck", "head", "backbone") for fuse in ("
 COLUMNS = ("tp", "evidence_pointing", "evidence_share", "x_gauss", "pointing", "energy", "seconds")
 
 
+def parse_grid_item(item: str) -> tuple:
+    """'neck:sum' -> ('neck', 'sum'); '2+15:max' -> ([2, 15], 'max') (layer indices joined by '+')."""
+    layers, fuse = item.split(":")
+    if all(p.isdigit() for p in layers.split("+")):
+        return [int(p) for p in layers.split("+")], fuse
+    return layers, fuse
+
+
 def true_positives(dets, scene, agnostic: bool) -> list[tuple[int, int]]:
     """(detection index, ground-truth index) for the detections matched to a tile (greedy, by confidence)."""
     if not dets:
@@ -130,7 +138,7 @@ def main() -> None:
 
     yolo, model, train_imgsz = resolve_model(a.model)
     imgsz = a.imgsz or train_imgsz
-    grid = [tuple(g.split(":")) for g in a.grid.split(",")] if a.grid else GRID
+    grid = [parse_grid_item(g) for g in a.grid.split(",")] if a.grid else GRID
     methods = a.methods.split(",") if a.methods else [m for m in yolocam.list_methods() if m != "odam"]
     scenes = [make_evidence_scene(scene_seed(a.seed, "test", i)) for i in range(a.scenes)]
 
@@ -182,7 +190,8 @@ def main() -> None:
             for res, r in zip(results, refs):
                 by_anchor = {d.anchor: d for d in res.detections}
                 per += [score(by_anchor[anc].heatmap, b, ev) for anc, b, ev in r if anc in by_anchor]
-            rows.append(mean_row({"layers": layers, "fuse": fuse, "method": method}, per, time.perf_counter() - t0,
+            label = layers if isinstance(layers, str) else "+".join(map(str, layers))
+            rows.append(mean_row({"layers": label, "fuse": fuse, "method": method}, per, time.perf_counter() - t0,
                                  gauss))
             print_row(rows[-1])
 
