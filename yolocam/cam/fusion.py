@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from ..errors import YolocamError
 from ..inputs.images import Letterbox
 
-FUSIONS = ("sum", "max", "origin", "aligned")
+FUSIONS = ("sum", "max", "origin", "aligned", "gate")
 
 
 def normalise(maps: torch.Tensor) -> torch.Tensor:
@@ -59,6 +59,8 @@ def fuse_layer_maps(
 
     sum: rectified maps upsampled and summed, then normalised. max: each normalised, element-wise max.
     origin: per job, the layer whose stride is closest to the job's detection stride (`job_strides`, (N,)).
+    gate: the finest layer's normalised map times the `sum` fusion of the others: the fine map's detail,
+    kept only where the coarser layers agree (with one layer, or coarser maps all zero, the fine map).
     """
     if mode == "sum":
         total = None
@@ -72,6 +74,16 @@ def fuse_layer_maps(
             up = resize_maps(normalise(m), size)
             total = up.clone() if total is None else torch.maximum(total, up, out=total)
         return total
+    if mode == "gate":
+        finest = max(range(len(maps)), key=lambda k: maps[k].shape[-2] * maps[k].shape[-1])
+        fine = resize_maps(normalise(maps[finest]), size)
+        rest = [m for k, m in enumerate(maps) if k != finest]
+        if not rest:
+            return fine
+        gate = fuse_layer_maps(rest, "sum", size, layer_strides, job_strides)
+        ungated = gate.amax((-2, -1)) == 0  # jobs the coarser layers say nothing about keep the fine map
+        gate[ungated] = 1.0
+        return normalise_(fine.mul_(gate))
     if mode == "origin":
         log_layer = torch.tensor([math.log2(s) for s in layer_strides], device=job_strides.device)
         pick = (job_strides.float().log2()[:, None] - log_layer[None]).abs().argmin(1)  # (N,)

@@ -144,7 +144,7 @@ def assemble_maps(layer_maps: Sequence[torch.Tensor], dets: Sequence[Sequence], 
 
     layer_maps: per layer (jobs, h_l, w_l) raw maps, jobs in (detection, component) order over the
     batch; dets: per image its detections. `sum`, `origin` and `aligned` project each job's layer
-    maps straight to the output space in one matrix product; `max` and multi-component targets
+    maps straight to the output space in one matrix product; `max`, `gate` and multi-component targets
     (whose components are max-combined) fuse in input space first.
     """
     out, i = [], 0
@@ -156,10 +156,10 @@ def assemble_maps(layer_maps: Sequence[torch.Tensor], dets: Sequence[Sequence], 
             continue
         maps = [m[i:i + n] for m in layer_maps]
         i += n
-        direct = lb is not None and n_comp == 1 and fuse != "max"
+        direct = lb is not None and n_comp == 1 and fuse not in ("max", "gate")
         proj = projectors.get(size, lb if direct else None, device)
-        if fuse == "max":
-            fused = fuse_layer_maps(maps, "max", size, [size[0] / m.shape[-2] for m in maps], None)
+        if fuse in ("max", "gate"):
+            fused = fuse_layer_maps(maps, fuse, size, [size[0] / m.shape[-2] for m in maps], None)
         elif fuse == "origin":
             job_strides = [level_strides[d.level] for d in image_dets for _ in range(n_comp)]
             fused = _origin(maps, proj, job_strides, size)

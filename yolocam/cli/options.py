@@ -72,15 +72,16 @@ def fuse_name(text: str) -> str:
 
 @_typed
 def layers_spec(text: str) -> str | list[int]:
-    """`neck`, `head`, `backbone`, or comma-separated layer indices such as `15,18,21`."""
+    """`neck`, `head`, `backbone`, `fine`, several joined by '+' (`fine+neck`), or comma-separated layer
+    indices such as `15,18,21`."""
     from ..model.layers import LAYER_SETS
 
-    if text in LAYER_SETS:
+    if all(name in LAYER_SETS for name in text.split("+")):
         return text
     parts = [p.strip() for p in text.split(",")]
     if not parts or not all(p.isdigit() for p in parts):
-        raise YolocamError(f"unknown layers {text!r}; expected one of {', '.join(LAYER_SETS)} "
-                           "or comma-separated layer indices like 15,18,21")
+        raise YolocamError(f"unknown layers {text!r}; expected one of {', '.join(LAYER_SETS)} (or several "
+                           "joined by '+', e.g. fine+neck) or comma-separated layer indices like 15,18,21")
     return [int(p) for p in parts]
 
 

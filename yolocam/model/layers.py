@@ -1,7 +1,8 @@
 """Which activations are explained: resolve a layer spec, and turn outputs into (B, C, H, W).
 
 Specs: `neck` (the neck's blocks), `head` (the head's inputs), `backbone` (the stage outputs
-that feed the neck), `fine` (the backbone's stride-4 stage, where small parts are still resolved), a list of indices of `model.model`, or a list of modules (top-level
+that feed the neck), `fine` (the backbone's stride-4 stage, where small parts are still resolved), several
+of these joined by '+' (`fine+neck`), a list of indices of `model.model`, or a list of modules (top-level
 layers or any sub-module of one).
 """
 
@@ -39,10 +40,11 @@ def resolve_layers(adapter: ModelAdapter, spec) -> list[TargetLayer]:
     valid = f"1..{n - 1}" if n > 1 else "none"
     if isinstance(spec, str):
         groups = adapter.layer_groups()
-        if spec not in groups:
-            raise YolocamError(f"unknown layers {spec!r}; expected one of {', '.join(LAYER_SETS)}, "
-                               f"a list of layer indices ({valid}) or a list of modules")
-        spec = groups[spec]
+        names = spec.split("+")  # named sets joined by '+', e.g. 'fine+neck'
+        if not all(name in groups for name in names):
+            raise YolocamError(f"unknown layers {spec!r}; expected one of {', '.join(LAYER_SETS)} (or several "
+                               f"joined by '+', e.g. fine+neck), a list of layer indices ({valid}) or a list of modules")
+        spec = sorted({i for name in names for i in groups[name]})
     if isinstance(spec, (int, nn.Module)):
         spec = [spec]
     if not isinstance(spec, Sequence) or len(spec) == 0:
