@@ -16,6 +16,7 @@ from pathlib import Path
 from yolocam.evaluation.compare import compare_methods
 
 GRID = [
+    ("fine+backbone", "gate"), ("fine+neck", "gate"), ("fine", "sum"),
     ("neck", "sum"), ("neck", "max"), ("neck", "origin"), ("neck", "aligned"),
     ("head", "sum"), ("backbone", "sum"),
 ]
@@ -30,6 +31,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/yolocam/defaults")
     parser.add_argument("--grid", default=None, help="comma list of layers:fuse, e.g. neck:sum,head:sum")
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the model's)")
     args = parser.parse_args()
     grid = [tuple(g.split(":")) for g in args.grid.split(",")] if args.grid else GRID
     methods = args.methods.split(",")
@@ -37,7 +39,8 @@ def main() -> None:
     print("| layers | fuse | method | PG | EiB | EoO | Del-AUC | Ins-AUC | Rand-rho | Rand-rho (box) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for layers, fuse in grid:
-        for r in compare_methods(args.model, scenes=args.scenes, layers=layers, fuse=fuse, methods=methods):
+        for r in compare_methods(args.model, scenes=args.scenes, layers=layers, fuse=fuse, methods=methods,
+                                 device=args.device):
             r.update(layers=layers, fuse=fuse)
             rows.append(r)
             cells = " | ".join(f"{r[k]:.3f}" for k in KEYS)

@@ -39,7 +39,8 @@ from yolocam.errors import YolocamError
 from yolocam.evaluation import metrics as M
 from yolocam.explain.explainer import resolve_model
 
-GRID = [(layers, fuse) for layers in ("neck", "head", "backbone") for fuse in ("sum", "max", "origin", "aligned")]
+GRID = [("fine+backbone", "gate"), ("fine+neck", "gate"), ("fine", "sum")] + [
+    (layers, fuse) for layers in ("neck", "head", "backbone") for fuse in ("sum", "max", "origin", "aligned")]
 COLUMNS = ("tp", "evidence_pointing", "evidence_share", "x_gauss", "pointing", "energy", "seconds")
 
 
@@ -177,8 +178,13 @@ def main() -> None:
         rows.append(mean_row({"layers": "head-in", "fuse": "max", "method": "ultralytics:visualize"}, per,
                              time.perf_counter() - t0, gauss))
 
+    black_box_done = False
     for layers, fuse in grid:
         for method in methods:
+            if method == "drise":  # no layers: one run, whatever the grid
+                if black_box_done:
+                    continue
+                black_box_done = True
             t0 = time.perf_counter()
             try:
                 exp = yolocam.Explainer(model, method=method, layers=layers, fuse=fuse, imgsz=imgsz, device=a.device)
@@ -191,7 +197,10 @@ def main() -> None:
                 by_anchor = {d.anchor: d for d in res.detections}
                 per += [score(by_anchor[anc].heatmap, b, ev) for anc, b, ev in r if anc in by_anchor]
             label = layers if isinstance(layers, str) else "+".join(map(str, layers))
-            rows.append(mean_row({"layers": label, "fuse": fuse, "method": method}, per, time.perf_counter() - t0,
+            shown_fuse = fuse
+            if method == "drise":
+                label, shown_fuse = "-", "-"
+            rows.append(mean_row({"layers": label, "fuse": shown_fuse, "method": method}, per, time.perf_counter() - t0,
                                  gauss))
             print_row(rows[-1])
 

@@ -103,7 +103,7 @@ def _reference_map(per_component, method, size, lb):
 @pytest.fixture(scope="module")
 def setup(v8_model, image):
     """Detections and reference gradients per target (they do not depend on the method)."""
-    exp = yolocam.Explainer(v8_model, method="gradcam", imgsz=IMGSZ)
+    exp = yolocam.Explainer(v8_model, method="gradcam", imgsz=IMGSZ, layers="neck", fuse="sum")
     layer_ids = [t.top for t in exp.layers]
     assert layer_ids == [12, 15, 18, 21]  # yolov8n's neck outputs
     dets = exp.explain(image, conf=0.0, iou=IOU, max_det=MAX_DET)[0].detections
@@ -118,7 +118,7 @@ def setup(v8_model, image):
 
 
 def _explain(model, image, method, target, max_det=MAX_DET, conf=0.0, **kw):
-    exp = yolocam.Explainer(model, method=method, target=target, imgsz=IMGSZ, **kw)
+    exp = yolocam.Explainer(model, method=method, target=target, imgsz=IMGSZ, **{"layers": "neck", "fuse": "sum", **kw})
     return exp.explain(image, conf=conf, iou=IOU, max_det=max_det)[0]
 
 
@@ -211,7 +211,7 @@ def test_memory_bound_sets_the_chunk_size(v8_model, image, setup, monkeypatch):
     from yolocam.model.hooks import LayerHooks
     from yolocam.model.layers import flatten_output
 
-    exp = yolocam.Explainer(v8_model, method="hirescam", imgsz=IMGSZ, strategy="batched")
+    exp = yolocam.Explainer(v8_model, method="hirescam", imgsz=IMGSZ, strategy="batched", layers="neck", fuse="sum")
     eng = exp.engine
     x, _ = exp.adapter.preprocess([image], IMGSZ)
     with exp.adapter.explaining(), LayerHooks(eng.layers) as hooks, torch.inference_mode(False):

@@ -77,7 +77,9 @@ def test_help_texts_describe_every_option_with_its_default(capsys):
         assert expected in val
     assert main(["bench", "--help"]) == 0
     bench = " ".join(capsys.readouterr().out.split())
-    for expected in ("CAM method to time (default hirescam", "the median is reported (default 5)",
+    from yolocam.defaults import DEFAULT_METHOD
+
+    for expected in (f"CAM method to time (default {DEFAULT_METHOD}", "the median is reported (default 5)",
                      "untimed runs before timing (default 1)", "(default 2048)"):
         assert expected in bench
     assert main(["demo", "--help"]) == 0

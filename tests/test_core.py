@@ -145,7 +145,7 @@ def test_callable_target_equals_builtin(v8_model, image):
 
 
 @pytest.mark.parametrize("target", ["box", "all", "cluster", "conf"])
-@pytest.mark.parametrize("fuse", ["sum", "max", "origin", "aligned"])
+@pytest.mark.parametrize("fuse", ["sum", "max", "origin", "aligned", "gate"])
 def test_targets_and_fusions_run(v8_model, image, target, fuse):
     res = yolocam.Explainer(v8_model, imgsz=IMGSZ, target=target, fuse=fuse).explain(image, conf=0.3, max_det=2)[0]
     assert res.detections

@@ -55,7 +55,7 @@ def test_strategies_agree_and_independent_boxes_say_why(v8_model, image, spec, t
 
 def test_smoothgrad_and_multi_layer_fusions_agree_too(v8_model, image):
     for kw in ({"method": "smoothgradcam++"}, {"fuse": "aligned", "layers": [18, 21]}, {"fuse": "max", "layers": [18, 21]},
-               {"fuse": "origin", "layers": [18, 21]}):
+               {"fuse": "origin", "layers": [18, 21]}, {"fuse": "gate", "layers": [18, 21]}):
         kw = {"layers": [18], **kw}
         loop, batched = (_explain(v8_model, image, strategy=s, **kw) for s in ("loop", "batched"))
         assert [d.reason for d in loop] == [d.reason for d in batched]

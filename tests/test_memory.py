@@ -34,6 +34,7 @@ def _explainer(cache, **kw):
 @pytest.mark.parametrize("fuse,target,size,imgsz", [
     ("sum", "class", (333, 517), 352),      # letterboxed vertically, upscaled
     ("max", "class", (517, 333), 320),      # letterboxed horizontally
+    ("gate", "class", (300, 520), 320),     # the default fusion, fused in input space
     ("origin", "box", (600, 250), 352),     # multi-component target, narrow image
     ("aligned", "class", (200, 180), 352),  # the original is smaller than the input: kept at full size
     ("sum", "all", (1200, 1700), 640),      # larger than the input: kept compact

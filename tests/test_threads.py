@@ -173,7 +173,7 @@ def test_smoothgrad_noise_is_the_calls_own_and_leaves_torch_rng_alone(yolo):
 
 def test_smoothgrad_maps_do_not_depend_on_strategy_chunks_or_batch(v8_model, image):
     def maps(images, batch=1, **kw):
-        exp = yolocam.Explainer(v8_model, imgsz=96, method="smoothgradcam++", **kw)
+        exp = yolocam.Explainer(v8_model, imgsz=96, method="smoothgradcam++", layers="neck", fuse="sum", **kw)
         return _maps(exp.explain(images, conf=0.0, iou=0.1, max_det=4, batch=batch))
 
     expected = maps([image])

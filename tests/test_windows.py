@@ -29,7 +29,7 @@ IMGSZ = 320
 
 def _raw_maps(model, method, target, windows, margins_shift=0.0):
     """The method's raw layer maps per chunk, the result and the window plan, for a loop-strategy engine."""
-    exp = yolocam.Explainer(model, imgsz=IMGSZ, method=method, target=target, strategy="loop")
+    exp = yolocam.Explainer(model, imgsz=IMGSZ, method=method, target=target, strategy="loop", layers="neck", fuse="sum")
     eng = exp.engine
     eng.windows = windows
     captured = []  # per chunk, per layer (jobs, h, w), jobs in order
@@ -85,7 +85,7 @@ def test_smaller_margins_break_exactness():
 
 def test_windowed_engine_matches_whole_graph_reference():
     model = family_model("v8")
-    exp = yolocam.Explainer(model, imgsz=IMGSZ)
+    exp = yolocam.Explainer(model, imgsz=IMGSZ, layers="neck", fuse="sum")
     image = bench_image(IMGSZ)
     x, _ = exp.adapter.preprocess([image], IMGSZ)
     layers = [12, 15, 18, 21]
@@ -113,7 +113,7 @@ def test_module_reach_by_hand():
 def test_levels_without_a_known_receptive_field_are_replayed_whole():
     # yolo12's neck has area attention on every level; yolo26's P5 block has attention, P3 and P4 do not
     for family, known in (("12", [False, False, False]), ("26", [True, True, False])):
-        exp = yolocam.Explainer(family_model(family), imgsz=IMGSZ, strategy="loop")
+        exp = yolocam.Explainer(family_model(family), imgsz=IMGSZ, strategy="loop", layers="neck", fuse="sum")
         exp.explain(bench_image(IMGSZ), conf=0.0, max_det=2)
         margins = next(iter(exp.engine._plans.values())).levels.margins
         assert [m is not None for m in margins] == known, f"{family}: {margins}"
@@ -130,7 +130,7 @@ def test_head_crops_are_exact_at_borders_and_inside(family, target):
     """Targets read from head crops equal those from the whole head, for anchors in corners, on edges
     and inside every level (float64, bit for bit up to 1e-12 of the largest map value)."""
     model = copy.deepcopy(family_model(family)).double()
-    exp = yolocam.Explainer(model, imgsz=IMGSZ, target=target, strategy="loop")
+    exp = yolocam.Explainer(model, imgsz=IMGSZ, target=target, strategy="loop", layers="neck", fuse="sum")
     x, _ = exp.adapter.preprocess([bench_image(IMGSZ)], IMGSZ)
 
     def select(head):
