@@ -21,6 +21,7 @@ from ..inputs.images import ImageItem, Source, iter_images, resolve_source
 from ..model.adapter import ModelAdapter
 from ..model.backend import ExportedModel, exported_format
 from ..model.layers import resolve_layers
+from ..model.obb import corners, rboxes_to_original
 from ..model.targets import get_target
 from ..output.maps import MapRef, MapStack
 from ..output.progress import Progress
@@ -179,9 +180,10 @@ class Explainer:
         for item, lb, dets, maps, why in zip(items, lbs, result.detections, result.heatmaps, result.reasons):
             heat = MapStack(content_region(maps, lb).float().cpu().numpy(), lb.orig_shape) if dets else None
             boxes = boxes_to_original(torch.tensor([d.box for d in dets]).view(-1, 4), lb).tolist()
+            rboxes, polygons = rotated_to_original(dets, lb)
             explained = [
                 DetectionExplanation(box, d.cls, self.names.get(d.cls, str(d.cls)), d.conf, d.anchor, d.level, MapRef(heat, k),
-                                     reason=why[k])
+                                     reason=why[k], rbox=rboxes[k], polygon=polygons[k])
                 for k, (d, box) in enumerate(zip(dets, boxes))
             ]
             if counts is not None:
@@ -189,6 +191,15 @@ class Explainer:
                 counts[1] += sum(r is not None for r in why)
             out.append(ImageExplanation(item.path, item.image, explained, meta=self.meta))
         return out
+
+
+def rotated_to_original(dets, lb) -> tuple[list, list]:
+    """Per detection its rotated box [cx, cy, w, h, angle] and 4 corners [[x, y]] * 4 in original-image
+    pixels (OBB models), else None and None."""
+    if not dets or dets[0].rbox is None:
+        return [None] * len(dets), [None] * len(dets)
+    rboxes = rboxes_to_original(torch.tensor([d.rbox for d in dets]).view(-1, 5), lb)
+    return rboxes.tolist(), corners(rboxes).tolist()
 
 
 def resolve_model(model):

@@ -57,15 +57,23 @@ def blend_heatmap(image: np.ndarray, heatmap: np.ndarray, alpha: float = HEAT_AL
     return out
 
 
-def draw_box(image: np.ndarray, box, label: str, colour=DEFAULT_COLOUR) -> None:
-    """Draw an xyxy box and its label in place (Pillow's built-in font: nothing to download)."""
-    draw_labelled_boxes(image, [box], [label], [colour])
+def draw_box(image: np.ndarray, box, label: str, colour=DEFAULT_COLOUR, polygon=None) -> None:
+    """Draw an xyxy box (or, given, the rotated box's 4 corners `polygon`) and its label in place
+    (Pillow's built-in font: nothing to download)."""
+    draw_labelled_boxes(image, [box], [label], [colour], polygons=[polygon])
 
 
 def draw_boxes(image: np.ndarray, dets, labels=None, size: int | None = None) -> None:
-    """Draw detections' boxes with non-overlapping labels (default `name conf`), one colour per class."""
+    """Draw detections' boxes (rotated ones as polygons) with non-overlapping labels (default `name conf`),
+    one colour per class."""
     labels = labels if labels is not None else [f"{d.name} {d.conf:.2f}" for d in dets]
-    draw_labelled_boxes(image, [d.box for d in dets], labels, [class_colour(d.cls) for d in dets], size=size)
+    draw_labelled_boxes(image, [d.box for d in dets], labels, [class_colour(d.cls) for d in dets], size=size,
+                        polygons=[getattr(d, "polygon", None) for d in dets])
+
+
+def scale_polygon(polygon, gx: float, gy: float):
+    """A polygon [[x, y], ...] scaled by (gx, gy), or None for None."""
+    return None if polygon is None else [[x * gx, y * gy] for x, y in polygon]
 
 
 def crop_region(shape, box, context: float = 0.6, min_side: int = 48) -> tuple[int, int, int, int]:
