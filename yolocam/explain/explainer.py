@@ -181,6 +181,8 @@ class Explainer:
             heat = MapStack(content_region(maps, lb).float().cpu().numpy(), lb.orig_shape) if dets else None
             boxes = boxes_to_original(torch.tensor([d.box for d in dets]).view(-1, 4), lb).tolist()
             rboxes, polygons = rotated_to_original(dets, lb)
+            if dets and polygons[0] is not None:  # OBB: `box` is the hull of the polygon in image pixels
+                boxes = polygon_hulls(polygons, lb.orig_shape)
             explained = [
                 DetectionExplanation(box, d.cls, self.names.get(d.cls, str(d.cls)), d.conf, d.anchor, d.level, MapRef(heat, k),
                                      reason=why[k], rbox=rboxes[k], polygon=polygons[k])
@@ -200,6 +202,14 @@ def rotated_to_original(dets, lb) -> tuple[list, list]:
         return [None] * len(dets), [None] * len(dets)
     rboxes = rboxes_to_original(torch.tensor([d.rbox for d in dets]).view(-1, 5), lb)
     return rboxes.tolist(), corners(rboxes).tolist()
+
+
+def polygon_hulls(polygons: list, shape: tuple[int, int]) -> list[list[float]]:
+    """Axis-aligned hulls xyxy of polygons [[x, y] * 4], clipped to an image of (H, W)."""
+    pts = torch.tensor(polygons)  # (N, 4, 2)
+    lo, hi = pts.amin(1), pts.amax(1)
+    size = torch.tensor([shape[1], shape[0]], dtype=pts.dtype)
+    return torch.cat((lo.clamp(min=0).minimum(size), hi.clamp(min=0).minimum(size)), 1).tolist()
 
 
 def resolve_model(model):
