@@ -44,7 +44,10 @@ def build_obb(cfg: str, nc: int = 3, seed: int = 0):
                 branch[-1].bias.copy_(torch.randn_like(branch[-1].bias) * 1.5)
         for name in ("cv2", "one2one_cv2", "cv4", "one2one_cv4"):
             for branch in getattr(head, name, None) or []:
-                branch[-1].bias.add_(torch.randn_like(branch[-1].bias) * 0.5)
+                bias = branch[-1].bias
+                if name.endswith("cv2") and head.reg_max > 1:  # DFL bins: distances of about one cell, not 7.5
+                    bias.copy_((-0.6 * torch.arange(head.reg_max, dtype=bias.dtype)).repeat(4))
+                bias.add_(torch.randn_like(bias) * 0.5)
     for bn in bns:
         bn.momentum = 0.1
     model.names = {0: "plane", 1: "ship", 2: "tank"}
@@ -87,15 +90,17 @@ def saved_yolo(tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("family", list(OBB_CONFIGS))
-def test_rotated_boxes_equal_ultralytics_predict(family, obb_image, saved_yolo):
+@pytest.mark.parametrize("family,end2end", [("v8", None), ("11", None), ("26", None), ("26", False)])
+def test_rotated_boxes_equal_ultralytics_predict(family, end2end, obb_image, saved_yolo):
+    """Rotated NMS (v8, 11, and 26's one-to-many branch) and the end-to-end top-k (26) as `predict`."""
     yolo = saved_yolo(family)
     assert yolo.task == "obb"
-    exp = yolocam.Explainer(yolo, imgsz=IMGSZ, method="gradcam")
-    assert exp.adapter.task == "obb" and exp.adapter.end2end == (family == "26")
+    exp = yolocam.Explainer(yolo, imgsz=IMGSZ, method="gradcam", end2end=end2end)
+    e2e = family == "26" and end2end is None
+    assert exp.adapter.task == "obb" and exp.adapter.end2end == e2e
     ours = exp.explain(obb_image, conf=0.3, iou=0.5, max_det=20)[0].detections
     pred = yolo.predict(obb_image, imgsz=IMGSZ, conf=0.3, iou=0.5, max_det=20, verbose=False,
-                        nms=False if family == "26" else None)[0]
+                        nms=not e2e if family == "26" else None)[0]
     assert pred.obb is not None and len(ours) == len(pred.obb) >= 3
     rb = np.array([d.rbox for d in ours])
     np.testing.assert_allclose(rb[:, :4], pred.obb.xywhr.numpy()[:, :4], atol=1e-2, rtol=1e-4)  # predict fuses conv+bn
@@ -106,8 +111,21 @@ def test_rotated_boxes_equal_ultralytics_predict(family, obb_image, saved_yolo):
     h, w = obb_image.shape[:2]
     for d in ours:  # `box` is the polygon's hull, clipped to the image
         poly = np.array(d.polygon)
-        hull = [max(poly[:, 0].min(), 0), max(poly[:, 1].min(), 0), min(poly[:, 0].max(), w), min(poly[:, 1].max(), h)]
+        lo, hi = poly.min(0), poly.max(0)
+        hull = np.clip([lo[0], lo[1], hi[0], hi[1]], 0, [w, h, w, h])
         np.testing.assert_allclose(d.box, hull, atol=1e-2)
+
+
+def test_a_batch_selects_as_single_images(obb_image):
+    other = np.ascontiguousarray(obb_image[::-1, ::-1])
+    exp = yolocam.Explainer(obb_model("v8"), imgsz=IMGSZ, method="gradcam")
+    batched = exp.explain([obb_image, other], conf=0.3, max_det=4, batch=2)
+    for res, img in zip(batched, (obb_image, other)):
+        single = exp.explain(img, conf=0.3, max_det=4)[0]
+        assert len(res.detections) == len(single.detections) == 4
+        np.testing.assert_allclose([d.rbox for d in res.detections], [d.rbox for d in single.detections], rtol=1e-5,
+                                   atol=1e-4)
+        assert [d.anchor for d in res.detections] == [d.anchor for d in single.detections]
 
 
 @pytest.mark.parametrize("family", list(OBB_CONFIGS))
