@@ -275,3 +275,11 @@ def test_cli_explains_an_obb_yaml(obb_image, tmp_path):
     entries = json.loads((out / "manifest.json").read_text())["images"][0]["detections"]
     assert len(entries) == 2 and all(len(e["rbox"]) == 5 and len(e["polygon"]) == 4 for e in entries)
     assert all((out / e["overlay"]).is_file() for e in entries)
+
+
+def test_val_refuses_obb_models_in_one_line(saved_yolo, tmp_path, capsys):
+    """Validation of rotated boxes is not supported yet: a clear refusal (exit 2), not a crash."""
+    path = saved_yolo("v8").ckpt_path
+    rc = main(["val", "--model", str(path), "--imgsz", str(IMGSZ), "--out", str(tmp_path / "val")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and "oriented-box (OBB)" in err[-1] and "not supported" in err[-1]
