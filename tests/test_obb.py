@@ -114,6 +114,11 @@ def test_rotated_boxes_equal_ultralytics_predict(family, end2end, obb_image, sav
         lo, hi = poly.min(0), poly.max(0)
         hull = np.clip([lo[0], lo[1], hi[0], hi[1]], 0, [w, h, w, h])
         np.testing.assert_allclose(d.box, hull, atol=1e-2)
+    kw = dict(imgsz=IMGSZ, conf=0.3, classes=[1, 2], max_det=5)  # with a class filter
+    ours = exp.explain(obb_image, **{k: v for k, v in kw.items() if k != "imgsz"})[0].detections
+    pred = yolo.predict(obb_image, verbose=False, nms=not e2e if family == "26" else None, **kw)[0]
+    assert [d.cls for d in ours] == pred.obb.cls.int().tolist() and len(ours) > 0
+    np.testing.assert_allclose([d.rbox for d in ours], pred.obb.xywhr.numpy(), atol=1e-2, rtol=1e-4)
 
 
 def test_a_batch_selects_as_single_images(obb_image):
