@@ -39,6 +39,7 @@ class Explainer:
             (`yolocam.list_models()`), or None for the default bundled demo detector.
         method: a name from `yolocam.list_methods()`.
         target: `class`, `conf`, `box`, `all`, `cluster`, or a callable `(outputs, detection) -> scalar`.
+            On OBB models `box` explains the rotated box's cx, cy, w, h and angle (README, "Oriented boxes").
         layers: `neck`, `head`, `backbone`, a list of layer indices, or a list of modules.
         fuse: `sum`, `max`, `origin` or `aligned` (how several layers combine).
         imgsz: model input size (pixels, long side), as ultralytics' `imgsz`; None = the size the
