@@ -34,7 +34,7 @@ from ..model.adapter import ModelAdapter
 from ..model.detections import Detection, select_detections
 from ..model.hooks import LayerHooks
 from ..model.layers import TargetLayer, align_levels, default_reshape
-from ..model.targets import Jobs, Target
+from ..model.targets import Jobs, Target, for_task
 from .fusion import check_fusion
 from .methods import Method
 from .projection import ProjectorCache, assemble_maps
@@ -75,7 +75,8 @@ class CamEngine(ReplayStrategies):
         if method.black_box:
             raise YolocamError(f"method {method.name!r} is black-box: use Explainer(method={method.name!r}), "
                                f"not the CAM engine (which needs a gradient-family method)")
-        self.adapter, self.method, self.target = adapter, method, target
+        self.adapter, self.method = adapter, method
+        self.target = for_task(target, getattr(adapter, "task", "detect"))  # OBB: box components with the angle
         self.layers = list(layers)
         self.fuse = check_fusion(fuse)
         self.reshape = reshape_transform or default_reshape

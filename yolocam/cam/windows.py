@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..model.adapter import ModelAdapter
+from ..model.obb import angle_branch
 
 # Modules whose forward only composes their children with pointwise ops, split, concat and add.
 _LOCAL_COMPOSITES = {
@@ -111,9 +112,11 @@ def head_reach(adapter: ModelAdapter) -> list[int | None]:
     head = adapter.head
     box_head = head.one2one_cv2 if adapter.end2end else head.cv2
     cls_head = head.one2one_cv3 if adapter.end2end else head.cv3
+    angle_head = angle_branch(head, adapter.end2end)  # OBB heads: the angle branch is read too
     out = []
     for lvl in range(len(adapter.head_inputs)):
         reaches = [module_reach(box_head[lvl]), module_reach(cls_head[lvl])]
+        reaches += [] if angle_head is None else [module_reach(angle_head[lvl])]
         out.append(None if any(r is None for r in reaches) else int(math.ceil(max(reaches))))
     return out
 

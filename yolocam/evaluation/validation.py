@@ -227,6 +227,9 @@ def validate(model=None, data=None, method: str = DEFAULT_METHOD, target="class"
     drise = dict(drise or {})  # method="drise": Explainer's masks, cell, keep, seed, mask_batch
     exp = Explainer(model, method=method, target=target, layers=layers, fuse=fuse,
                     imgsz=train_imgsz if imgsz is None else imgsz, device=device, **drise)
+    if getattr(exp.adapter, "task", "detect") == "obb":
+        raise YolocamError(f"validation of oriented-box (OBB) models is not supported yet: {exp.adapter.name} has an "
+                           f"{type(exp.adapter.head).__name__} head; explain its images with `yolocam explain`")
     imgsz = exp.imgsz  # rounded up to the stride, as the validator does
     tmp = None if out is not None else Path(tempfile.mkdtemp(prefix="yolocam_val_"))
     root = Path(out) if out is not None else tmp

@@ -21,6 +21,7 @@ from ..inputs.images import ImageItem, Source, iter_images, resolve_source
 from ..model.adapter import ModelAdapter
 from ..model.backend import ExportedModel, exported_format
 from ..model.layers import resolve_layers
+from ..model.obb import corners, rboxes_to_original
 from ..model.targets import get_target
 from ..output.maps import MapRef, MapStack
 from ..output.progress import Progress
@@ -38,6 +39,7 @@ class Explainer:
             (`yolocam.list_models()`), or None for the default bundled demo detector.
         method: a name from `yolocam.list_methods()`.
         target: `class`, `conf`, `box`, `all`, `cluster`, or a callable `(outputs, detection) -> scalar`.
+            On OBB models `box` explains the rotated box's cx, cy, w, h and angle (README, "Oriented boxes").
         layers: `neck`, `head`, `backbone`, a list of layer indices, or a list of modules.
         fuse: `sum`, `max`, `origin` or `aligned` (how several layers combine).
         imgsz: model input size (pixels, long side), as ultralytics' `imgsz`; None = the size the
@@ -179,9 +181,12 @@ class Explainer:
         for item, lb, dets, maps, why in zip(items, lbs, result.detections, result.heatmaps, result.reasons):
             heat = MapStack(content_region(maps, lb).float().cpu().numpy(), lb.orig_shape) if dets else None
             boxes = boxes_to_original(torch.tensor([d.box for d in dets]).view(-1, 4), lb).tolist()
+            rboxes, polygons = rotated_to_original(dets, lb)
+            if dets and polygons[0] is not None:  # OBB: `box` is the hull of the polygon in image pixels
+                boxes = polygon_hulls(polygons, lb.orig_shape)
             explained = [
                 DetectionExplanation(box, d.cls, self.names.get(d.cls, str(d.cls)), d.conf, d.anchor, d.level, MapRef(heat, k),
-                                     reason=why[k])
+                                     reason=why[k], rbox=rboxes[k], polygon=polygons[k])
                 for k, (d, box) in enumerate(zip(dets, boxes))
             ]
             if counts is not None:
@@ -189,6 +194,23 @@ class Explainer:
                 counts[1] += sum(r is not None for r in why)
             out.append(ImageExplanation(item.path, item.image, explained, meta=self.meta))
         return out
+
+
+def rotated_to_original(dets, lb) -> tuple[list, list]:
+    """Per detection its rotated box [cx, cy, w, h, angle] and 4 corners [[x, y]] * 4 in original-image
+    pixels (OBB models), else None and None."""
+    if not dets or dets[0].rbox is None:
+        return [None] * len(dets), [None] * len(dets)
+    rboxes = rboxes_to_original(torch.tensor([d.rbox for d in dets]).view(-1, 5), lb)
+    return rboxes.tolist(), corners(rboxes).tolist()
+
+
+def polygon_hulls(polygons: list, shape: tuple[int, int]) -> list[list[float]]:
+    """Axis-aligned hulls xyxy of polygons [[x, y] * 4], clipped to an image of (H, W)."""
+    pts = torch.tensor(polygons)  # (N, 4, 2)
+    lo, hi = pts.amin(1), pts.amax(1)
+    size = torch.tensor([shape[1], shape[0]], dtype=pts.dtype)
+    return torch.cat((lo.clamp(min=0).minimum(size), hi.clamp(min=0).minimum(size)), 1).tolist()
 
 
 def resolve_model(model):

@@ -23,9 +23,10 @@ from torch import nn
 from .._offline import ultralytics_offline
 from ..errors import YolocamError
 from ..inputs.images import Letterbox, batch_letterboxes, images_to_tensor
+from . import obb
 
 FAMILIES = ("v5u", "v8", "v9", "v10", "11", "12", "26")
-SUPPORTED_HEADS = ("Detect", "v10Detect", "Segment", "Pose", "Segment26", "Pose26")
+SUPPORTED_HEADS = ("Detect", "v10Detect", "Segment", "Pose", "Segment26", "Pose26") + obb.OBB_HEADS
 
 # Module types that only route tensors in a neck (upsampling, concatenation, stride-2 convs).
 _NECK_PLUMBING = ("Upsample", "Concat", "Conv", "ADown", "AConv", "SCDown", "Index", "DWConv")
@@ -53,6 +54,8 @@ class HeadOutputs:
     boxes:  (B, A, 4) decoded xyxy boxes in model-input (letterbox) pixels.
     strides: (A,) stride in pixels of each anchor; anchors: (A, 2) cell centres in grid units.
     levels: (A,) level index of each anchor (0 = finest).
+    rboxes: OBB heads only (else None): (B, A, 5) rotated boxes cx, cy, w, h (letterbox pixels) and
+        angle (radians), as ultralytics decodes them; `boxes` then holds their axis-aligned hulls.
     """
 
     logits: torch.Tensor
@@ -60,12 +63,19 @@ class HeadOutputs:
     strides: torch.Tensor
     anchors: torch.Tensor
     levels: torch.Tensor
+    rboxes: torch.Tensor | None = None
+
+    @property
+    def angles(self) -> torch.Tensor | None:
+        """(B, A) angle of each anchor's rotated box in radians (OBB heads), else None."""
+        return None if self.rboxes is None else self.rboxes[..., 4]
 
     def __getitem__(self, index) -> "HeadOutputs":
         """Select batch rows (keeps the batch axis for an int index)."""
         if isinstance(index, int):
             index = slice(index, index + 1)
-        return HeadOutputs(self.logits[index], self.boxes[index], self.strides, self.anchors, self.levels)
+        rboxes = None if self.rboxes is None else self.rboxes[index]
+        return HeadOutputs(self.logits[index], self.boxes[index], self.strides, self.anchors, self.levels, rboxes)
 
 
 def _load_module(model) -> tuple[nn.Module, object | None, str]:
@@ -179,6 +189,11 @@ class ModelAdapter:
     def head_kind(self) -> str:
         return "end2end" if self.end2end else "nms"
 
+    @property
+    def task(self) -> str:
+        """`obb` for oriented-box heads, else `detect` (other tasks are explained through their boxes)."""
+        return "obb" if obb.is_obb(self.head) else "detect"
+
     def layer_groups(self) -> dict[str, list[int]]:
         """Indices of `self.layers` for the named layer sets `fine`, `backbone`, `neck`, `head`.
 
@@ -263,12 +278,18 @@ class ModelAdapter:
 
         cls = torch.cat([run(cls_head, i, f, self.nc) for i, f in enumerate(feats)], dim=-1)  # (B, nc, A)
         anchors, strides, levels = self._anchor_grid(feats)
+        angle_head = obb.angle_branch(head, self.end2end)
         if not boxes:
-            return HeadOutputs(cls.transpose(1, 2), cls.new_zeros((cls.shape[0], cls.shape[2], 4)), strides, anchors,
-                               levels)
+            n, a = cls.shape[0], cls.shape[2]
+            rboxes = None if angle_head is None else cls.new_zeros((n, a, 5))
+            return HeadOutputs(cls.transpose(1, 2), cls.new_zeros((n, a, 4)), strides, anchors, levels, rboxes)
         box = torch.cat([run(box_head, i, f, 4 * head.reg_max) for i, f in enumerate(feats)], dim=-1)  # (B, 4*reg_max, A)
         dist = head.dfl(box) if head.reg_max > 1 else box  # (B, 4, A) ltrb in grid units
         centre = anchors.t().unsqueeze(0)  # (1, 2, A)
+        if angle_head is not None:  # oriented boxes (`obb.py`)
+            raw = torch.cat([run(angle_head, i, f, head.ne) for i, f in enumerate(feats)], dim=-1)[:, 0]  # (B, A)
+            rboxes, hulls = obb.decode_rboxes(dist, obb.decode_angle(head, raw), centre, strides)
+            return HeadOutputs(cls.transpose(1, 2), hulls, strides, anchors, levels, rboxes)
         xyxy = torch.cat((centre - dist[:, :2], centre + dist[:, 2:]), dim=1) * strides
         return HeadOutputs(cls.transpose(1, 2), xyxy.transpose(1, 2), strides, anchors, levels)
 

@@ -14,13 +14,18 @@ import torch
 import torchvision
 
 from .adapter import HeadOutputs
+from .obb import rotated_nms
 
 MAX_WH = 7680  # per-class box offset (pixels) that keeps classes apart in one NMS call
 
 
 @dataclass(frozen=True)
 class Detection:
-    """One kept box. `box` is xyxy in model-input (letterbox) pixels; `image` indexes the batch."""
+    """One kept box. `box` is xyxy in model-input (letterbox) pixels; `image` indexes the batch.
+
+    `rbox` (OBB heads only, else None): the rotated box cx, cy, w, h (letterbox pixels), angle
+    (radians); `box` is then its axis-aligned hull.
+    """
 
     image: int
     anchor: int
@@ -28,6 +33,7 @@ class Detection:
     cls: int
     conf: float
     box: tuple[float, float, float, float]
+    rbox: tuple[float, float, float, float, float] | None = None
 
 
 def select_detections(
@@ -38,14 +44,20 @@ def select_detections(
     classes: Sequence[int] | None = None,
     max_det: int = 300,
 ) -> list[list[Detection]]:
-    """Per image, the detections kept by NMS (or top-k for end-to-end heads), highest confidence first."""
+    """Per image, the detections kept by NMS (or top-k for end-to-end heads), highest confidence first.
+
+    OBB heads (`head.rboxes` set) use ultralytics' rotated NMS; their detections carry `rbox`.
+    """
     scores = head.logits.detach().float().sigmoid()  # (B, A, nc)
     boxes = head.boxes.detach().float()
+    rboxes = None if head.rboxes is None else head.rboxes.detach().float()
     keep_cls = None if classes is None else torch.as_tensor(list(classes), device=scores.device)
     out = []
     for b in range(scores.shape[0]):
         if end2end:
             anchor, cls, score = _topk(scores[b], max_det)
+        elif rboxes is not None:
+            anchor, cls, score = rotated_nms(scores[b], rboxes[b], conf, iou, classes, max_det)
         else:
             anchor, cls, score = _nms(scores[b], boxes[b], conf, iou, keep_cls, max_det)
         if end2end:
@@ -54,7 +66,8 @@ def select_detections(
                 mask &= (cls[:, None] == keep_cls).any(1)
             anchor, cls, score = anchor[mask], cls[mask], score[mask]
         dets = [
-            Detection(b, int(a), int(head.levels[a]), int(c), float(s), tuple(float(v) for v in boxes[b, a]))
+            Detection(b, int(a), int(head.levels[a]), int(c), float(s), tuple(float(v) for v in boxes[b, a]),
+                      None if rboxes is None else tuple(float(v) for v in rboxes[b, a]))
             for a, c, s in zip(anchor.tolist(), cls.tolist(), score.tolist())
         ]
         out.append(dets)

@@ -108,6 +108,39 @@ class ClassAndBox(Target):
         return torch.where(jobs.component == 0, logit, _coordinate(outputs, jobs, (jobs.component - 1).clamp(min=0)))
 
 
+class RotatedBoxCoordinates(BoxCoordinates):
+    """OBB `box`: centre x, centre y, width, height (grid units) and angle (radians) of the rotated box."""
+
+    n_components = 5
+
+    def __call__(self, outputs, jobs):
+        return _rotated_coordinate(outputs, jobs, jobs.component)
+
+
+class ClassAndRotatedBox(ClassAndBox):
+    """OBB `all`: component 0 the class logit, 1..5 the rotated box's cx, cy, w, h, angle."""
+
+    n_components = 6
+
+    def __call__(self, outputs, jobs):
+        logit = outputs.logits[_rows(outputs, jobs), jobs.anchor, jobs.cls]
+        box = _rotated_coordinate(outputs, jobs, (jobs.component - 1).clamp(min=0))
+        return torch.where(jobs.component == 0, logit, box)
+
+
+def _rotated_coordinate(outputs: HeadOutputs, jobs: Jobs, which: torch.Tensor) -> torch.Tensor:
+    """Rotated-box component `which` (0..4: cx, cy, w, h in grid units; 4: angle in radians) at each anchor."""
+    value = outputs.rboxes[_rows(outputs, jobs), jobs.anchor, which]
+    return torch.where(which == 4, value, value / outputs.strides[jobs.anchor])
+
+
+def for_task(target: Target, task: str) -> Target:
+    """The built-in target's variant for a model's task: on OBB models `box` and `all` read the rotated box."""
+    if task == "obb" and type(target) in (BoxCoordinates, ClassAndBox):
+        return RotatedBoxCoordinates() if type(target) is BoxCoordinates else ClassAndRotatedBox()
+    return target
+
+
 class Cluster(Target):
     """The detected class's score summed over all raw predictions overlapping the box, IoU-weighted."""
 

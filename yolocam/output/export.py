@@ -3,7 +3,8 @@
     OUT/manifest.json
     OUT/<stem>/heatmaps.npz         heatmaps (N,h,w) float16 with image_size (2,) int32 = (H, W) when the maps
                                     are kept compact (`maps.py`), else (N,H,W); boxes (N,4) float32,
-                                    classes (N,) int32, scores (N,) float32
+                                    classes (N,) int32, scores (N,) float32; OBB models: rboxes (N,5)
+                                    float32 cx, cy, w, h, angle
     OUT/<stem>/<k:03d>_<name>.png   overlay per detection (long side at most `overlay_max_side`;
                                     `.jpg` with save_format="jpg", the CLI's default)
     OUT/<stem>/crops/<k:03d>_<name>.png   (optional) the box's zoomed crop (box plus context)
@@ -30,7 +31,7 @@ import numpy as np
 
 from ..errors import YolocamError
 from .files import atomic_write_bytes, encode_png, prepare_out_dir, safe_name
-from .render import CROP_SIDE, blend_heatmap, box_crop, draw_box
+from .render import CROP_SIDE, blend_heatmap, box_crop, draw_box, scale_polygon
 
 MANIFEST_VERSION = 1
 SAVE_FORMATS = ("png", "jpg")  # overlays and crops: lossless PNG, or JPEG (quality JPEG_QUALITY, about 8x smaller)
@@ -128,6 +129,7 @@ class ExportWriter:
             boxes=np.asarray([d.box for d in dets], np.float32).reshape(-1, 4),
             classes=np.asarray([d.cls for d in dets], np.int32),
             scores=np.asarray([d.conf for d in dets], np.float32),
+            **rbox_arrays(dets),
         ))
         oh, ow = overlay_size(h, w, self.overlay_max_side)
         base = result.image if (oh, ow) == (h, w) else cv2.resize(result.image, (ow, oh), interpolation=cv2.INTER_AREA)
@@ -136,7 +138,8 @@ class ExportWriter:
         def overlay_entry(k: int) -> dict:
             d, name = dets[k], names[k]
             overlay = blend_heatmap(base, d.heatmap_at((oh, ow)))
-            draw_box(overlay, [d.box[0] * gx, d.box[1] * gy, d.box[2] * gx, d.box[3] * gy], f"{d.name} {d.conf:.2f}")
+            draw_box(overlay, [d.box[0] * gx, d.box[1] * gy, d.box[2] * gx, d.box[3] * gy], f"{d.name} {d.conf:.2f}",
+                     polygon=scale_polygon(getattr(d, "polygon", None), gx, gy))
             atomic_write_bytes(folder / name, self._encode(overlay))
             del overlay
             entry = {"index": k, **d.to_dict(), "overlay": f"{stem}/{name}"}
@@ -175,7 +178,8 @@ class ExportWriter:
         """A zoomed view of the box plus context at full resolution (`render.box_crop`: only that region
         is blended), long side CROP_SIDE px; the gallery shows it as the detection's card."""
         (folder / "crops").mkdir(exist_ok=True)
-        crop = box_crop(image, det.heatmap, det.box, f"{det.name} {det.conf:.2f}", size=CROP_SIDE)
+        crop = box_crop(image, det.heatmap, det.box, f"{det.name} {det.conf:.2f}", size=CROP_SIDE,
+                        polygon=getattr(det, "polygon", None))
         atomic_write_bytes(folder / "crops" / name, self._encode(crop))
         return f"{stem}/crops/{name}"
 
@@ -224,6 +228,13 @@ class ExportWriter:
             self.write_manifest(final=True)
         else:
             remove_listed(self.out, ["manifest.json", *self.manifest.get("files", [])])
+
+
+def rbox_arrays(dets) -> dict[str, np.ndarray]:
+    """OBB models: the npz's `rboxes` (N, 5) float32 cx, cy, w, h, angle (pixels, radians); else nothing."""
+    if not dets or getattr(dets[0], "rbox", None) is None:
+        return {}
+    return {"rboxes": np.asarray([d.rbox for d in dets], np.float32).reshape(-1, 5)}
 
 
 def overlay_size(h: int, w: int, max_side: int | None) -> tuple[int, int]:

@@ -118,17 +118,24 @@ def place_labels(boxes, sizes, shape) -> list[tuple[int, int]]:
 
 
 def draw_labelled_boxes(image: np.ndarray, boxes, labels, colours=None, size: int | None = None,
-                        width: int | None = None) -> None:
+                        width: int | None = None, polygons=None) -> None:
     """Draw xyxy `boxes` (outlined in black for contrast) and their `labels` in place, labels not overlapping.
 
     Empty labels draw no text. `colours`: one BGR colour per box (default: one amber for all); `size`: font size in px and
-    `width`: line width (default: from the image size). Labels are drawn after all boxes.
+    `width`: line width (default: from the image size). Labels are drawn after all boxes. `polygons`: per box
+    None or its rotated box's 4 corners [[x, y], ...] (pixels), drawn instead of the rectangle (`box` its hull).
     """
     boxes = [list(map(float, b)) for b in boxes]
     colours = list(colours) if colours is not None else [DEFAULT_COLOUR] * len(boxes)
+    polygons = list(polygons) if polygons is not None else [None] * len(boxes)
     size = size or font_size_for(image.shape)
     width = width or line_width_for(image.shape)
-    for box, colour in zip(boxes, colours):
+    for box, colour, poly in zip(boxes, colours, polygons):
+        if poly is not None:
+            pts = [np.round(np.asarray(poly, np.float64)).astype(np.int32).reshape(-1, 1, 2)]
+            cv2.polylines(image, pts, True, (0, 0, 0), width + 2, cv2.LINE_AA)
+            cv2.polylines(image, pts, True, tuple(int(c) for c in colour), width, cv2.LINE_AA)
+            continue
         x1, y1, x2, y2 = (int(round(v)) for v in box)
         cv2.rectangle(image, (x1, y1), (x2, y2), (0, 0, 0), width + 2, cv2.LINE_AA)
         cv2.rectangle(image, (x1, y1), (x2, y2), tuple(int(c) for c in colour), width, cv2.LINE_AA)

@@ -57,15 +57,23 @@ def blend_heatmap(image: np.ndarray, heatmap: np.ndarray, alpha: float = HEAT_AL
     return out
 
 
-def draw_box(image: np.ndarray, box, label: str, colour=DEFAULT_COLOUR) -> None:
-    """Draw an xyxy box and its label in place (Pillow's built-in font: nothing to download)."""
-    draw_labelled_boxes(image, [box], [label], [colour])
+def draw_box(image: np.ndarray, box, label: str, colour=DEFAULT_COLOUR, polygon=None) -> None:
+    """Draw an xyxy box (or, given, the rotated box's 4 corners `polygon`) and its label in place
+    (Pillow's built-in font: nothing to download)."""
+    draw_labelled_boxes(image, [box], [label], [colour], polygons=[polygon])
 
 
 def draw_boxes(image: np.ndarray, dets, labels=None, size: int | None = None) -> None:
-    """Draw detections' boxes with non-overlapping labels (default `name conf`), one colour per class."""
+    """Draw detections' boxes (rotated ones as polygons) with non-overlapping labels (default `name conf`),
+    one colour per class."""
     labels = labels if labels is not None else [f"{d.name} {d.conf:.2f}" for d in dets]
-    draw_labelled_boxes(image, [d.box for d in dets], labels, [class_colour(d.cls) for d in dets], size=size)
+    draw_labelled_boxes(image, [d.box for d in dets], labels, [class_colour(d.cls) for d in dets], size=size,
+                        polygons=[getattr(d, "polygon", None) for d in dets])
+
+
+def scale_polygon(polygon, gx: float, gy: float):
+    """A polygon [[x, y], ...] scaled by (gx, gy), or None for None."""
+    return None if polygon is None else [[x * gx, y * gy] for x, y in polygon]
 
 
 def crop_region(shape, box, context: float = 0.6, min_side: int = 48) -> tuple[int, int, int, int]:
@@ -81,9 +89,10 @@ def crop_region(shape, box, context: float = 0.6, min_side: int = 48) -> tuple[i
 
 
 def box_crop(image: np.ndarray, heatmap: np.ndarray, box, label: str | None = None, size: int = 256,
-             context: float = 0.6, colour=DEFAULT_COLOUR, alpha: float = HEAT_ALPHA) -> np.ndarray:
+             context: float = 0.6, colour=DEFAULT_COLOUR, alpha: float = HEAT_ALPHA, polygon=None) -> np.ndarray:
     """A zoomed view of one detection: the box plus context, scaled so its longer side is `size`,
-    with the heat drawn at that scale and the box (and `label`, if given) on top."""
+    with the heat drawn at that scale and the box (or the rotated box's corners `polygon`, and
+    `label`, if given) on top."""
     rx1, ry1, rx2, ry2 = crop_region(image.shape, box, context)
     gain = size / max(rx2 - rx1, ry2 - ry1)
     nw, nh = max(int(round((rx2 - rx1) * gain)), 1), max(int(round((ry2 - ry1) * gain)), 1)
@@ -93,8 +102,9 @@ def box_crop(image: np.ndarray, heatmap: np.ndarray, box, label: str | None = No
                       interpolation=cv2.INTER_LINEAR)
     out = blend_heatmap(img, heat, alpha)
     local = [(box[0] - rx1) * gain, (box[1] - ry1) * gain, (box[2] - rx1) * gain, (box[3] - ry1) * gain]
+    poly = None if polygon is None else [[(x - rx1) * gain, (y - ry1) * gain] for x, y in polygon]
     draw_labelled_boxes(out, [local], [label or ""], [colour], size=font_size_for(out.shape, 0.06, 11, 20),
-                        width=max(2, size // 128))
+                        width=max(2, size // 128), polygons=[poly])
     return out
 
 
@@ -145,7 +155,8 @@ def summary_grid(result, tile: int = 240, max_tiles: int = 25, cols: int | None 
     if rows:
         grid = np.full((rows * (tile + cap), width, 3), 32, np.uint8)
         for k, d in enumerate(dets):
-            crop = box_crop(result.image, d.heatmap, d.box, None, size=tile, colour=class_colour(d.cls))
+            crop = box_crop(result.image, d.heatmap, d.box, None, size=tile, colour=class_colour(d.cls),
+                            polygon=getattr(d, "polygon", None))
             r, c = divmod(k, cols)
             y0, x0 = r * (tile + cap), c * tile
             ch, cw = crop.shape[:2]

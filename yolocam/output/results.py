@@ -37,7 +37,7 @@ class _HeatmapField:
 class DetectionExplanation:
     """One detection and its heatmap.
 
-    box: [x1, y1, x2, y2] in original-image pixels; anchor: index on the head's flattened prediction
+    box: [x1, y1, x2, y2] in original-image pixels (OBB models: the hull of `polygon`); anchor: index on the head's flattened prediction
     axis; level: 0 = finest stride; heatmap: float32 (H, W) of the original image, in [0, 1].
 
     Maps from `Explainer` and `load_output` are kept compact (at model-input resolution, see
@@ -55,10 +55,15 @@ class DetectionExplanation:
     level: int
     heatmap: np.ndarray = _HeatmapField()
     reason: str | None = None  # why the heatmap is zero when the score does not depend on the explained layers
+    rbox: list[float] | None = None  # OBB models: [cx, cy, w, h, angle], pixels and radians; `box` is its hull
+    polygon: list[list[float]] | None = None  # OBB models: the rotated box's 4 corners [[x, y], ...], pixels
 
     def to_dict(self) -> dict:
         out = {"box": [float(v) for v in self.box], "cls": int(self.cls), "name": self.name,
                "conf": float(self.conf), "anchor": int(self.anchor), "level": int(self.level)}
+        if self.rbox is not None:
+            out["rbox"] = [float(v) for v in self.rbox]
+            out["polygon"] = [[float(x), float(y)] for x, y in self.polygon]
         return out if self.reason is None else {**out, "reason": self.reason}
 
     @property
