@@ -58,5 +58,5 @@ def test_default_explanations_localise_their_own_object(scenes):
         own_beats_others += (loc.energy[tp] > loc.energy_other[tp]).tolist()
     assert n >= 150  # matched detections over the 50 scenes
     assert np.mean(pointing) >= 0.90, np.mean(pointing)
-    assert np.mean(energy) >= 0.5, np.mean(energy)
+    assert np.mean(energy) >= 0.6, np.mean(energy)  # the localisation goal the defaults keep (README)
     assert np.mean(own_beats_others) >= 0.95, np.mean(own_beats_others)
