@@ -66,13 +66,13 @@ def test_decides_by_the_mark(model, evaluate_marks):
     assert np.isfinite(r["erase"]) and np.isfinite(r["swap"])
 
 
-def _evidence_scores(explainer_kw):
+def _evidence_scores(explainer_kw, n_scenes=N_SCENES):
     """Per true positive of the held-out scenes: (evidence pointing, evidence share, Gaussian's share)."""
     import yolocam
     from yolocam.demo.evidence import make_evidence_scene
     from yolocam.evaluation.metrics import evidence_scores, gaussian_box_map, match_ground_truth
 
-    scenes = [make_evidence_scene(seed) for seed in seeds()]
+    scenes = [make_evidence_scene(seed) for seed in seeds()[:n_scenes]]
     exp = yolocam.Explainer(str(WEIGHTS), imgsz=IMGSZ, **explainer_kw)
     maps, boxes, discs, gauss = [], [], [], []
     for s, res in zip(scenes, exp.explain([s.image for s in scenes], conf=0.25)):
@@ -98,3 +98,22 @@ def test_the_default_explanation_points_at_the_mark():
     assert float(share.mean()) >= 2.0 * float(gauss_share.mean())
     old, old_share, _ = _evidence_scores({"method": "hirescam", "layers": "neck", "fuse": "sum"})
     assert float(old.mean()) < 0.5 and float(old_share.mean()) < float(share.mean())
+
+
+def test_compare_methods_measures_evidence_like_the_explainer():
+    """`compare_methods(evidence=True)` scores maps in the letterboxed input; the same detections explained
+    through `Explainer` and scored in image pixels (the helper above, seeds 2025) must tell the same story."""
+    from yolocam.demo.scenes import scene_seed
+    from yolocam.evaluation.compare import compare_methods, format_comparison
+
+    rows = compare_methods(str(WEIGHTS), scenes=4, imgsz=IMGSZ, methods=["ssgradcam++", "gradcam"], steps=2,
+                           faithful=0, seed=2025, evidence=True)
+    assert [r["method"] for r in rows] == ["ssgradcam++", "gradcam"] and rows[0]["tp"] >= 8
+    assert "EvPG" in format_comparison(rows)
+    default, pooled = rows
+    assert seeds()[:4] == [scene_seed(2025, "test", i) for i in range(4)]
+    pointing, share, gauss_share = _evidence_scores({}, n_scenes=4)
+    assert len(pointing) == default["tp"]
+    assert abs(default["evidence_pointing"] - float(pointing.mean())) <= 0.15
+    assert abs(default["evidence_x_gauss"] - float(share.mean() / gauss_share.mean())) <= 0.4
+    assert default["evidence_x_gauss"] >= 2.0 and pooled["evidence_pointing"] < default["evidence_pointing"]

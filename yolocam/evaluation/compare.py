@@ -24,12 +24,15 @@ from ..defaults import DEFAULT_FUSE, DEFAULT_LAYERS, DEFAULT_METHOD
 from ..explain.explainer import Explainer, resolve_model
 from ..model.detections import select_detections
 from ..output.files import atomic_write_bytes, prepare_out_dir
+from .evidence import evidence_scores, gaussian_box_map
 from .metrics import box_spearman, deletion_insertion, explain_fixed, localise, randomised_copy, spearman
 from .report import csv_bytes, format_rows, mean_of
 
 COLUMNS = ("method", "detections", "tp", "pointing", "energy", "energy_other", "deletion_auc", "insertion_auc",
            "randomisation", "randomisation_box", "seconds")
 HEADER = ("Method", "Dets", "TP", "PG", "EiB", "EoO", "Del-AUC", "Ins-AUC", "Rand-rho", "Rand-box", "Seconds")
+EVIDENCE_COLUMNS = ("evidence_pointing", "evidence_share", "evidence_x_gauss")
+EVIDENCE_HEADER = ("EvPG", "EvShare", "xGauss")
 
 
 # -------------------------------------------------------- method comparison
@@ -46,16 +49,21 @@ def _unique_methods(methods) -> list[str]:
 def compare_methods(model=None, scenes: int = 16, imgsz: int | None = None, layers=DEFAULT_LAYERS,
                     fuse: str = DEFAULT_FUSE, target="class", conf: float = 0.25, iou: float = 0.7, device=None,
                     methods: Sequence[str] | None = None, steps: int = 16, faithful: int = 2,
-                    seed: int = 0, drise: dict | None = None) -> list[dict]:
+                    seed: int = 0, drise: dict | None = None, evidence: bool = False) -> list[dict]:
     """One row per method (see COLUMNS) measured on `scenes` generated scenes.
+
+    evidence: use the evidence scenes (`yolocam.demo.evidence`, for a detector such as `demo-marks`)
+    and add EVIDENCE_COLUMNS per method over the true positives: evidence pointing, evidence share,
+    and that share over a box-centred Gaussian's on the same boxes (`evaluation/evidence.py`).
 
     model: as `Explainer` (None = bundled demo detector); imgsz: None = the model's training size (else 640);
     steps: deletion/insertion steps; faithful: detections per scene given deletion/insertion curves;
     drise: `DriseConfig` fields (masks, cell, keep, seed, batch) for the black-box method `drise`.
     """
+    from ..demo.evidence import make_evidence_scene
     from ..demo.scenes import make_scene, scene_seed
 
-
+    make = make_evidence_scene if evidence else make_scene
     names = _unique_methods(methods)
     gradient = [m for m in names if not get_method(m).black_box]
     _, model, train_imgsz = resolve_model(model)
@@ -73,9 +81,10 @@ def compare_methods(model=None, scenes: int = 16, imgsz: int | None = None, laye
     rand = randomised_copy(exp.engine, seed=seed)
     rand_engines = {m: engine(rand.adapter, rand.layers, m) for m in names}
     acc = {m: {"pointing": [], "energy": [], "energy_other": [], "deletion_auc": [], "insertion_auc": [],
-               "randomisation": [], "randomisation_box": [], "seconds": 0.0, "detections": 0, "tp": 0} for m in names}
+               "randomisation": [], "randomisation_box": [], "seconds": 0.0, "detections": 0, "tp": 0,
+               "evidence_pointing": [], "evidence_share": [], "gauss_share": []} for m in names}
     for i in range(int(scenes)):
-        scene = make_scene(scene_seed(seed, "test", i))
+        scene = make(scene_seed(seed, "test", i))
         x, (lb,) = adapter.preprocess([scene.image], exp.imgsz)
         with adapter.explaining(), torch.no_grad():
             _, head = adapter.forward(x)
@@ -96,6 +105,8 @@ def compare_methods(model=None, scenes: int = 16, imgsz: int | None = None, laye
             for key in ("pointing", "energy", "energy_other"):
                 a[key] += getattr(loc, key)[loc.tp].tolist()
             a["tp"] += int(loc.tp.sum())
+            if evidence:
+                _evidence(a, maps[:, lb.top:lb.top + h, lb.left:lb.left + w], boxes, loc, scene, (gx, gy))
             a["detections"] += len(dets[0])
             for d, heat in list(zip(dets[0], maps))[:faithful]:
                 dele, ins = deletion_insertion(adapter, x, heat, d.box, d.cls, steps=steps)
@@ -111,18 +122,44 @@ def compare_methods(model=None, scenes: int = 16, imgsz: int | None = None, laye
         rows.append({"method": m, "detections": a["detections"], "tp": a["tp"], "seconds": round(a["seconds"], 2),
                      **{k: mean_of(a[k]) for k in ("pointing", "energy", "energy_other", "deletion_auc",
                                                   "insertion_auc", "randomisation", "randomisation_box")}})
+        if evidence:
+            gauss = mean_of(a["gauss_share"])
+            rows[-1].update(evidence_pointing=mean_of(a["evidence_pointing"]),
+                            evidence_share=mean_of(a["evidence_share"]),
+                            evidence_x_gauss=mean_of(a["evidence_share"]) / gauss if gauss else float("nan"))
     return rows
+
+
+def _evidence(acc: dict, maps: torch.Tensor, boxes: torch.Tensor, loc, scene, gain: tuple[float, float]) -> None:
+    """Add the true positives' evidence scores (and the Gaussian baseline's share) to `acc`.
+    maps (N, h, w) and boxes (N, 4) are in letterboxed content pixels; the scene's marks are scaled by `gain`."""
+    tp = loc.tp.nonzero().view(-1).tolist()
+    if not tp:
+        return
+    gt = loc.reference[tp].tolist()
+    (gx, gy), shape = gain, tuple(maps.shape[-2:])
+    discs = [(float(scene.mark_centres[g][0]) * gx, float(scene.mark_centres[g][1]) * gy,
+              float(scene.mark_diameters[g]) * (gx + gy) / 2) for g in gt]
+    pointing, share = evidence_scores(maps[tp].cpu(), boxes[tp], discs)
+    gauss = torch.stack([gaussian_box_map(shape, boxes[k]) for k in tp])
+    _, gauss_share = evidence_scores(gauss, boxes[tp], discs)
+    acc["evidence_pointing"] += pointing.tolist()
+    acc["evidence_share"] += share.tolist()
+    acc["gauss_share"] += gauss_share.tolist()
 
 
 def format_comparison(rows: list[dict]) -> str:
     """The comparison as an ultralytics-style table (PG/EiB/EoO on true positives; higher is better
-    except EoO, Del-AUC and Rand-rho)."""
+    except EoO, Del-AUC and Rand-rho; evidence columns when measured)."""
+    if rows and "evidence_pointing" in rows[0]:
+        return format_rows(HEADER[:-1] + EVIDENCE_HEADER + HEADER[-1:], rows, COLUMNS[:-1] + EVIDENCE_COLUMNS + COLUMNS[-1:])
     return format_rows(HEADER, rows, COLUMNS)
 
 
 def save_comparison(rows: list[dict], out) -> Path:
     """Write compare_methods.csv and compare_methods.json into `out`."""
     out = prepare_out_dir(out)
-    atomic_write_bytes(out / "compare_methods.csv", csv_bytes(rows, COLUMNS))
+    columns = COLUMNS + EVIDENCE_COLUMNS if rows and "evidence_pointing" in rows[0] else COLUMNS
+    atomic_write_bytes(out / "compare_methods.csv", csv_bytes(rows, columns))
     atomic_write_bytes(out / "compare_methods.json", json.dumps(rows, indent=1).encode())
     return out
