@@ -170,6 +170,7 @@ def main() -> None:
     gauss = rows[0]["evidence_share"]
     for r in rows:
         r["x_gauss"] = r["evidence_share"] / gauss if gauss else float("nan")
+        print_row(r)
     if not a.no_ultralytics and yolo is not None:
         t0, per = time.perf_counter(), []
         for scene, r in zip(scenes, refs):
@@ -177,6 +178,7 @@ def main() -> None:
             per += [score(cam, b, ev, peak_in_box=True) for _, b, ev in r] if cam is not None else []
         rows.append(mean_row({"layers": "head-in", "fuse": "max", "method": "ultralytics:visualize"}, per,
                              time.perf_counter() - t0, gauss))
+        print_row(rows[-1])
 
     black_box_done = False
     for layers, fuse in grid:
