@@ -1,0 +1,60 @@
+"""Connecting to Ray: the lazy import (with the install hint), `ray.init`, and worker resources."""
+
+from __future__ import annotations
+
+import logging
+
+from ..errors import YolocamError
+
+INSTALL_HINT = 'Ray is not installed; --ray needs the optional extra: pip install "yolocam[ray]"'
+DECODE_CPUS = 0.25  # CPUs reserved per decode task (fractional: read tasks never wait for a whole core)
+
+
+def require_ray():
+    """The `ray` module with Ray Data, or a one-line `YolocamError` saying how to install it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise YolocamError(INSTALL_HINT) from None
+    return ray
+
+
+def connect(address: str | None = None):
+    """Join the Ray cluster at `address` (`auto`: the one `ray start` made on this machine; None: the
+    running one, else a local Ray started here). Returns the `ray` module."""
+    ray = require_ray()
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # its per-run INFO lines; our progress bar says it
+    if ray.is_initialized():
+        return ray
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
+                 logging_level=logging.WARNING)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        raise YolocamError(f"cannot connect to the Ray cluster at {address or 'a new local Ray'}: "
+                           f"{' '.join(str(exc).split())}") from None
+    return ray
+
+
+def worker_cpus(ray, workers: int, cpus_per_worker: float | None) -> float:
+    """CPUs each worker reserves: given, else a share of the cluster's CPUs that leaves room for decode
+    tasks (on 2 cores and 2 workers: 0.75 each, so reads still get scheduled)."""
+    if cpus_per_worker is not None:
+        if cpus_per_worker <= 0:
+            raise YolocamError(f"cpus_per_worker: expected a positive number, got {cpus_per_worker!r}")
+        return float(cpus_per_worker)
+    total = float(ray.cluster_resources().get("CPU", 1.0))
+    share = (total - 2 * DECODE_CPUS) / max(1, workers)
+    return max(0.1, min(1.0, round(share * 20) / 20))
+
+
+def check_workers(workers, gpus_per_worker) -> tuple[int, float]:
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise YolocamError(f"workers: expected a positive int, got {workers!r}")
+    try:
+        gpus = float(gpus_per_worker or 0)
+    except (TypeError, ValueError):
+        raise YolocamError(f"gpus_per_worker: expected a number, got {gpus_per_worker!r}") from None
+    if gpus < 0:
+        raise YolocamError(f"gpus_per_worker: expected >= 0, got {gpus_per_worker!r}")
+    return workers, gpus
