@@ -48,13 +48,26 @@ def worker_cpus(ray, workers: int, cpus_per_worker: float | None) -> float:
     return max(0.1, min(1.0, round(share * 20) / 20))
 
 
-def check_workers(workers, gpus_per_worker) -> tuple[int, float]:
+def check_workers(workers, gpus_per_worker) -> tuple[int, float | None]:
+    """(workers, GPUs per worker or None for the default) checked, before Ray starts."""
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise YolocamError(f"workers: expected a positive int, got {workers!r}")
+    if gpus_per_worker is None:
+        return workers, None
     try:
-        gpus = float(gpus_per_worker or 0)
+        gpus = float(gpus_per_worker)
     except (TypeError, ValueError):
         raise YolocamError(f"gpus_per_worker: expected a number, got {gpus_per_worker!r}") from None
-    if gpus < 0:
+    if not gpus >= 0:
         raise YolocamError(f"gpus_per_worker: expected >= 0, got {gpus_per_worker!r}")
     return workers, gpus
+
+
+def placement(ray, gpus: float | None, device):
+    """(GPUs per worker, device for its Explainer): None GPUs = 1 when the cluster has any, else 0; a GPU
+    worker's model goes to the GPU Ray gave it (`cuda:0` in its own numbering) unless a device is given."""
+    if gpus is None:
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    if gpus > 0 and device is None:
+        device = "cuda:0"
+    return gpus, device

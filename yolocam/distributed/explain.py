@@ -30,7 +30,7 @@ from ..errors import YolocamError
 from ..output.cleanup import clear_previous, read_manifest, remove_temp_files
 from ..output.export import ExportWriter
 from ..output.progress import Progress
-from .cluster import DECODE_CPUS, check_workers, connect, worker_cpus
+from .cluster import DECODE_CPUS, check_workers, connect, placement, worker_cpus
 
 MANIFEST_EVERY_S = 5.0  # the driver rewrites the manifest at most this often during a run
 
@@ -107,7 +107,7 @@ def finished_entry(out: Path, entry, crops: bool, save_format: str) -> bool:
     return all(isinstance(r, str) and (out / r).is_file() and not (out / r).is_symlink() for r in rels)
 
 
-def explain_dataset(source, out, model=None, workers: int = 1, gpus_per_worker: float = 0.0,
+def explain_dataset(source, out, model=None, workers: int = 1, gpus_per_worker: float | None = None,
                     cpus_per_worker: float | None = None, address: str | None = None, method: str = DEFAULT_METHOD,
                     target: str = "class", layers=DEFAULT_LAYERS, fuse: str = DEFAULT_FUSE, imgsz: int | None = None,
                     device=None, conf: float = 0.25, iou: float = 0.7, classes=None, max_det: int = 300,
@@ -117,7 +117,7 @@ def explain_dataset(source, out, model=None, workers: int = 1, gpus_per_worker: 
     """Explain every image of `source` (paths: a file, folder, glob or list) into `out` on Ray.
 
     workers: actors, each holding one `Explainer`; gpus_per_worker: GPUs each reserves (0: CPU workers;
-    fractions share a GPU); cpus_per_worker: None = a share that leaves room for decoding. address: the
+    fractions share a GPU; None: 1 when the cluster has GPUs, else 0); cpus_per_worker: None = a share that leaves room for decoding. address: the
     cluster (`auto`, `ray://host:10001`, None: the running Ray or a new local one). `out` must be a path
     every worker can write (local disk on one machine, a shared file system on a cluster). resume: keep
     the finished images of an earlier run into `out` (False: start afresh). Other arguments as
@@ -133,10 +133,11 @@ def explain_dataset(source, out, model=None, workers: int = 1, gpus_per_worker: 
     if not all(isinstance(e, (str, os.PathLike)) for e in entries):
         raise YolocamError("explain_dataset: expected image paths (a file, folder, glob or list of paths), got arrays")
     entries = [str(e) for e in entries]
-    explainer = dict(model=model, method=method, target=target, layers=layers, fuse=fuse, imgsz=imgsz, device=device,
-                     **(explainer_options or {}))
     start = time.monotonic()
     ray = connect(address)
+    gpus, device = placement(ray, gpus, device)
+    explainer = dict(model=model, method=method, target=target, layers=layers, fuse=fuse, imgsz=imgsz, device=device,
+                     **(explainer_options or {}))
     if not resume:
         clear_previous(out)
     old = read_manifest(out) if resume else None
@@ -225,7 +226,7 @@ def _check_same_run(old: dict, explainer: dict) -> None:
     """Resuming is only allowed with the model, method, target and layers that made the kept images."""
     from ..explain.explainer import Explainer
 
-    meta = Explainer(**dict(explainer, device="cpu")).meta
+    meta = Explainer(**dict(explainer, device="cpu")).meta  # the driver may have no GPU
     diff = [k for k in ("model", "method", "target", "layers") if old.get(k) != meta[k]]
     if diff:
         raise YolocamError(f"cannot resume: the output folder was written with another {', '.join(diff)} "

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 from ..defaults import DEFAULT_FUSE, DEFAULT_LAYERS, DEFAULT_METHOD
 from ..errors import YolocamError
-from .cluster import check_workers, connect, worker_cpus
+from .cluster import check_workers, connect, placement, worker_cpus
 
 
 def list_val_images(info: dict) -> list[str]:
@@ -105,7 +105,7 @@ def validate_shard(paths: list[str], names: dict, options: dict, threads: int = 
             "settings": report.settings, "names": names}
 
 
-def validate_dataset(model=None, data=None, workers: int = 1, gpus_per_worker: float = 0.0,
+def validate_dataset(model=None, data=None, workers: int = 1, gpus_per_worker: float | None = None,
                      cpus_per_worker: float | None = None, address: str | None = None, method: str = DEFAULT_METHOD,
                      target="class", layers=DEFAULT_LAYERS, fuse: str = DEFAULT_FUSE, imgsz: int | None = None,
                      conf: float = 0.25, iou: float = 0.7, device=None, out=None, scenes: int | None = None,
@@ -122,6 +122,7 @@ def validate_dataset(model=None, data=None, workers: int = 1, gpus_per_worker: f
 
     workers, gpus = check_workers(workers, gpus_per_worker)
     ray = connect(address)
+    gpus, device = placement(ray, gpus, device)
     tmp = None if out is not None else Path(tempfile.mkdtemp(prefix="yolocam_val_"))
     root = Path(out) if out is not None else tmp
     try:
