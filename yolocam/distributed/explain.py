@@ -122,7 +122,8 @@ def explain_dataset(source, out, model=None, workers: int = 1, gpus_per_worker: 
     every worker can write (local disk on one machine, a shared file system on a cluster). resume: keep
     the finished images of an earlier run into `out` (False: start afresh). Other arguments as
     `Explainer` / `Explainer.explain` / `ExportWriter` (`explainer_options`: more `Explainer` keywords).
-    Returns counts: images, detections, errors, skipped (already finished), seconds, error_lines.
+    Returns counts: images, detections, errors, skipped (already finished), seconds (whole call), first_s
+    (until the first image came back: Ray, actors and models started), error_lines.
     """
     from ..inputs.images import resolve_source
 
@@ -170,6 +171,7 @@ def explain_dataset(source, out, model=None, workers: int = 1, gpus_per_worker: 
                            _crash_marker)
             last = time.monotonic()
             for row in ds.iter_rows():
+                counts.setdefault("first_s", time.monotonic() - start)  # Ray, actors and models started
                 i, res = int(row["i"]), json.loads(row["result"])
                 meta = meta or {k: v for k, v in json.loads(row["meta"]).items()}
                 if "error" in res:
