@@ -15,11 +15,13 @@ from .options import positive_int
 def add_ray_args(p, resume: bool) -> None:
     """--ray [ADDRESS], --workers, --gpus-per-worker (and --resume for explain)."""
     p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
-                   help='run on Ray (pip install "yolocam[ray]"): alone, the running Ray or a new local one; '
-                        "ADDRESS: auto (the cluster 'ray start' made here) or host:port")
+                   help='run on Ray (pip install "yolocam[ray]"): alone, a new local Ray (or $RAY_ADDRESS); '
+                        "ADDRESS: auto (the cluster 'ray start' made on this machine), host:port or ray://host:10001")
     p.add_argument("--workers", type=positive_int, default=1, help="--ray: workers, one model each (default 1)")
     p.add_argument("--gpus-per-worker", type=float, default=None,
                    help="--ray: GPUs per worker, fractions share a GPU (default: 1 when the cluster has GPUs, else 0)")
+    p.add_argument("--cpus-per-worker", type=float, default=None,
+                   help="--ray: CPUs per worker (default: a share of the cluster's, at most 1, leaving room to decode)")
     if resume:
         p.add_argument("--resume", action="store_true",
                        help="--ray: continue a stopped run in --out, skipping the images whose files are complete")
@@ -38,6 +40,7 @@ def explain_on_ray(args, entries: list[str], out: Path, drise: dict) -> int:
 
     crops = args.html if args.crops is None else args.crops
     counts = explain_dataset(entries, out, model=args.model, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
+                             cpus_per_worker=args.cpus_per_worker,
                              address=args.ray or None, method=args.method, target=args.target, layers=args.layers,
                              fuse=args.fuse, imgsz=args.imgsz, device=args.device, conf=args.conf, iou=args.iou,
                              classes=args.classes, max_det=args.max_det, batch=args.batch, html=args.html, crops=crops,
@@ -70,6 +73,7 @@ def val_on_ray(args, drise: dict) -> int:
 
     drise = {k: v for k, v in drise.items() if k != "progress" and v is not None}
     validate_dataset(args.model, data=args.data, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
+                     cpus_per_worker=args.cpus_per_worker,
                      address=args.ray or None, method=args.method, target=args.target, layers=_layers_arg(args.layers),
                      fuse=args.fuse, imgsz=args.imgsz, conf=args.conf, iou=args.iou, device=args.device, out=args.out,
                      scenes=args.scenes, drise=drise)

@@ -21,8 +21,9 @@ def require_ray():
 
 
 def connect(address: str | None = None):
-    """Join the Ray cluster at `address` (`auto`: the one `ray start` made on this machine; None: the
-    running one, else a local Ray started here). Returns the `ray` module."""
+    """Join the Ray cluster at `address` (`auto`: the one `ray start` made on this machine; `host:port` or
+    `ray://host:10001`; None: $RAY_ADDRESS when set, else a new local Ray). An already initialised Ray
+    (e.g. the caller's `ray.init`) is used as it is. Returns the `ray` module."""
     ray = require_ray()
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # its per-run INFO lines; our progress bar says it
     if ray.is_initialized():

@@ -17,6 +17,7 @@ runs are removed; a file is never trusted unless the manifest lists it as finish
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -54,7 +55,7 @@ class ExplainWorker:
     """Ray Data actor: one `Explainer` (built once per actor) and a writer into `out`.
 
     `__call__(batch)` explains the batch's images and writes their files; returns per image its index
-    `i`, its manifest entry or error as JSON, and the run's meta as JSON.
+    `i` and its manifest entry or error as JSON.
     """
 
     def __init__(self, out: str, explainer: dict, run: dict, writer: dict, threads: int = 1,
@@ -78,7 +79,6 @@ class ExplainWorker:
     def __call__(self, batch: dict) -> dict:
         self._maybe_crash()
         out: list[str] = []
-        meta = json.dumps(self.exp.meta)
         for path, stem, image, error in zip(batch["path"], batch["stem"], batch["image"], batch["error"]):
             if error:
                 out.append(json.dumps({"error": {"path": str(path), "error": str(error)}}))
@@ -89,8 +89,7 @@ class ExplainWorker:
                 out.append(json.dumps({"error": {"path": str(path), "error": result.error}}))
                 continue
             out.append(json.dumps({"image": self.writer.write_files(result, str(stem))}))
-        return {"i": batch["i"], "result": np.asarray(out, dtype=object),
-                "meta": np.asarray([meta] * len(out), dtype=object)}
+        return {"i": batch["i"], "result": np.asarray(out, dtype=object)}
 
 
 def finished_entry(out: Path, entry, crops: bool, save_format: str) -> bool:
@@ -117,11 +116,12 @@ def explain_dataset(source, out, model=None, workers: int = 1, gpus_per_worker: 
     """Explain every image of `source` (paths: a file, folder, glob or list) into `out` on Ray.
 
     workers: actors, each holding one `Explainer`; gpus_per_worker: GPUs each reserves (0: CPU workers;
-    fractions share a GPU; None: 1 when the cluster has GPUs, else 0); cpus_per_worker: None = a share that leaves room for decoding. address: the
-    cluster (`auto`, `ray://host:10001`, None: the running Ray or a new local one). `out` must be a path
-    every worker can write (local disk on one machine, a shared file system on a cluster). resume: keep
-    the finished images of an earlier run into `out` (False: start afresh). Other arguments as
-    `Explainer` / `Explainer.explain` / `ExportWriter` (`explainer_options`: more `Explainer` keywords).
+    fractions share a GPU; None: 1 when the cluster has GPUs, else 0); cpus_per_worker: None = a share
+    that leaves room for decoding. address: the cluster (`auto`, `host:port`, `ray://host:10001`; None:
+    an initialised Ray, $RAY_ADDRESS, or a new local one). `out` must be a path every worker can write
+    (local disk on one machine, a shared file system on a cluster). resume: keep the finished images of
+    an earlier run into `out` (False: start afresh). Other arguments as `Explainer` / `Explainer.explain`
+    / `ExportWriter` (`explainer_options`: more `Explainer` keywords).
     Returns counts: images, detections, errors, skipped (already finished), seconds (whole call), first_s
     (until the first image came back: Ray, actors and models started), error_lines.
     """
@@ -139,6 +139,7 @@ def explain_dataset(source, out, model=None, workers: int = 1, gpus_per_worker: 
     gpus, device = placement(ray, gpus, device)
     explainer = dict(model=model, method=method, target=target, layers=layers, fuse=fuse, imgsz=imgsz, device=device,
                      **(explainer_options or {}))
+    meta = _run_meta(explainer)  # also checks every setting here, before any folder or worker
     if not resume:
         clear_previous(out)
     old = read_manifest(out) if resume else None
@@ -147,8 +148,7 @@ def explain_dataset(source, out, model=None, workers: int = 1, gpus_per_worker: 
     stems = [writer.unique_stem(p) for p in entries]  # in source order, as a single-process run names them
     done = _finished(writer.out, old, entries, stems, crops, save_format)
     if done:
-        _check_same_run(old, explainer)
-    meta = {k: old.get(k) for k in ("model", "method", "target", "layers")} if done else {}
+        _check_same_run(old, meta)
     images = {i: done[i] for i in done}
     errors: dict[int, dict] = {}
     todo = [{"i": i, "path": p, "stem": s} for i, (p, s) in enumerate(zip(entries, stems)) if i not in done]
@@ -161,7 +161,7 @@ def explain_dataset(source, out, model=None, workers: int = 1, gpus_per_worker: 
         writer._image_json = []  # entries are re-ordered: serialise afresh
         writer.finish() if final else writer.write_manifest()
 
-    with Progress(len(entries), desc="explain", enabled=progress) as bar:
+    with Progress(len(entries), desc="explain", enabled=progress) as bar, _record_on_failure(write):
         bar.update(len(done))
         if todo:
             cpus = worker_cpus(ray, workers, cpus_per_worker)
@@ -173,7 +173,6 @@ def explain_dataset(source, out, model=None, workers: int = 1, gpus_per_worker: 
             for row in ds.iter_rows():
                 counts.setdefault("first_s", time.monotonic() - start)  # Ray, actors and models started
                 i, res = int(row["i"]), json.loads(row["result"])
-                meta = meta or {k: v for k, v in json.loads(row["meta"]).items()}
                 if "error" in res:
                     errors[i] = res["error"]
                     counts["errors"] += 1
@@ -197,7 +196,7 @@ def _pipeline(ray, todo: list[dict], out: str, explainer: dict, run: dict, write
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the driver shows one progress bar of its own
     size = max(1, int(batch))
-    blocks = max(1, min(len(todo), 4 * workers * 4))
+    blocks = max(1, min(len(todo), max(16 * workers, len(todo) // 256)))  # small blocks: work spreads, rows stream
     ds = ray.data.from_items(todo, override_num_blocks=blocks)
     ds = ds.map_batches(_decode, batch_size=size, batch_format="numpy", num_cpus=DECODE_CPUS)
     with warnings.catch_warnings():  # Ray >= 2.5x calls these keywords deprecated but still honours them
@@ -224,12 +223,27 @@ def _finished(out: Path, old, entries: list[str], stems: list[str], crops: bool,
     return done
 
 
-def _check_same_run(old: dict, explainer: dict) -> None:
-    """Resuming is only allowed with the model, method, target and layers that made the kept images."""
+def _run_meta(explainer: dict) -> dict:
+    """The manifest's model, method, target and layers, from an `Explainer` built here on the CPU (the driver
+    may have no GPU); a bad setting raises its `YolocamError` before any worker starts."""
     from ..explain.explainer import Explainer
 
-    meta = Explainer(**dict(explainer, device="cpu")).meta  # the driver may have no GPU
+    return Explainer(**dict(explainer, device="cpu")).meta
+
+
+def _check_same_run(old: dict, meta: dict) -> None:
+    """Resuming is only allowed with the model, method, target and layers that made the kept images."""
     diff = [k for k in ("model", "method", "target", "layers") if old.get(k) != meta[k]]
     if diff:
         raise YolocamError(f"cannot resume: the output folder was written with another {', '.join(diff)} "
                            f"({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); choose another out or resume=False")
+
+
+@contextlib.contextmanager
+def _record_on_failure(write):
+    """If the run stops (an error, Ctrl-C), the manifest still lists every image finished so far (for a resume)."""
+    try:
+        yield
+    except BaseException:
+        write()
+        raise
