@@ -39,6 +39,7 @@ def scenes(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("ray_scenes")
     for k in range(N_SCENES):
         cv2.imwrite(str(folder / f"scene{k:02d}.png"), make_scene(100 + k).image)
+    (folder / "scene05_broken.png").write_bytes(b"not an image")  # an error entry, in the manifest's order
     return folder
 
 
@@ -58,7 +59,7 @@ def manifest(out: Path) -> dict:
 def assert_same_output(out: Path, ref: Path) -> None:
     """Same manifest (numbers to 1e-4) and, per image, heatmaps within 1/255 and overlays alike."""
     a, b = manifest(out), manifest(ref)
-    assert a["complete"] is True and b["complete"] is True
+    assert a["complete"] is True and b["complete"] is True and len(b["errors"]) == 1
     assert {k: v for k, v in a.items() if k != "images"} == {k: v for k, v in b.items() if k != "images"}
     assert [i["stem"] for i in a["images"]] == [i["stem"] for i in b["images"]]
     for ia, ib in zip(a["images"], b["images"]):
@@ -95,7 +96,7 @@ def test_a_killed_worker_is_restarted_and_nothing_is_lost(local_ray, scenes, sin
     counts = explain_dataset(str(scenes), tmp_path / "out", model="demo-v8", imgsz=int(IMGSZ), workers=2,
                              _crash_marker=str(marker))
     assert marker.exists()  # a worker process died (os._exit) on its first batch
-    assert counts["images"] == N_SCENES and counts["errors"] == 0
+    assert counts["images"] == N_SCENES and counts["errors"] == 1  # the broken file
     assert_same_output(tmp_path / "out", single)
 
 
@@ -146,6 +147,20 @@ def test_val_on_ray_equals_val(local_ray, tmp_path):
     assert sorted(dist.predictions, key=key) == sorted(one.predictions, key=key)
     assert len(one.predictions) > 10
     assert json.dumps(dist.table) == json.dumps(one.table)  # NaN cells included
+
+
+def test_val_ray_options_reach_validate_dataset(tmp_path, monkeypatch, capsys):
+    import yolocam.distributed as dist
+
+    calls = []
+    monkeypatch.setattr(dist, "validate_dataset", lambda *a, **kw: calls.append((a, kw)))
+    assert main(["val", "--model", "demo-v8", "--imgsz", "96", "--out", str(tmp_path / "v"), "--ray", "auto",
+                 "--workers", "3", "--gpus-per-worker", "0.5", "--layers", "15,18,21"]) == 0
+    (model,), kw = calls[0]
+    assert model == "demo-v8" and kw["address"] == "auto" and kw["workers"] == 3 and kw["gpus_per_worker"] == 0.5
+    assert kw["imgsz"] == 96 and kw["layers"] == [15, 18, 21] and kw["out"] == str(tmp_path / "v")
+    assert main(["val", "--out", str(tmp_path / "w"), "--ray", "--max-images", "4"]) == 2
+    assert "not supported with --ray" in capsys.readouterr().err
 
 
 def test_ray_missing_says_how_to_install(scenes, tmp_path, monkeypatch, capsys):
