@@ -25,7 +25,7 @@ def connect(address: str | None = None):
     `ray://host:10001`; None: $RAY_ADDRESS when set, else a new local Ray). An already initialised Ray
     (e.g. the caller's `ray.init`) is used as it is. Returns the `ray` module."""
     ray = require_ray()
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # its per-run INFO lines; our progress bar says it
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its per-run notes; our own progress bar says it
     if ray.is_initialized():
         return ray
     try:

@@ -135,11 +135,11 @@ def explain_dataset(source, out, model=None, workers: int = 1, gpus_per_worker: 
         raise YolocamError("explain_dataset: expected image paths (a file, folder, glob or list of paths), got arrays")
     entries = [str(e) for e in entries]
     start = time.monotonic()
-    ray = connect(address)
-    gpus, device = placement(ray, gpus, device)
     explainer = dict(model=model, method=method, target=target, layers=layers, fuse=fuse, imgsz=imgsz, device=device,
                      **(explainer_options or {}))
-    meta = _run_meta(explainer)  # also checks every setting here, before any folder or worker
+    meta = _run_meta(explainer)  # also checks every setting here, before Ray, any folder or worker
+    ray = connect(address)
+    gpus, explainer["device"] = placement(ray, gpus, device)
     if not resume:
         clear_previous(out)
     old = read_manifest(out) if resume else None
