@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import time
 import warnings
 from pathlib import Path
@@ -37,25 +38,24 @@ MANIFEST_EVERY_S = 5.0  # the driver rewrites the manifest at most this often du
 
 
 def _decode(batch: dict) -> dict:
-    """Ray Data stage: read the batch's image files as ultralytics does (`inputs.images`); an unusable file
-    gets an empty (0, 0, 3) image and its error."""
+    """Ray Data stage: read each group's image files as ultralytics does (`inputs.images`). A row is one
+    group of up to `--batch` consecutive images; its images travel pickled (one binary cell), an unusable
+    file as its error text."""
     from ..inputs.images import iter_images
 
-    paths = [str(p) for p in batch["path"]]
-    images = np.empty(len(paths), dtype=object)
-    errors = []
-    for k, item in enumerate(iter_images(paths)):
-        images[k] = item.image if item.error is None else np.zeros((0, 0, 3), np.uint8)
-        errors.append(item.error or "")
-    return {"i": batch["i"], "path": batch["path"], "stem": batch["stem"], "image": images,
-            "error": np.asarray(errors, dtype=object)}
+    blobs = []
+    for paths in batch["path"]:
+        items = list(iter_images([str(p) for p in paths]))
+        blobs.append(pickle.dumps([it.image if it.error is None else it.error for it in items], protocol=5))
+    return {"i": batch["i"], "path": batch["path"], "stem": batch["stem"], "images": np.asarray(blobs, dtype=object)}
 
 
 class ExplainWorker:
     """Ray Data actor: one `Explainer` (built once per actor) and a writer into `out`.
 
-    `__call__(batch)` explains the batch's images and writes their files; returns per image its index
-    `i` and its manifest entry or error as JSON.
+    `__call__(batch)` explains each group's images (together, as `yolocam explain --batch N` does) and
+    writes their files; returns per group its indices `i` and per image its manifest entry or error, as
+    JSON lists.
     """
 
     def __init__(self, out: str, explainer: dict, run: dict, writer: dict, threads: int = 1,
@@ -78,18 +78,23 @@ class ExplainWorker:
 
     def __call__(self, batch: dict) -> dict:
         self._maybe_crash()
-        out: list[str] = []
-        for path, stem, image, error in zip(batch["path"], batch["stem"], batch["image"], batch["error"]):
-            if error:
-                out.append(json.dumps({"error": {"path": str(path), "error": str(error)}}))
+        return {"i": batch["i"], "result": np.asarray(
+            [json.dumps(self._group(p, s, b)) for p, s, b in zip(batch["path"], batch["stem"], batch["images"])],
+            dtype=object)}
+
+    def _group(self, paths, stems, blob) -> list[dict]:
+        decoded = pickle.loads(blob)
+        good = [k for k, im in enumerate(decoded) if not isinstance(im, str)]
+        results = dict(zip(good, self.exp.iter_explain([decoded[k] for k in good], **self.run)))
+        out = []
+        for k, (path, stem) in enumerate(zip(paths, stems)):
+            result = results.get(k)
+            if result is None or result.error is not None:
+                out.append({"error": {"path": str(path), "error": decoded[k] if result is None else result.error}})
                 continue
-            [result] = self.exp.iter_explain([np.ascontiguousarray(image)], **self.run)
             result.path = str(path)
-            if result.error is not None:
-                out.append(json.dumps({"error": {"path": str(path), "error": result.error}}))
-                continue
-            out.append(json.dumps({"image": self.writer.write_files(result, str(stem))}))
-        return {"i": batch["i"], "result": np.asarray(out, dtype=object)}
+            out.append({"image": self.writer.write_files(result, str(stem))})
+        return out
 
 
 def finished_entry(out: Path, entry, crops: bool, save_format: str) -> bool:
@@ -170,9 +175,8 @@ def explain_dataset(source, out, model=None, workers: int = 1, gpus_per_worker: 
                            dict(html=False, crops=crops, save_format=save_format), workers, gpus, cpus, batch,
                            _crash_marker)
             last = time.monotonic()
-            for row in ds.iter_rows():
+            for i, res in _rows(ds):
                 counts.setdefault("first_s", time.monotonic() - start)  # Ray, actors and models started
-                i, res = int(row["i"]), json.loads(row["result"])
                 if "error" in res:
                     errors[i] = res["error"]
                     counts["errors"] += 1
@@ -190,19 +194,27 @@ def explain_dataset(source, out, model=None, workers: int = 1, gpus_per_worker: 
     return counts
 
 
+def _rows(ds):
+    """(source index, entry or error) per image, from the pipeline's group rows as they arrive."""
+    for row in ds.iter_rows():
+        yield from zip((int(i) for i in row["i"]), json.loads(row["result"]))
+
+
 def _pipeline(ray, todo: list[dict], out: str, explainer: dict, run: dict, writer: dict, workers: int, gpus: float,
               cpus: float, batch: int, crash_marker: str | None):
     """The Ray Data dataset of manifest entries: from_items -> decode tasks -> explaining actors."""
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the driver shows one progress bar of its own
-    size = max(1, int(batch))
-    blocks = max(1, min(len(todo), max(16 * workers, len(todo) // 256)))  # small blocks: work spreads, rows stream
-    ds = ray.data.from_items(todo, override_num_blocks=blocks)
-    ds = ds.map_batches(_decode, batch_size=size, batch_format="numpy", num_cpus=DECODE_CPUS)
+    size = max(1, int(batch))  # groups of `batch` consecutive images, each explained as one model batch
+    groups = [{key: [t[key] for t in todo[k:k + size]] for key in ("i", "path", "stem")}
+              for k in range(0, len(todo), size)]
+    blocks = max(1, min(len(groups), max(16 * workers, len(groups) // 256)))  # small blocks: work spreads, rows stream
+    ds = ray.data.from_items(groups, override_num_blocks=blocks)
+    ds = ds.map_batches(_decode, batch_size=1, batch_format="numpy", num_cpus=DECODE_CPUS)
     with warnings.catch_warnings():  # Ray >= 2.5x calls these keywords deprecated but still honours them
         warnings.simplefilter("ignore", DeprecationWarning)
         return ds.map_batches(
-            ExplainWorker, batch_size=size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
+            ExplainWorker, batch_size=1, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=cpus, num_gpus=gpus or None,
             fn_constructor_kwargs=dict(out=out, explainer=explainer, run=run, writer=writer,
                                        threads=max(1, round(cpus)), crash_marker=crash_marker),
