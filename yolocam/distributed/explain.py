@@ -161,9 +161,7 @@ def explain_dataset(source, out, model=None, workers: int = 1, gpus_per_worker: 
 
     def write(final: bool = False) -> None:
         writer.manifest.update(meta)
-        writer.manifest["images"] = [images[i] for i in sorted(images)]
-        writer.manifest["errors"] = [errors[i] for i in sorted(errors)]
-        writer._image_json = []  # entries are re-ordered: serialise afresh
+        writer.set_entries([images[i] for i in sorted(images)], [errors[i] for i in sorted(errors)])
         writer.finish() if final else writer.write_manifest()
 
     with Progress(len(entries), desc="explain", enabled=progress) as bar, _record_on_failure(write):

@@ -121,6 +121,11 @@ class ExportWriter:
         self.write_manifest()
         return image_entry
 
+    def set_entries(self, images: list[dict], errors: list[dict]) -> None:
+        """Replace the manifest's image and error entries (a distributed run's driver merges them in source order)."""
+        self.manifest["images"], self.manifest["errors"] = list(images), list(errors)
+        self._image_json = []  # serialised afresh by the next write
+
     def file_names(self, result, stem: str) -> list[str]:
         """The files (relative to the folder) `write_files(result, stem)` writes: maps, overlays, crops."""
         names = [f"{k:03d}_{safe_name(d.name)}.{self.save_format}" for k, d in enumerate(result.detections)]
