@@ -124,6 +124,31 @@ def test_resume_skips_finished_images_and_redoes_unfinished_ones(local_ray, scen
     assert_same_output(out, single)
 
 
+def test_a_stopped_run_leaves_a_manifest_of_what_it_finished(local_ray, scenes, single, tmp_path, monkeypatch):
+    """Ctrl-C in the driver after 5 images came back: the manifest lists exactly those (a resume keeps them)."""
+    import yolocam.distributed.explain as dx
+
+    ref = manifest(single)["images"]
+    out = tmp_path / "out"
+    for entry in ref[:5]:  # the files the workers wrote for them
+        shutil.copytree(single / entry["stem"], out / entry["stem"])
+
+    class Stopped:
+        def iter_rows(self):
+            entries = sorted(os.listdir(scenes))
+            for entry in ref[:5]:
+                yield {"i": [entries.index(Path(entry["path"]).name)], "result": json.dumps([{"image": entry}])}
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(dx, "_pipeline", lambda *a, **kw: Stopped())
+    with pytest.raises(KeyboardInterrupt):
+        dx.explain_dataset(str(scenes), out, model="demo-v8", imgsz=int(IMGSZ))
+    left = manifest(out)
+    assert left["complete"] is False and left["images"] == ref[:5] and left["model"] == manifest(single)["model"]
+    assert dx._finished(out, left, [e["path"] for e in ref[:5]], [e["stem"] for e in ref[:5]], False, "png") \
+        == dict(enumerate(ref[:5]))
+
+
 def test_resume_refuses_a_folder_of_another_method(local_ray, scenes, single, tmp_path, capsys):
     out = tmp_path / "out"
     shutil.copytree(single, out)
