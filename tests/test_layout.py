@@ -26,7 +26,8 @@ RANKS = {
     "output": 4,
     "explain": 5,
     "evaluation": 6,
-    "cli": 7,
+    "distributed": 7,
+    "cli": 8,
 }
 FACADES = {"yolocam", "yolocam.__main__"}  # the package's front door may import anything
 

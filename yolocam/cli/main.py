@@ -19,6 +19,7 @@ RUNS_DIR = Path("runs") / "yolocam"
 SAVE_FORMATS = ("jpg", "png")  # = output/export.py's, listed here so that --help needs no numpy or OpenCV
 
 
+from .ray_commands import add_ray_args
 from .options import (  # noqa: F401  (the option values, also importable from here as before)
     _Parser, _typed, class_list, device_name, fuse_name, int_list, layers_spec, method_list, method_name,
     positive_int, resolve_classes, resolve_inputs, target_name, unit_float, warnings_to_stderr,
@@ -68,6 +69,16 @@ def cmd_explain(args) -> int:
     from ..output.progress import Progress
 
     entries = resolve_inputs(args.source, recursive=args.recursive)
+    if args.ray is not None:
+        from .ray_commands import explain_on_ray, require_ray
+
+        require_ray()  # before any folder is touched
+        out, existed = _out_dir(args.out, "explain", args.exist_ok or args.resume)
+        if existed and not args.resume:
+            _reuse(out, existed)
+        return explain_on_ray(args, entries, out, drise_options(args))
+    if args.resume:
+        raise YolocamError("--resume needs --ray (a single-process run always starts afresh)")
     out, existed = _out_dir(args.out, "explain", args.exist_ok)
     crops = args.html if args.crops is None else args.crops  # the gallery's cards show the crops
     writer = ExportWriter(out, html=args.html, crops=crops, append=False, save_format=args.save_format)  # fails early if unwritable
@@ -183,7 +194,12 @@ def cmd_val(args) -> int:
     if existed:
         clear_previous(out / "worst")  # the worst-case gallery is an export folder; other files are replaced
     args.out = str(out)
+    if args.ray is not None:
+        from .ray_commands import val_on_ray
+
+        return val_on_ray(args, drise_options(args))
     return int(main_val(args) or 0)
+
 
 
 def cmd_bench(args) -> int:
@@ -253,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "gallery shows them as the detections' cards")
     p.add_argument("--save-format", choices=SAVE_FORMATS, default="jpg",
                    help="overlays and crops as jpg (default: about 8x smaller) or png (lossless)")
+    add_ray_args(p, resume=True)
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("methods", help="list the CAM methods (one line each) and the bundled models")
@@ -289,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compare methods: a comma list, or all (the default when given alone)")
     p.add_argument("--scenes", type=positive_int, default=None,
                    help="number of generated scenes when no --data is given (default: the validator's)")
+    add_ray_args(p, resume=False)
     p.set_defaults(func=cmd_val)
 
     p = sub.add_parser("bench", help="time explanations against the number of boxes", allow_abbrev=False)

@@ -132,7 +132,8 @@ class ValidationReport:
     """metrics: ultralytics' results_dict; classes: its per-class P/R/mAP rows; table: the localisation
     table (TABLE_COLUMNS, per class then `all`); predictions: one record per explained prediction;
     missed: ground truths no prediction with confidence >= conf matched; counts: images seen/explained
-    and consistency counters; worst: the gallery's cases (after `save`)."""
+    and consistency counters; worst: the gallery's cases (after `save`); stats: ultralytics' raw
+    per-prediction statistics (tp, conf, pred_cls, target_cls, target_img)."""
 
     metrics: dict
     classes: list[dict]
@@ -144,6 +145,7 @@ class ValidationReport:
     worst_cases: WorstCases | None = None
     worst: list[dict] = field(default_factory=list)
     out: Path | None = None
+    stats: dict | None = None  # the validator's per-prediction statistics (merging shards; not saved)
 
     def format(self) -> str:
         """ultralytics' metrics table, then the localisation table."""

@@ -54,6 +54,14 @@ class ExplainingValidator(DetectionValidator):
         self._pending.append((preds, batch, out["tp"]))
         return out
 
+    def get_stats(self):
+        """ultralytics' metrics; the per-prediction statistics they come from are kept first (`raw_stats`:
+        tp, conf, pred_cls, target_cls, target_img arrays) so shards of a dataset can be merged exactly."""
+        stats = self.metrics.stats
+        if all(len(v) for v in stats.values()):
+            self.raw_stats = {k: np.concatenate(v, 0) for k, v in stats.items()}
+        return super().get_stats()
+
     def update_metrics(self, preds, batch) -> None:
         self._pending = []
         super().update_metrics(preds, batch)
@@ -261,6 +269,7 @@ def validate(model=None, data=None, method: str = DEFAULT_METHOD, target="class"
             "layers": exp.layers_spec, "fuse": fuse, "imgsz": imgsz, "conf": conf, "iou": iou,
             "val_conf": holder["v"].args.conf, "batch": batch,
             "head": collector.exp.adapter.head_kind})
+        report.stats = getattr(holder["v"], "raw_stats", None)
         if out is not None:
             report.save(root)
         if verbose:

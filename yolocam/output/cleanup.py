@@ -102,6 +102,13 @@ def clear_previous(out) -> list[Path]:
     out = Path(out)
     manifest = read_manifest(out)
     removed = remove_listed(out, listed_files(manifest))  # nothing for an unreadable or foreign manifest
+    remove_temp_files(out)
+    return removed
+
+
+def remove_temp_files(out) -> None:
+    """Remove temporary files of runs no longer alive from `out`, its image folders and their crops/."""
+    out = Path(out)
     _remove_temp_files(out)
     with contextlib.suppress(OSError):
         for sub in out.iterdir():
@@ -109,7 +116,6 @@ def clear_previous(out) -> list[Path]:
                 for folder in (sub / "crops", sub):
                     if folder.is_dir():
                         _remove_temp_files(folder)
-    return removed
 
 
 def folder_in_use(out) -> bool:

@@ -112,17 +112,37 @@ class ExportWriter:
         if result.error is not None or result.image is None:
             self.add_error(result.path, result.error or "no image")
             return None
+        stem = self.unique_stem(result.path)
+        names = self.file_names(result, stem)
+        self.manifest["pending"] = names
+        self.write_manifest()  # lists the files about to be written, in case the run is killed meanwhile
+        image_entry = self.write_files(result, stem)
+        self.manifest["images"].append(image_entry)
+        self.manifest.pop("pending", None)
+        self.write_manifest()
+        return image_entry
+
+    def set_entries(self, images: list[dict], errors: list[dict]) -> None:
+        """Replace the manifest's image and error entries (a distributed run's driver merges them in source order)."""
+        self.manifest["images"], self.manifest["errors"] = list(images), list(errors)
+        self._image_json = []  # serialised afresh by the next write
+
+    def file_names(self, result, stem: str) -> list[str]:
+        """The files (relative to the folder) `write_files(result, stem)` writes: maps, overlays, crops."""
+        names = [f"{k:03d}_{safe_name(d.name)}.{self.save_format}" for k, d in enumerate(result.detections)]
+        return [f"{stem}/heatmaps.npz"] + [f"{stem}/{n}" for n in names] + (
+            [f"{stem}/crops/{n}" for n in names] if self.crops else [])
+
+    def write_files(self, result, stem: str) -> dict:
+        """Write one image's files under `stem` (each atomically) and return its manifest entry; the manifest
+        itself is left alone (`add` records it; a distributed run's driver merges the entries)."""
         for key in ("model", "method", "target", "layers"):
             if key in result.meta and not self.manifest.get(key):
                 self.manifest[key] = result.meta[key]
-        stem = self.unique_stem(result.path)
         folder = self.out / stem
         h, w = result.image.shape[:2]
         dets = result.detections
         names = [f"{k:03d}_{safe_name(d.name)}.{self.save_format}" for k, d in enumerate(dets)]
-        self.manifest["pending"] = [f"{stem}/heatmaps.npz"] + [f"{stem}/{n}" for n in names] + (
-            [f"{stem}/crops/{n}" for n in names] if self.crops else [])
-        self.write_manifest()  # lists the files about to be written, in case the run is killed meanwhile
         folder.mkdir(exist_ok=True)
         atomic_write_bytes(folder / "heatmaps.npz", encode_maps_npz(
             **heatmap_arrays(dets, h, w),
@@ -153,12 +173,8 @@ class ExportWriter:
         workers = int(max(1, min(4, OVERLAY_BYTES_IN_FLIGHT // per_task)))
         entries = list(self._pool().map(overlay_entry, range(len(dets)))) if len(dets) > 1 and workers > 1 else \
             [overlay_entry(k) for k in range(len(dets))]
-        image_entry = {"path": result.path, "stem": stem, "width": int(w), "height": int(h),
-                       "heatmaps": f"{stem}/heatmaps.npz", "detections": entries}
-        self.manifest["images"].append(image_entry)
-        self.manifest.pop("pending", None)
-        self.write_manifest()
-        return image_entry
+        return {"path": result.path, "stem": stem, "width": int(w), "height": int(h),
+                "heatmaps": f"{stem}/heatmaps.npz", "detections": entries}
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._threads is None:

@@ -1,0 +1,195 @@
+"""`validate_dataset`: `yolocam val` with the validation set split over Ray workers, merged exactly.
+
+The driver lists the validation images as ultralytics does, orders them by aspect ratio as its
+rectangular validator does, and cuts that order into shards of whole validator batches (so every
+image is letterboxed to the same batch shape as in one process). Each shard is validated by
+`evaluation.validation.validate` in a Ray task (retried if its worker dies) on a folder of links to
+its images and labels. The driver then merges the shards from sums and counts, never from averages:
+ultralytics' metrics are recomputed from the concatenated per-prediction statistics (tp, conf, class),
+the localisation table from the concatenated per-prediction records, the worst cases re-ranked.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+
+from ..defaults import DEFAULT_FUSE, DEFAULT_LAYERS, DEFAULT_METHOD
+from ..errors import YolocamError
+from .cluster import check_workers, connect, placement, worker_cpus
+
+
+def list_val_images(info: dict) -> list[str]:
+    """The validation images of a checked dataset (`check_dataset`), listed and sorted as ultralytics lists them."""
+    from ultralytics.data.base import BaseDataset
+
+    val = info.get("val")
+    if not val:
+        raise YolocamError("data: the dataset YAML names no 'val' images")
+    try:
+        return BaseDataset.get_img_files(SimpleNamespace(prefix="", fraction=1.0), val)
+    except FileNotFoundError as exc:
+        raise YolocamError(f"data: no validation images: {' '.join(str(exc).split())}") from None
+
+
+def shards_by_batch(paths: list[str], batch: int, shards: int) -> list[list[str]]:
+    """`paths` ordered by aspect ratio (h / w, as ultralytics' rect validator) and cut into at most `shards`
+    runs of whole `batch`-sized batches."""
+    import numpy as np
+    from PIL import Image
+    from ultralytics.data.utils import exif_size
+
+    def ratio(p: str) -> float:
+        try:
+            with Image.open(p) as im:
+                w, h = exif_size(im)
+            return h / w
+        except (OSError, ValueError, ZeroDivisionError):
+            return 1.0  # unreadable: the validator reports it; its place does not change other batches
+
+    order = np.argsort(np.asarray([ratio(p) for p in paths]), kind="stable")
+    ordered = [paths[k] for k in order]
+    batches = math.ceil(len(ordered) / batch)
+    per = batch * max(1, math.ceil(batches / max(1, shards)))
+    return [ordered[k:k + per] for k in range(0, len(ordered), per)]
+
+
+def _shard_data(folder: Path, paths: list[str], names: dict) -> Path:
+    """A dataset YAML in `folder` whose val images (and their labels) are links to `paths`; returns it with
+    the link -> original path map written beside."""
+    from ultralytics.data.utils import img2label_paths
+
+    (folder / "images").mkdir(parents=True)
+    (folder / "labels").mkdir()
+    for k, (path, label) in enumerate(zip(paths, img2label_paths(paths))):
+        os.symlink(os.path.abspath(path), folder / "images" / f"{k:07d}{Path(path).suffix}")
+        if os.path.isfile(label):
+            os.symlink(os.path.abspath(label), folder / "labels" / f"{k:07d}.txt")
+    lines = [f"path: {folder}", "train: images", "val: images", "names:"]
+    lines += [f"  {int(c)}: {json_str(n)}" for c, n in sorted(names.items())]
+    data = folder / "data.yaml"
+    data.write_text("\n".join(lines) + "\n")
+    return data
+
+
+def json_str(text: str) -> str:
+    import json
+
+    return json.dumps(str(text))  # a JSON string is a valid YAML scalar
+
+
+def validate_shard(paths: list[str], names: dict, options: dict, threads: int = 1) -> dict:
+    """Ray task: validate one shard (`validate(**options)`); returns its records, missed boxes, worst cases,
+    ultralytics' raw statistics and counters, with image paths mapped back to `paths`."""
+    import torch
+
+    from ..evaluation.validation import validate
+
+    torch.set_num_threads(max(1, int(threads)))
+    tmp = Path(tempfile.mkdtemp(prefix="yolocam_shard_"))
+    try:
+        data = _shard_data(tmp / "data", paths, names)
+        report = validate(data=str(data), out=None, verbose=False, **options)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    links = {str(tmp / "data" / "images" / f"{k:07d}{Path(p).suffix}"): p for k, p in enumerate(paths)}
+    for rec in [*report.predictions, *report.missed, *(r for r, _ in report.worst_cases.fp),
+                *(r for r, _ in report.worst_cases.tp)]:
+        rec["image"] = links.get(rec["image"], rec["image"])
+    return {"predictions": report.predictions, "missed": report.missed, "stats": report.stats,
+            "worst": (report.worst_cases.fp, report.worst_cases.tp), "counts": report.counts,
+            "settings": report.settings, "names": names}
+
+
+def validate_dataset(model=None, data=None, workers: int = 1, gpus_per_worker: float | None = None,
+                     cpus_per_worker: float | None = None, address: str | None = None, method: str = DEFAULT_METHOD,
+                     target="class", layers=DEFAULT_LAYERS, fuse: str = DEFAULT_FUSE, imgsz: int | None = None,
+                     conf: float = 0.25, iou: float = 0.7, device=None, out=None, scenes: int | None = None,
+                     batch: int = 16, val_conf: float | None = None, worst: int = 12, verbose: bool = True,
+                     drise: dict | None = None, shards: int | None = None):
+    """`yolocam.validate` on Ray: the same report (metrics, table, predictions, missed, worst cases), computed
+    by `workers` Ray workers on shards of the validation set (`shards`: default 2 per worker).
+
+    Arguments as `validate` plus workers, gpus_per_worker, cpus_per_worker, address (as `explain_dataset`).
+    Not written: ultralytics' own val/ folder (each shard's is temporary). Returns a `ValidationReport`.
+    """
+    from ..evaluation.report import WorstCases, build_report
+    from ..evaluation.validation import check_dataset, default_dataset
+
+    workers, gpus = check_workers(workers, gpus_per_worker)
+    ray = connect(address)
+    gpus, device = placement(ray, gpus, device)
+    tmp = None if out is not None else Path(tempfile.mkdtemp(prefix="yolocam_val_"))
+    root = Path(out) if out is not None else tmp
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if data is None:
+            data = default_dataset(root / "data", scenes or 32)
+        info = check_dataset(data)
+        names = {int(k): str(v) for k, v in info["names"].items()}
+        parts = shards_by_batch(list_val_images(info), batch, shards or 2 * workers)
+        options = dict(model=model, method=method, target=target, layers=layers, fuse=fuse, imgsz=imgsz, conf=conf,
+                       iou=iou, device=device, batch=batch, val_conf=val_conf, worst=worst, drise=drise)
+        cpus = worker_cpus(ray, workers, cpus_per_worker)
+        task = ray.remote(num_cpus=cpus, num_gpus=gpus or 0, max_retries=3, retry_exceptions=False)(validate_shard)
+        results = _run_bounded(ray, [lambda p=p: task.remote(p, names, options, max(1, round(cpus))) for p in parts],
+                               workers)
+        report = _merge(results, names, data, WorstCases(worst), build_report)
+        if out is not None:
+            report.save(root)
+        if verbose:
+            print(report.format())
+        return report
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run_bounded(ray, starts: list, limit: int) -> list:
+    """Run the task starters with at most `limit` in flight; results in the starters' order."""
+    refs: dict = {}
+    pending = list(enumerate(starts))
+    results: list = [None] * len(starts)
+    while pending or refs:
+        while pending and len(refs) < limit:
+            k, start = pending.pop(0)
+            refs[start()] = k
+        ready, _ = ray.wait(list(refs), num_returns=1)
+        for ref in ready:
+            try:
+                results[refs.pop(ref)] = ray.get(ref)
+            except ray.exceptions.RayTaskError as exc:
+                cause = exc.cause if isinstance(getattr(exc, "cause", None), YolocamError) else None
+                if cause is not None:
+                    raise cause from None
+                raise
+    return results
+
+
+def _merge(results: list[dict], names: dict, data, worst: WorstCases, build_report):
+    """One report from the shards' results (in shard order): statistics concatenated, metrics recomputed."""
+    import numpy as np
+    from ultralytics.utils.metrics import DetMetrics
+
+    metrics = DetMetrics(names=names)
+    stats = [r["stats"] for r in results if r["stats"]]
+    if stats:
+        metrics.stats = {k: [s[k] for s in stats] for k in metrics.stats}
+        metrics.process()
+    else:
+        metrics.nt_per_class = np.zeros(len(names), int)
+    records = [rec for r in results for rec in r["predictions"]]
+    missed = [m for r in results for m in r["missed"]]
+    for r in results:
+        for rec, heat in [*r["worst"][0], *r["worst"][1]]:
+            worst.offer(rec, heat)
+    total = lambda key: sum(int(r["counts"][key]) for r in results)  # noqa: E731
+    validator = SimpleNamespace(metrics=metrics, seen=total("images"))
+    collector = SimpleNamespace(records=records, missed=missed, worst=worst, images_explained=total("images_explained"),
+                                unmatched=total("unmatched_predictions"), label_mismatches=total("label_mismatches"))
+    settings = dict(results[0]["settings"], data=str(data)) if results else {"data": str(data)}
+    return build_report(validator, collector, names, settings)
