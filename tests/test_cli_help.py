@@ -56,9 +56,12 @@ def test_methods_lists_descriptions_and_models_without_torch():
         assert (scope == catalog.PER_BOX) == (method.instance_specific and method.needs_gradients)
         assert (scope == catalog.BLACK_BOX) == method.black_box
     assert "[default]" in next(l for l in out.splitlines() if l.split()[:1] == [yolocam.DEFAULT_METHOD])
+    from yolocam.demo.models import MODEL_INFO
+
     for model in yolocam.list_models():
         line = next(l for l in out.splitlines() if l.strip().startswith(model + ":"))
-        assert "circle, square, triangle, cross" in line
+        assert ", ".join(MODEL_INFO[model][1]) in line
+    assert "circle, square, triangle, cross" in out and "dot, ring, plus" in out
 
 
 def test_help_texts_describe_every_option_with_its_default(capsys):

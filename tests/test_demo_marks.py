@@ -117,3 +117,23 @@ def test_compare_methods_measures_evidence_like_the_explainer():
     assert abs(default["evidence_pointing"] - float(pointing.mean())) <= 0.15
     assert abs(default["evidence_x_gauss"] - float(share.mean() / gauss_share.mean())) <= 0.4
     assert default["evidence_x_gauss"] >= 2.0 and pooled["evidence_pointing"] < default["evidence_pointing"]
+
+
+def test_demo_marks_by_name_and_in_the_demo_command(tmp_path, capsys):
+    """`demo-marks` is a bundled name; `yolocam demo --model demo-marks` shows it an evidence scene."""
+    import json
+
+    import yolocam
+    from yolocam.cli.main import main
+    from yolocam.demo.evidence import make_evidence_scene
+
+    assert "demo-marks" in yolocam.list_models()
+    exp = yolocam.Explainer("demo-marks")
+    assert exp.imgsz == IMGSZ and [exp.names[i] for i in range(3)] == ["dot", "ring", "plus"]
+    assert main(["demo", "--model", "demo-marks", "--seed", "10", "--out", str(tmp_path / "d")]) == 0
+    out = capsys.readouterr().out
+    scene = make_evidence_scene(10)
+    assert f"scene 10 ({len(scene.boxes)} objects)" in out
+    manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    names = sorted(d["name"] for d in manifest["images"][0]["detections"])
+    assert names == sorted(["dot", "ring", "plus"][c] for c in scene.classes.tolist())

@@ -149,6 +149,8 @@ def cmd_demo(args) -> int:
     from ..output.export import ExportWriter
     from ..output.files import atomic_write_bytes, encode_png
     from ..output.render import summary_grid
+    from ..demo.evidence import make_evidence_scene
+    from ..demo.models import EVIDENCE_MODELS
     from ..demo.scenes import make_scene
 
     out, existed = _out_dir(args.out, "demo", args.exist_ok)
@@ -160,7 +162,7 @@ def cmd_demo(args) -> int:
         _drop_if_empty(out, existed)
         raise
     _reuse(out, existed)
-    scene = make_scene(args.seed)
+    scene = (make_evidence_scene if args.model in EVIDENCE_MODELS else make_scene)(args.seed)
     image_path = out / "scene.png"
     try:
         writer.add_file("scene.png")
@@ -176,7 +178,7 @@ def cmd_demo(args) -> int:
         raise
     writer.finish()
     found = ", ".join(f"{d.name} {d.conf:.2f}" for d in result.detections) or "nothing"
-    print(f"yolocam demo: scene {args.seed} ({len(scene.boxes)} shapes), model {exp.meta['model']}, "
+    print(f"yolocam demo: scene {args.seed} ({len(scene.boxes)} objects), model {exp.meta['model']}, "
           f"method {exp.meta['method']}, target {exp.meta['target']}: found {found}")
     if not result.detections:
         notes.note(notes.nothing_found_hint(args.model, args.conf, None, exp.names))

@@ -1,4 +1,4 @@
-"""The bundled demo detectors (trained on the package's generated shape scenes)."""
+"""The bundled demo detectors (trained on the package's generated shape and evidence scenes)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,19 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEMO_MODELS = {
     "demo-v8": "demo-v8.pt",  # YOLOv8n-style, NMS head
     "demo-26": "demo-26.pt",  # YOLO26n-style, end-to-end head
+    "demo-marks": "demo-marks.pt",  # YOLOv8n-style, evidence scenes: the class is decided by a small mark
 }
 DEFAULT_MODEL = "demo-v8"
 SHAPE_CLASSES = ("circle", "square", "triangle", "cross")  # = scenes.CLASS_NAMES (kept here: no cv2 import)
+MARK_CLASSES = ("dot", "ring", "plus")  # = evidence.EVIDENCE_CLASSES
 # name -> (what it is, its class names), for `yolocam methods` and the CLI's notes on the model in use
 MODEL_INFO = {
     "demo-v8": ("YOLOv8n-style, NMS head, trained on generated shape scenes", SHAPE_CLASSES),
     "demo-26": ("YOLO26n-style, end-to-end head, trained on generated shape scenes", SHAPE_CLASSES),
+    "demo-marks": ("YOLOv8n-style, NMS head, trained on evidence scenes (a tile's small mark decides its class)",
+                   MARK_CLASSES),
 }
+EVIDENCE_MODELS = ("demo-marks",)  # `yolocam demo` shows them an evidence scene instead of a shape scene
 
 
 def list_models() -> list[str]:
