@@ -22,6 +22,7 @@ from ..model.adapter import ModelAdapter
 from ..model.backend import ExportedModel, exported_format
 from ..model.layers import resolve_layers
 from ..model.obb import corners, rboxes_to_original
+from ..model.pose import keypoints_to_original
 from ..model.targets import get_target
 from ..output.maps import MapRef, MapStack
 from ..output.progress import Progress
@@ -182,11 +183,14 @@ class Explainer:
             heat = MapStack(content_region(maps, lb).float().cpu().numpy(), lb.orig_shape) if dets else None
             boxes = boxes_to_original(torch.tensor([d.box for d in dets]).view(-1, 4), lb).tolist()
             rboxes, polygons = rotated_to_original(dets, lb)
+            keypoints = [None] * len(dets) if not dets or dets[0].keypoints is None else \
+                keypoints_to_original(torch.tensor([d.keypoints for d in dets]), lb).tolist()
             if dets and polygons[0] is not None:  # OBB: `box` is the hull of the polygon in image pixels
                 boxes = polygon_hulls(polygons, lb.orig_shape)
             explained = [
                 DetectionExplanation(box, d.cls, self.names.get(d.cls, str(d.cls)), d.conf, d.anchor, d.level, MapRef(heat, k),
-                                     reason=why[k], rbox=rboxes[k], polygon=polygons[k])
+                                     reason=why[k], rbox=rboxes[k], polygon=polygons[k],
+                                     keypoints=keypoints[k])
                 for k, (d, box) in enumerate(zip(dets, boxes))
             ]
             if counts is not None:

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from ..errors import YolocamError
+from ..model.pose import COCO_SKELETON, VISIBLE
 from .labels import DEFAULT_COLOUR, class_colour, draw_labelled_boxes, font_size_for, label_patch, paste
 
 
@@ -69,6 +70,31 @@ def draw_boxes(image: np.ndarray, dets, labels=None, size: int | None = None) ->
     labels = labels if labels is not None else [f"{d.name} {d.conf:.2f}" for d in dets]
     draw_labelled_boxes(image, [d.box for d in dets], labels, [class_colour(d.cls) for d in dets], size=size,
                         polygons=[getattr(d, "polygon", None) for d in dets])
+
+
+KEYPOINT_COLOUR = (0, 255, 0)  # BGR: visible keypoints
+LIMB_COLOUR = (255, 160, 0)    # BGR: COCO skeleton limbs between two visible keypoints
+
+
+def draw_keypoints(image: np.ndarray, keypoints, gx: float = 1.0, gy: float = 1.0) -> None:
+    """Draw keypoints (K, 2 or 3) [x, y(, visibility score)] in place, scaled by (gx, gy): a circle per
+    visible one (score > 0.5, as ultralytics; all without scores), and the COCO skeleton when K == 17."""
+    if keypoints is None or len(keypoints) == 0:
+        return
+    kpts = np.asarray(keypoints, np.float32).reshape(len(keypoints), -1)
+    xy = kpts[:, :2] * np.float32([gx, gy])
+    seen = kpts[:, 2] > VISIBLE if kpts.shape[1] > 2 else np.ones(len(kpts), bool)
+    h, w = image.shape[:2]
+    seen &= (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
+    radius, width = max(2, round(min(h, w) / 120)), max(1, round(min(h, w) / 240))
+    pts = np.round(xy).astype(int)
+    if len(kpts) == 17:
+        for a, b in COCO_SKELETON:
+            if seen[a] and seen[b]:
+                cv2.line(image, tuple(pts[a]), tuple(pts[b]), LIMB_COLOUR, width, cv2.LINE_AA)
+    for (x, y), ok in zip(pts, seen):
+        if ok:
+            cv2.circle(image, (int(x), int(y)), radius, KEYPOINT_COLOUR, -1, cv2.LINE_AA)
 
 
 def scale_polygon(polygon, gx: float, gy: float):
