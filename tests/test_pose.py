@@ -283,3 +283,29 @@ def test_cli_explains_a_pose_yaml_with_a_keypoint_target(pose_image, tmp_path):
     for e in manifest["images"][0]["detections"]:
         assert np.array(e["keypoints"]).shape == (17, 3)
     assert len(COCO_KEYPOINTS) == 17
+
+
+def test_keypoints_without_visibility_equal_predict(pose_image, tmp_path):
+    """A model with 5 keypoints of 2 dims (x, y; as tiger-pose): keypoints as `predict`, 2 components per target."""
+    from ultralytics import YOLO
+    from ultralytics.nn.tasks import PoseModel
+
+    torch.manual_seed(3)
+    model = PoseModel("yolov8n-pose.yaml", nc=1, data_kpt_shape=(5, 2), verbose=False)
+    ref = pose_model("v8")
+    own = model.state_dict()
+    model.load_state_dict({k: v if own[k].shape == v.shape else own[k] for k, v in ref.state_dict().items()})
+    model.names = {0: "tiger"}
+    model.eval()
+    path = tmp_path / "kpt2.pt"
+    torch.save({"model": model, "train_args": {"task": "pose"}}, path)
+    yolo = YOLO(str(path))
+    exp = yolocam.Explainer(yolo, imgsz=IMGSZ, target="keypoint:4")
+    assert exp.engine.target.n_components == 2 and exp.adapter.keypoint_names == ["0", "1", "2", "3", "4"]
+    res = exp.explain(pose_image, conf=0.3, max_det=3)[0]
+    pred = yolo.predict(pose_image, imgsz=IMGSZ, conf=0.3, max_det=3, verbose=False)[0]
+    assert len(res.detections) == len(pred.boxes) >= 1
+    np.testing.assert_allclose([d.keypoints for d in res.detections], pred.keypoints.data.numpy(), atol=1e-2, rtol=1e-4)
+    assert all(d.reason is None and d.heatmap.max() == 1.0 for d in res.detections)
+    with pytest.raises(YolocamError, match="left_elbow|0..4"):
+        yolocam.Explainer(yolo, imgsz=IMGSZ, target="keypoint:left_elbow")
