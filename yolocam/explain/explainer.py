@@ -41,6 +41,7 @@ class Explainer:
         method: a name from `yolocam.list_methods()`.
         target: `class`, `conf`, `box`, `all`, `cluster`, or a callable `(outputs, detection) -> scalar`.
             On OBB models `box` explains the rotated box's cx, cy, w, h and angle (README, "Oriented boxes").
+            Pose models also take `keypoint:K` (an index or name) and `keypoints` (README, "Pose").
         layers: `neck`, `head`, `backbone`, a list of layer indices, or a list of modules.
         fuse: `sum`, `max`, `origin` or `aligned` (how several layers combine).
         imgsz: model input size (pixels, long side), as ultralytics' `imgsz`; None = the size the
