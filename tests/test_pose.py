@@ -213,7 +213,7 @@ def test_manifest_and_npz_hold_keypoints(pose_image, tmp_path):
 
 def test_overlay_draws_visible_keypoints_and_the_skeleton(tmp_path):
     """17 keypoints on a black image: visible ones are drawn (and limbs between them), hidden ones are not."""
-    from yolocam.output.render import KEYPOINT_COLOUR, LIMB_COLOUR
+    from yolocam.output.render import KEYPOINT_COLOUR, LIMB_COLOUR, box_crop
 
     kpts = [[20.0 + 9 * i, 30.0 + 6 * i, 0.9] for i in range(17)]
     kpts[3][2] = 0.2  # hidden
@@ -231,6 +231,11 @@ def test_overlay_draws_visible_keypoints_and_the_skeleton(tmp_path):
             else:
                 assert np.abs(pixel - KEYPOINT_COLOUR).sum() > 200, i
         assert np.abs(image[130, 100].astype(int) - LIMB_COLOUR).sum() < 60
+    crop = box_crop(np.zeros((160, 200, 3), np.uint8), np.zeros((160, 200), np.float32), [50, 100, 150, 160],
+                    size=200, context=0.0, keypoints=[[100.0, 130.0, 0.9], [60.0, 110.0, 0.1]])
+    assert crop.shape[:2] == (200, 200)  # region (50, 60)-(150, 160), gain 2; the hidden keypoint is not drawn
+    assert np.abs(crop[140, 100].astype(int) - KEYPOINT_COLOUR).sum() < 60
+    assert crop[100, 20].sum() == 0
 
 
 def test_explaining_leaves_the_pose_model_as_found(pose_image, saved_yolo):

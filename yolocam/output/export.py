@@ -198,7 +198,7 @@ class ExportWriter:
         is blended), long side CROP_SIDE px; the gallery shows it as the detection's card."""
         (folder / "crops").mkdir(exist_ok=True)
         crop = box_crop(image, det.heatmap, det.box, f"{det.name} {det.conf:.2f}", size=CROP_SIDE,
-                        polygon=getattr(det, "polygon", None))
+                        polygon=getattr(det, "polygon", None), keypoints=getattr(det, "keypoints", None))
         atomic_write_bytes(folder / "crops" / name, self._encode(crop))
         return f"{stem}/crops/{name}"
 

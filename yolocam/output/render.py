@@ -115,10 +115,10 @@ def crop_region(shape, box, context: float = 0.6, min_side: int = 48) -> tuple[i
 
 
 def box_crop(image: np.ndarray, heatmap: np.ndarray, box, label: str | None = None, size: int = 256,
-             context: float = 0.6, colour=DEFAULT_COLOUR, alpha: float = HEAT_ALPHA, polygon=None) -> np.ndarray:
+             context: float = 0.6, colour=DEFAULT_COLOUR, alpha: float = HEAT_ALPHA, polygon=None, keypoints=None) -> np.ndarray:
     """A zoomed view of one detection: the box plus context, scaled so its longer side is `size`,
     with the heat drawn at that scale and the box (or the rotated box's corners `polygon`, and
-    `label`, if given) on top."""
+    `label`, if given) on top, and its `keypoints` (pose models) when given."""
     rx1, ry1, rx2, ry2 = crop_region(image.shape, box, context)
     gain = size / max(rx2 - rx1, ry2 - ry1)
     nw, nh = max(int(round((rx2 - rx1) * gain)), 1), max(int(round((ry2 - ry1) * gain)), 1)
@@ -131,6 +131,8 @@ def box_crop(image: np.ndarray, heatmap: np.ndarray, box, label: str | None = No
     poly = None if polygon is None else [[(x - rx1) * gain, (y - ry1) * gain] for x, y in polygon]
     draw_labelled_boxes(out, [local], [label or ""], [colour], size=font_size_for(out.shape, 0.06, 11, 20),
                         width=max(2, size // 128), polygons=[poly])
+    if keypoints is not None:
+        draw_keypoints(out, [[(k[0] - rx1) * gain, (k[1] - ry1) * gain, *k[2:]] for k in keypoints])
     return out
 
 
@@ -182,7 +184,7 @@ def summary_grid(result, tile: int = 240, max_tiles: int = 25, cols: int | None 
         grid = np.full((rows * (tile + cap), width, 3), 32, np.uint8)
         for k, d in enumerate(dets):
             crop = box_crop(result.image, d.heatmap, d.box, None, size=tile, colour=class_colour(d.cls),
-                            polygon=getattr(d, "polygon", None))
+                            polygon=getattr(d, "polygon", None), keypoints=getattr(d, "keypoints", None))
             r, c = divmod(k, cols)
             y0, x0 = r * (tile + cap), c * tile
             ch, cw = crop.shape[:2]
