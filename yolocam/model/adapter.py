@@ -295,7 +295,8 @@ class ModelAdapter:
             n, a = cls.shape[0], cls.shape[2]
             rboxes = None if angle_head is None else cls.new_zeros((n, a, 5))
             kpts = None if kpt_head is None else cls.new_zeros((n, a, *head.kpt_shape))
-            return HeadOutputs(cls.transpose(1, 2), cls.new_zeros((n, a, 4)), strides, anchors, levels, rboxes, kpts)
+            return HeadOutputs(cls.transpose(1, 2), cls.new_zeros((n, a, 4)), strides, anchors, levels, rboxes,
+                               keypoints=kpts)
         if kpt_head is not None:  # keypoints (`pose.py`)
             raw = torch.cat([run(kpt_head, i, f, head.nk) for i, f in enumerate(feats)], dim=-1)  # (B, K*D, A)
             kpts = pose.decode_keypoints(head, raw, anchors, strides)
