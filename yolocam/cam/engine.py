@@ -76,7 +76,9 @@ class CamEngine(ReplayStrategies):
             raise YolocamError(f"method {method.name!r} is black-box: use Explainer(method={method.name!r}), "
                                f"not the CAM engine (which needs a gradient-family method)")
         self.adapter, self.method = adapter, method
-        self.target = for_task(target, getattr(adapter, "task", "detect"))  # OBB: box components with the angle
+        self.target = for_task(target, getattr(adapter, "task", "detect"),  # OBB: box components with the angle
+                               getattr(adapter, "keypoint_names", None),  # pose: keypoint targets resolved
+                               getattr(getattr(adapter, "head", None), "kpt_shape", (0, 3))[1])
         self.layers = list(layers)
         self.fuse = check_fusion(fuse)
         self.reshape = reshape_transform or default_reshape

@@ -25,6 +25,7 @@ from torch import nn
 
 from ..model.adapter import ModelAdapter
 from ..model.obb import angle_branch
+from ..model.pose import keypoint_branch
 
 # Modules whose forward only composes their children with pointwise ops, split, concat and add.
 _LOCAL_COMPOSITES = {
@@ -113,10 +114,12 @@ def head_reach(adapter: ModelAdapter) -> list[int | None]:
     box_head = head.one2one_cv2 if adapter.end2end else head.cv2
     cls_head = head.one2one_cv3 if adapter.end2end else head.cv3
     angle_head = angle_branch(head, adapter.end2end)  # OBB heads: the angle branch is read too
+    kpt_head = keypoint_branch(head, adapter.end2end)  # pose heads: the keypoint branch too
     out = []
     for lvl in range(len(adapter.head_inputs)):
         reaches = [module_reach(box_head[lvl]), module_reach(cls_head[lvl])]
         reaches += [] if angle_head is None else [module_reach(angle_head[lvl])]
+        reaches += [] if kpt_head is None else [module_reach(kpt_head[lvl])]
         out.append(None if any(r is None for r in reaches) else int(math.ceil(max(reaches))))
     return out
 

@@ -22,6 +22,7 @@ from ..model.adapter import ModelAdapter
 from ..model.backend import ExportedModel, exported_format
 from ..model.layers import resolve_layers
 from ..model.obb import corners, rboxes_to_original
+from ..model.pose import keypoints_to_original
 from ..model.targets import get_target
 from ..output.maps import MapRef, MapStack
 from ..output.progress import Progress
@@ -40,6 +41,7 @@ class Explainer:
         method: a name from `yolocam.list_methods()`.
         target: `class`, `conf`, `box`, `all`, `cluster`, or a callable `(outputs, detection) -> scalar`.
             On OBB models `box` explains the rotated box's cx, cy, w, h and angle (README, "Oriented boxes").
+            Pose models also take `keypoint:K` (an index or name) and `keypoints` (README, "Pose").
         layers: `neck`, `head`, `backbone`, a list of layer indices, or a list of modules.
         fuse: `sum`, `max`, `origin` or `aligned` (how several layers combine).
         imgsz: model input size (pixels, long side), as ultralytics' `imgsz`; None = the size the
@@ -182,11 +184,14 @@ class Explainer:
             heat = MapStack(content_region(maps, lb).float().cpu().numpy(), lb.orig_shape) if dets else None
             boxes = boxes_to_original(torch.tensor([d.box for d in dets]).view(-1, 4), lb).tolist()
             rboxes, polygons = rotated_to_original(dets, lb)
+            keypoints = [None] * len(dets) if not dets or dets[0].keypoints is None else \
+                keypoints_to_original(torch.tensor([d.keypoints for d in dets]), lb).tolist()
             if dets and polygons[0] is not None:  # OBB: `box` is the hull of the polygon in image pixels
                 boxes = polygon_hulls(polygons, lb.orig_shape)
             explained = [
                 DetectionExplanation(box, d.cls, self.names.get(d.cls, str(d.cls)), d.conf, d.anchor, d.level, MapRef(heat, k),
-                                     reason=why[k], rbox=rboxes[k], polygon=polygons[k])
+                                     reason=why[k], rbox=rboxes[k], polygon=polygons[k],
+                                     keypoints=keypoints[k])
                 for k, (d, box) in enumerate(zip(dets, boxes))
             ]
             if counts is not None:

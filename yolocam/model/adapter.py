@@ -23,7 +23,7 @@ from torch import nn
 from .._offline import ultralytics_offline
 from ..errors import YolocamError
 from ..inputs.images import Letterbox, batch_letterboxes, images_to_tensor
-from . import obb
+from . import obb, pose
 
 FAMILIES = ("v5u", "v8", "v9", "v10", "11", "12", "26")
 SUPPORTED_HEADS = ("Detect", "v10Detect", "Segment", "Pose", "Segment26", "Pose26") + obb.OBB_HEADS
@@ -56,6 +56,8 @@ class HeadOutputs:
     levels: (A,) level index of each anchor (0 = finest).
     rboxes: OBB heads only (else None): (B, A, 5) rotated boxes cx, cy, w, h (letterbox pixels) and
         angle (radians), as ultralytics decodes them; `boxes` then holds their axis-aligned hulls.
+    keypoints: pose heads only (else None): (B, A, K, 3) x, y (letterbox pixels) and visibility logit
+        (pre-sigmoid) of each anchor's keypoints (`pose.py`).
     """
 
     logits: torch.Tensor
@@ -64,6 +66,7 @@ class HeadOutputs:
     anchors: torch.Tensor
     levels: torch.Tensor
     rboxes: torch.Tensor | None = None
+    keypoints: torch.Tensor | None = None
 
     @property
     def angles(self) -> torch.Tensor | None:
@@ -75,7 +78,9 @@ class HeadOutputs:
         if isinstance(index, int):
             index = slice(index, index + 1)
         rboxes = None if self.rboxes is None else self.rboxes[index]
-        return HeadOutputs(self.logits[index], self.boxes[index], self.strides, self.anchors, self.levels, rboxes)
+        kpts = None if self.keypoints is None else self.keypoints[index]
+        return HeadOutputs(self.logits[index], self.boxes[index], self.strides, self.anchors, self.levels, rboxes,
+                           keypoints=kpts)
 
 
 def _load_module(model) -> tuple[nn.Module, object | None, str]:
@@ -191,8 +196,13 @@ class ModelAdapter:
 
     @property
     def task(self) -> str:
-        """`obb` for oriented-box heads, else `detect` (other tasks are explained through their boxes)."""
-        return "obb" if obb.is_obb(self.head) else "detect"
+        """`obb` for oriented-box heads, `pose` for pose heads, else `detect` (other tasks: through their boxes)."""
+        return "obb" if obb.is_obb(self.head) else "pose" if pose.is_pose(self.head) else "detect"
+
+    @property
+    def keypoint_names(self) -> list[str] | None:
+        """Pose models: the name of each keypoint (`pose.keypoint_names`), else None."""
+        return pose.keypoint_names(self.module, self.head.kpt_shape[0]) if pose.is_pose(self.head) else None
 
     def layer_groups(self) -> dict[str, list[int]]:
         """Indices of `self.layers` for the named layer sets `fine`, `backbone`, `neck`, `head`.
@@ -279,10 +289,17 @@ class ModelAdapter:
         cls = torch.cat([run(cls_head, i, f, self.nc) for i, f in enumerate(feats)], dim=-1)  # (B, nc, A)
         anchors, strides, levels = self._anchor_grid(feats)
         angle_head = obb.angle_branch(head, self.end2end)
+        kpt_head = pose.keypoint_branch(head, self.end2end)
+        kpts = None
         if not boxes:
             n, a = cls.shape[0], cls.shape[2]
             rboxes = None if angle_head is None else cls.new_zeros((n, a, 5))
-            return HeadOutputs(cls.transpose(1, 2), cls.new_zeros((n, a, 4)), strides, anchors, levels, rboxes)
+            kpts = None if kpt_head is None else cls.new_zeros((n, a, *head.kpt_shape))
+            return HeadOutputs(cls.transpose(1, 2), cls.new_zeros((n, a, 4)), strides, anchors, levels, rboxes,
+                               keypoints=kpts)
+        if kpt_head is not None:  # keypoints (`pose.py`)
+            raw = torch.cat([run(kpt_head, i, f, head.nk) for i, f in enumerate(feats)], dim=-1)  # (B, K*D, A)
+            kpts = pose.decode_keypoints(head, raw, anchors, strides)
         box = torch.cat([run(box_head, i, f, 4 * head.reg_max) for i, f in enumerate(feats)], dim=-1)  # (B, 4*reg_max, A)
         dist = head.dfl(box) if head.reg_max > 1 else box  # (B, 4, A) ltrb in grid units
         centre = anchors.t().unsqueeze(0)  # (1, 2, A)
@@ -291,7 +308,7 @@ class ModelAdapter:
             rboxes, hulls = obb.decode_rboxes(dist, obb.decode_angle(head, raw), centre, strides)
             return HeadOutputs(cls.transpose(1, 2), hulls, strides, anchors, levels, rboxes)
         xyxy = torch.cat((centre - dist[:, :2], centre + dist[:, 2:]), dim=1) * strides
-        return HeadOutputs(cls.transpose(1, 2), xyxy.transpose(1, 2), strides, anchors, levels)
+        return HeadOutputs(cls.transpose(1, 2), xyxy.transpose(1, 2), strides, anchors, levels, keypoints=kpts)
 
     def _anchor_grid(self, feats: list[torch.Tensor]):
         points, strides, levels = [], [], []

@@ -25,6 +25,7 @@ class Detection:
 
     `rbox` (OBB heads only, else None): the rotated box cx, cy, w, h (letterbox pixels), angle
     (radians); `box` is then its axis-aligned hull.
+    `keypoints` (pose heads only, else None): K rows of x, y (letterbox pixels), visibility score (sigmoid).
     """
 
     image: int
@@ -34,6 +35,7 @@ class Detection:
     conf: float
     box: tuple[float, float, float, float]
     rbox: tuple[float, float, float, float, float] | None = None
+    keypoints: tuple[tuple[float, ...], ...] | None = None
 
 
 def select_detections(
@@ -51,6 +53,7 @@ def select_detections(
     scores = head.logits.detach().float().sigmoid()  # (B, A, nc)
     boxes = head.boxes.detach().float()
     rboxes = None if head.rboxes is None else head.rboxes.detach().float()
+    kpts = None if head.keypoints is None else _keypoint_scores(head.keypoints.detach().float())
     keep_cls = None if classes is None else torch.as_tensor(list(classes), device=scores.device)
     out = []
     for b in range(scores.shape[0]):
@@ -67,7 +70,8 @@ def select_detections(
             anchor, cls, score = anchor[mask], cls[mask], score[mask]
         dets = [
             Detection(b, int(a), int(head.levels[a]), int(c), float(s), tuple(float(v) for v in boxes[b, a]),
-                      None if rboxes is None else tuple(float(v) for v in rboxes[b, a]))
+                      None if rboxes is None else tuple(float(v) for v in rboxes[b, a]),
+                      None if kpts is None else tuple(tuple(row) for row in kpts[b, a].tolist()))
             for a, c, s in zip(anchor.tolist(), cls.tolist(), score.tolist())
         ]
         out.append(dets)
@@ -94,3 +98,10 @@ def _topk(scores, max_det):
     top_anchor = scores.max(1).values.topk(k).indices
     pair_scores, pair = scores[top_anchor].flatten().topk(k)
     return top_anchor[pair // nc], pair % nc, pair_scores
+
+
+def _keypoint_scores(kpts: torch.Tensor) -> torch.Tensor:
+    """(B, A, K, D) keypoints with visibility logits -> the same with visibility scores (sigmoid), as ultralytics."""
+    if kpts.shape[-1] < 3:
+        return kpts
+    return torch.cat((kpts[..., :2], kpts[..., 2:].sigmoid()), -1)

@@ -16,6 +16,7 @@ import torch
 from ..errors import YolocamError
 from .adapter import HeadOutputs
 from .detections import Detection
+from .pose import resolve_keypoint
 
 
 @dataclass
@@ -134,8 +135,39 @@ def _rotated_coordinate(outputs: HeadOutputs, jobs: Jobs, which: torch.Tensor) -
     return torch.where(which == 4, value, value / outputs.strides[jobs.anchor])
 
 
-def for_task(target: Target, task: str) -> Target:
-    """The built-in target's variant for a model's task: on OBB models `box` and `all` read the rotated box."""
+class Keypoints(Target):
+    """Pose: `keypoint:K` explains keypoint K's x, y (grid units: pixels / stride) and visibility logit (D = 3
+    components, max-combined; D = 2 for models without visibility); `keypoints` all K keypoints (D K
+    components). K: an index or a keypoint name, resolved against the model's names by `for_task`."""
+
+    local = True  # reads the keypoint branch at the detection's own anchor
+
+    def __init__(self, spec: str | None = None, index: int | None = None, k: int | None = None, dims: int = 3):
+        self.spec, self.index, self.k, self.dims = spec, index, k, dims
+        self.name = "keypoints" if spec is None else f"keypoint:{spec}"
+        self.n_components = dims if spec is not None or k is None else dims * k
+
+    def bind(self, names: list[str], dims: int = 3) -> "Keypoints":
+        """This target resolved against a pose model's keypoint names (YolocamError for an unknown keypoint)."""
+        index = None if self.spec is None else resolve_keypoint(self.spec, names)
+        return Keypoints(self.spec, index, len(names), dims)
+
+    def __call__(self, outputs, jobs):
+        if outputs.keypoints is None or self.k is None:
+            raise YolocamError(f"target {self.name!r} needs a pose model's keypoints")
+        kp = jobs.component // self.dims if self.index is None else torch.full_like(jobs.component, self.index)
+        dim = jobs.component % self.dims
+        value = outputs.keypoints[_rows(outputs, jobs), jobs.anchor, kp, dim]
+        return torch.where(dim < 2, value / outputs.strides[jobs.anchor], value)
+
+
+def for_task(target: Target, task: str, keypoint_names: list[str] | None = None, keypoint_dims: int = 3) -> Target:
+    """The built-in target's variant for a model's task: on OBB models `box` and `all` read the rotated box;
+    keypoint targets are resolved against a pose model's `keypoint_names` (YolocamError on other models)."""
+    if isinstance(target, Keypoints):
+        if task != "pose" or not keypoint_names:
+            raise YolocamError(f"target {target.name!r} needs a pose model (a Pose head); this model's task is {task}")
+        return target.bind(keypoint_names, keypoint_dims)
     if task == "obb" and type(target) in (BoxCoordinates, ClassAndBox):
         return RotatedBoxCoordinates() if type(target) is BoxCoordinates else ClassAndRotatedBox()
     return target
@@ -202,8 +234,14 @@ def get_target(spec) -> Target:
     if isinstance(spec, Target):
         return spec
     if isinstance(spec, str):
+        if spec == "keypoints" or spec.startswith("keypoint:"):
+            key = spec.partition(":")[2].strip()
+            if spec != "keypoints" and not key:
+                raise YolocamError("target 'keypoint:' needs a keypoint index or name, e.g. keypoint:0 or keypoint:nose")
+            return Keypoints(key or None)
         if spec not in TARGETS:
-            raise YolocamError(f"unknown target {spec!r}; expected one of {', '.join(TARGETS)} or a callable")
+            raise YolocamError(f"unknown target {spec!r}; expected one of {', '.join(TARGETS)}, keypoint:K, "
+                               f"keypoints (pose models) or a callable")
         return TARGETS[spec]()
     if callable(spec):
         return CallableTarget(spec)

@@ -5,6 +5,7 @@
                                     are kept compact (`maps.py`), else (N,H,W); boxes (N,4) float32,
                                     classes (N,) int32, scores (N,) float32; OBB models: rboxes (N,5)
                                     float32 cx, cy, w, h, angle
+                                    pose models: keypoints (N,K,3) float32 x, y, visibility score
     OUT/<stem>/<k:03d>_<name>.png   overlay per detection (long side at most `overlay_max_side`;
                                     `.jpg` with save_format="jpg", the CLI's default)
     OUT/<stem>/crops/<k:03d>_<name>.png   (optional) the box's zoomed crop (box plus context)
@@ -31,7 +32,7 @@ import numpy as np
 
 from ..errors import YolocamError
 from .files import atomic_write_bytes, encode_png, prepare_out_dir, safe_name
-from .render import CROP_SIDE, blend_heatmap, box_crop, draw_box, scale_polygon
+from .render import CROP_SIDE, blend_heatmap, box_crop, draw_box, draw_keypoints, scale_polygon
 
 MANIFEST_VERSION = 1
 SAVE_FORMATS = ("png", "jpg")  # overlays and crops: lossless PNG, or JPEG (quality JPEG_QUALITY, about 8x smaller)
@@ -150,6 +151,7 @@ class ExportWriter:
             classes=np.asarray([d.cls for d in dets], np.int32),
             scores=np.asarray([d.conf for d in dets], np.float32),
             **rbox_arrays(dets),
+            **keypoint_arrays(dets),
         ))
         oh, ow = overlay_size(h, w, self.overlay_max_side)
         base = result.image if (oh, ow) == (h, w) else cv2.resize(result.image, (ow, oh), interpolation=cv2.INTER_AREA)
@@ -160,6 +162,7 @@ class ExportWriter:
             overlay = blend_heatmap(base, d.heatmap_at((oh, ow)))
             draw_box(overlay, [d.box[0] * gx, d.box[1] * gy, d.box[2] * gx, d.box[3] * gy], f"{d.name} {d.conf:.2f}",
                      polygon=scale_polygon(getattr(d, "polygon", None), gx, gy))
+            draw_keypoints(overlay, getattr(d, "keypoints", None), gx, gy)
             atomic_write_bytes(folder / name, self._encode(overlay))
             del overlay
             entry = {"index": k, **d.to_dict(), "overlay": f"{stem}/{name}"}
@@ -195,7 +198,7 @@ class ExportWriter:
         is blended), long side CROP_SIDE px; the gallery shows it as the detection's card."""
         (folder / "crops").mkdir(exist_ok=True)
         crop = box_crop(image, det.heatmap, det.box, f"{det.name} {det.conf:.2f}", size=CROP_SIDE,
-                        polygon=getattr(det, "polygon", None))
+                        polygon=getattr(det, "polygon", None), keypoints=getattr(det, "keypoints", None))
         atomic_write_bytes(folder / "crops" / name, self._encode(crop))
         return f"{stem}/crops/{name}"
 
@@ -251,6 +254,13 @@ def rbox_arrays(dets) -> dict[str, np.ndarray]:
     if not dets or getattr(dets[0], "rbox", None) is None:
         return {}
     return {"rboxes": np.asarray([d.rbox for d in dets], np.float32).reshape(-1, 5)}
+
+
+def keypoint_arrays(dets) -> dict[str, np.ndarray]:
+    """Pose models: the npz's `keypoints` (N, K, 3) float32 x, y (pixels), visibility score; else nothing."""
+    if not dets or getattr(dets[0], "keypoints", None) is None:
+        return {}
+    return {"keypoints": np.asarray([d.keypoints for d in dets], np.float32)}
 
 
 def overlay_size(h: int, w: int, max_side: int | None) -> tuple[int, int]:

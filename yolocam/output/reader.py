@@ -44,7 +44,8 @@ def load_output(out_dir) -> list[ImageExplanation]:
         image = cv2.imread(path) if path and Path(path).is_file() else None
         dets = [
             DetectionExplanation(list(d["box"]), d["cls"], d["name"], d["conf"], d["anchor"], d["level"], MapRef(stack, k),
-                                 reason=d.get("reason"), rbox=d.get("rbox"), polygon=d.get("polygon"))
+                                 reason=d.get("reason"), rbox=d.get("rbox"), polygon=d.get("polygon"),
+                                 keypoints=d.get("keypoints"))
             for k, d in enumerate(img["detections"])
         ]
         results.append(ImageExplanation(path, image, dets, meta=dict(meta, stem=img["stem"])))

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from ..errors import YolocamError
+from ..model.pose import COCO_SKELETON, VISIBLE
 from .labels import DEFAULT_COLOUR, class_colour, draw_labelled_boxes, font_size_for, label_patch, paste
 
 
@@ -71,6 +72,31 @@ def draw_boxes(image: np.ndarray, dets, labels=None, size: int | None = None) ->
                         polygons=[getattr(d, "polygon", None) for d in dets])
 
 
+KEYPOINT_COLOUR = (0, 255, 0)  # BGR: visible keypoints
+LIMB_COLOUR = (255, 160, 0)    # BGR: COCO skeleton limbs between two visible keypoints
+
+
+def draw_keypoints(image: np.ndarray, keypoints, gx: float = 1.0, gy: float = 1.0) -> None:
+    """Draw keypoints (K, 2 or 3) [x, y(, visibility score)] in place, scaled by (gx, gy): a circle per
+    visible one (score > 0.5, as ultralytics; all without scores), and the COCO skeleton when K == 17."""
+    if keypoints is None or len(keypoints) == 0:
+        return
+    kpts = np.asarray(keypoints, np.float32).reshape(len(keypoints), -1)
+    xy = kpts[:, :2] * np.float32([gx, gy])
+    seen = kpts[:, 2] > VISIBLE if kpts.shape[1] > 2 else np.ones(len(kpts), bool)
+    h, w = image.shape[:2]
+    seen &= (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
+    radius, width = max(2, round(min(h, w) / 120)), max(1, round(min(h, w) / 240))
+    pts = np.round(xy).astype(int)
+    if len(kpts) == 17:
+        for a, b in COCO_SKELETON:
+            if seen[a] and seen[b]:
+                cv2.line(image, tuple(pts[a]), tuple(pts[b]), LIMB_COLOUR, width, cv2.LINE_AA)
+    for (x, y), ok in zip(pts, seen):
+        if ok:
+            cv2.circle(image, (int(x), int(y)), radius, KEYPOINT_COLOUR, -1, cv2.LINE_AA)
+
+
 def scale_polygon(polygon, gx: float, gy: float):
     """A polygon [[x, y], ...] scaled by (gx, gy), or None for None."""
     return None if polygon is None else [[x * gx, y * gy] for x, y in polygon]
@@ -89,10 +115,10 @@ def crop_region(shape, box, context: float = 0.6, min_side: int = 48) -> tuple[i
 
 
 def box_crop(image: np.ndarray, heatmap: np.ndarray, box, label: str | None = None, size: int = 256,
-             context: float = 0.6, colour=DEFAULT_COLOUR, alpha: float = HEAT_ALPHA, polygon=None) -> np.ndarray:
+             context: float = 0.6, colour=DEFAULT_COLOUR, alpha: float = HEAT_ALPHA, polygon=None, keypoints=None) -> np.ndarray:
     """A zoomed view of one detection: the box plus context, scaled so its longer side is `size`,
     with the heat drawn at that scale and the box (or the rotated box's corners `polygon`, and
-    `label`, if given) on top."""
+    `label`, if given) on top, and its `keypoints` (pose models) when given."""
     rx1, ry1, rx2, ry2 = crop_region(image.shape, box, context)
     gain = size / max(rx2 - rx1, ry2 - ry1)
     nw, nh = max(int(round((rx2 - rx1) * gain)), 1), max(int(round((ry2 - ry1) * gain)), 1)
@@ -105,6 +131,8 @@ def box_crop(image: np.ndarray, heatmap: np.ndarray, box, label: str | None = No
     poly = None if polygon is None else [[(x - rx1) * gain, (y - ry1) * gain] for x, y in polygon]
     draw_labelled_boxes(out, [local], [label or ""], [colour], size=font_size_for(out.shape, 0.06, 11, 20),
                         width=max(2, size // 128), polygons=[poly])
+    if keypoints is not None:
+        draw_keypoints(out, [[(k[0] - rx1) * gain, (k[1] - ry1) * gain, *k[2:]] for k in keypoints])
     return out
 
 
@@ -156,7 +184,7 @@ def summary_grid(result, tile: int = 240, max_tiles: int = 25, cols: int | None 
         grid = np.full((rows * (tile + cap), width, 3), 32, np.uint8)
         for k, d in enumerate(dets):
             crop = box_crop(result.image, d.heatmap, d.box, None, size=tile, colour=class_colour(d.cls),
-                            polygon=getattr(d, "polygon", None))
+                            polygon=getattr(d, "polygon", None), keypoints=getattr(d, "keypoints", None))
             r, c = divmod(k, cols)
             y0, x0 = r * (tile + cap), c * tile
             ch, cw = crop.shape[:2]

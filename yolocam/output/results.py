@@ -10,7 +10,7 @@ import numpy as np
 
 from .export import OVERLAY_MAX_SIDE, ExportWriter
 from .maps import MapRef
-from .render import blend_heatmap, draw_boxes
+from .render import blend_heatmap, draw_boxes, draw_keypoints
 
 
 class _HeatmapField:
@@ -57,6 +57,7 @@ class DetectionExplanation:
     reason: str | None = None  # why the heatmap is zero when the score does not depend on the explained layers
     rbox: list[float] | None = None  # OBB models: [cx, cy, w, h, angle], pixels and radians; `box` is its hull
     polygon: list[list[float]] | None = None  # OBB models: the rotated box's 4 corners [[x, y], ...], pixels
+    keypoints: list[list[float]] | None = None  # pose models: K x [x, y, visibility score], original-image pixels
 
     def to_dict(self) -> dict:
         out = {"box": [float(v) for v in self.box], "cls": int(self.cls), "name": self.name,
@@ -64,6 +65,8 @@ class DetectionExplanation:
         if self.rbox is not None:
             out["rbox"] = [float(v) for v in self.rbox]
             out["polygon"] = [[float(x), float(y)] for x, y in self.polygon]
+        if self.keypoints is not None:
+            out["keypoints"] = [[float(v) for v in row] for row in self.keypoints]
         return out if self.reason is None else {**out, "reason": self.reason}
 
     @property
@@ -134,4 +137,6 @@ class ImageExplanation:
             heat, dets = self.detections[index].heatmap, [self.detections[index]]
         out = blend_heatmap(self.image, heat, alpha)
         draw_boxes(out, dets)  # one colour per class, labels placed so they do not cover each other
+        for d in dets:
+            draw_keypoints(out, d.keypoints)
         return out
