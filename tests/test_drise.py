@@ -236,3 +236,9 @@ def test_default_mask_batch_and_end_to_end_head():
     assert all(d.heatmap.shape == (96, 96) and np.isfinite(d.heatmap).all() for d in result.detections)
     with pytest.raises(YolocamError, match="drise batch"):
         yolocam.Explainer("demo-v8", method="drise", mask_batch=0)
+
+
+def test_drise_takes_no_target():
+    """D-RISE scores each masked detection as a whole: a target other than `class` is refused in one line."""
+    with pytest.raises(YolocamError, match="takes no target; got target='box'"):
+        yolocam.Explainer("demo-v8", method="drise", target="box")

@@ -96,6 +96,10 @@ class Explainer:
         self.fuse = check_fusion(fuse)
         self.drise = None
         if self.method.black_box:
+            if self.target.name != "class":  # D-RISE scores a masked detection as a whole (class and box)
+                raise YolocamError(f"method {self.method.name!r} explains each detection as a whole and takes no "
+                                   f"target; got target={self.target.name!r} (use target='class', or a gradient "
+                                   f"method for that target)")
             DriseConfig(masks, cell, keep, seed, 1 if mask_batch is None else mask_batch).check()
             self.adapter = ExportedModel(model, device) if fmt else ModelAdapter(model, device=device, end2end=end2end)
             # measured (README, `yolocam bench --method drise`): on a CPU small batches are fastest
