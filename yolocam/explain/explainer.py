@@ -22,6 +22,7 @@ from ..model.adapter import ModelAdapter
 from ..model.backend import ExportedModel, exported_format
 from ..model.layers import resolve_layers
 from ..model.obb import corners, rboxes_to_original
+from ..model.segment import InstanceMask
 from ..model.targets import get_target
 from ..output.maps import MapRef, MapStack
 from ..output.progress import Progress
@@ -178,7 +179,8 @@ class Explainer:
         else:
             result = self.runner.run(x, conf=conf, iou=iou, classes=classes, max_det=max_det)
         out = []
-        for item, lb, dets, maps, why in zip(items, lbs, result.detections, result.heatmaps, result.reasons):
+        masks = getattr(result, "masks", None) or [None] * len(items)
+        for item, lb, dets, maps, why, inst in zip(items, lbs, result.detections, result.heatmaps, result.reasons, masks):
             heat = MapStack(content_region(maps, lb).float().cpu().numpy(), lb.orig_shape) if dets else None
             boxes = boxes_to_original(torch.tensor([d.box for d in dets]).view(-1, 4), lb).tolist()
             rboxes, polygons = rotated_to_original(dets, lb)
@@ -186,7 +188,9 @@ class Explainer:
                 boxes = polygon_hulls(polygons, lb.orig_shape)
             explained = [
                 DetectionExplanation(box, d.cls, self.names.get(d.cls, str(d.cls)), d.conf, d.anchor, d.level, MapRef(heat, k),
-                                     reason=why[k], rbox=rboxes[k], polygon=polygons[k])
+                                     reason=why[k], rbox=rboxes[k], polygon=polygons[k],
+                                     instance_mask=None if inst is None else InstanceMask.from_mask(inst[k].cpu().numpy(),
+                                                                                                    lb.orig_shape))
                 for k, (d, box) in enumerate(zip(dets, boxes))
             ]
             if counts is not None:

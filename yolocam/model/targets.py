@@ -48,6 +48,7 @@ class Target:
     n_components = 1
     local = False  # True when the scalar reads only the detection's own anchor (so only its level)
     needs_boxes = True  # False when it reads only class scores (the head's box branch is then skipped)
+    needs_masks = False  # True when it reads the mask coefficients and prototypes (segmentation heads)
 
     def __call__(self, outputs: HeadOutputs, jobs: Jobs) -> torch.Tensor:
         raise NotImplementedError
@@ -134,8 +135,35 @@ def _rotated_coordinate(outputs: HeadOutputs, jobs: Jobs, which: torch.Tensor) -
     return torch.where(which == 4, value, value / outputs.strides[jobs.anchor])
 
 
+class MaskLogits(Target):
+    """Segmentation: the mean mask logit (prototypes x the anchor's coefficients) over the instance's own
+    predicted mask (logit > 0 inside its box, at prototype resolution; `segment.mask_logit_mean`).
+
+    Not local: the prototypes are computed from the finest level (all levels for 26).
+    """
+
+    name = "mask"
+    needs_boxes = False  # reads the detection's kept box (`jobs.box`), not the decoded ones
+    needs_masks = True
+
+    def __call__(self, outputs, jobs):
+        from .segment import mask_logit_mean
+
+        if outputs.protos is None:
+            raise YolocamError("target 'mask' needs a segmentation model (a Segment head, e.g. yolov8n-seg, "
+                               "yolo11n-seg, yolo26n-seg)")
+        rows = _rows(outputs, jobs)
+        scale = 2.0 / float(outputs.strides.min())  # prototypes: half the finest stride, 1/4 of the input
+        return mask_logit_mean(outputs.coeffs[rows, jobs.anchor], outputs.protos[rows], jobs.box, scale)
+
+
 def for_task(target: Target, task: str) -> Target:
-    """The built-in target's variant for a model's task: on OBB models `box` and `all` read the rotated box."""
+    """The built-in target's variant for a model's task: on OBB models `box` and `all` read the rotated box.
+
+    `mask` is refused on models without masks."""
+    if getattr(target, "needs_masks", False) and task != "segment":
+        raise YolocamError(f"target {target.name!r} needs a segmentation model (yolov8n-seg, yolo11n-seg, "
+                           f"yolo26n-seg ...); this model's task is {task!r}")
     if task == "obb" and type(target) in (BoxCoordinates, ClassAndBox):
         return RotatedBoxCoordinates() if type(target) is BoxCoordinates else ClassAndRotatedBox()
     return target
@@ -190,7 +218,8 @@ class CallableTarget(Target):
         return torch.stack(values)
 
 
-TARGETS: dict[str, type[Target]] = {t.name: t for t in (ClassLogit, Confidence, BoxCoordinates, ClassAndBox, Cluster)}
+TARGETS: dict[str, type[Target]] = {t.name: t for t in (ClassLogit, Confidence, BoxCoordinates, ClassAndBox, Cluster,
+                                                          MaskLogits)}
 
 
 def list_targets() -> list[str]:
