@@ -184,6 +184,24 @@ def test_mask_maps_agree_across_strategies(seg_image):
         np.testing.assert_allclose(a, b, atol=1e-4)
 
 
+def test_a_callable_target_reads_coefficients_and_prototypes(seg_image):
+    seen = []
+
+    def first_coefficient(outputs, det):
+        seen.append(outputs.protos.shape)
+        return outputs.coeffs[0, det.anchor, 0]
+
+    dets = yolocam.Explainer(seg_model("11"), imgsz=IMGSZ, target=first_coefficient,
+                             method="gradcam").explain(seg_image, conf=0.3, max_det=2)[0].detections
+    assert dets and seen and all(d.heatmap.max() > 0 for d in dets)
+
+
+def test_drise_explains_seg_models_by_their_boxes(seg_image):
+    dets = yolocam.Explainer(seg_model("v8"), imgsz=IMGSZ, method="drise", masks=16,
+                             progress=False).explain(seg_image, conf=0.3, max_det=2)[0].detections
+    assert dets and all(d.mask is None for d in dets)
+
+
 def test_mask_target_on_a_detection_model_is_one_clear_error(seg_image):
     with pytest.raises(YolocamError, match="segmentation model") as err:
         yolocam.Explainer(family_model("v8"), imgsz=IMGSZ, target="mask").explain(seg_image)

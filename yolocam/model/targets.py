@@ -161,7 +161,7 @@ def for_task(target: Target, task: str) -> Target:
     """The built-in target's variant for a model's task: on OBB models `box` and `all` read the rotated box.
 
     `mask` is refused on models without masks."""
-    if getattr(target, "needs_masks", False) and task != "segment":
+    if isinstance(target, MaskLogits) and task != "segment":
         raise YolocamError(f"target {target.name!r} needs a segmentation model (yolov8n-seg, yolo11n-seg, "
                            f"yolo26n-seg ...); this model's task is {task!r}")
     if task == "obb" and type(target) in (BoxCoordinates, ClassAndBox):
@@ -193,6 +193,8 @@ def batched_iou(boxes: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 
 class CallableTarget(Target):
     """Wraps a user callable `(outputs, detection) -> scalar tensor`; called once per job."""
+
+    needs_masks = True  # segmentation models: the callable may read `coeffs` and `protos`
 
     def __init__(self, fn: Callable[[HeadOutputs, Detection], torch.Tensor]):
         self.fn = fn
