@@ -160,11 +160,23 @@ def test_mask_target_equals_a_recomputation_from_coefficients_and_prototypes(fam
         logits = (head.coeffs[0, d.anchor] @ head.protos[0].view(nm, -1)).view(mh, mw)
         box = torch.tensor([d.box]) * torch.tensor([mw / x.shape[3], mh / x.shape[2]] * 2)
         region = crop_mask((logits > 0).byte()[None], box)[0].bool()
-        expected = logits[region].mean() if region.any() else torch.tensor(0.0)
+        region = region if region.any() else crop_mask(torch.ones(1, mh, mw, dtype=torch.uint8), box)[0].bool()
+        expected = logits[region].mean()
         assert torch.allclose(values[k], expected, atol=1e-5), (k, float(values[k]), float(expected))
     assert values.abs().sum() > 0
     values.sum().backward()
     assert coeffs.grad.abs().sum() > 0 and protos.grad.abs().sum() > 0
+
+
+def test_a_batch_gives_the_masks_of_single_images(seg_image):
+    exp = yolocam.Explainer(seg_model("v8"), imgsz=IMGSZ, method="gradcam")
+    other = np.ascontiguousarray(seg_image[:, ::-1])
+    batched = exp.explain([seg_image, other], conf=0.3, max_det=3, batch=2)
+    for image, res in zip((seg_image, other), batched):
+        single = exp.explain(image, conf=0.3, max_det=3)[0].detections
+        assert len(single) == len(res.detections) >= 1
+        for a, b in zip(single, res.detections):
+            assert iou(a.mask, b.mask) >= 0.98
 
 
 @pytest.mark.parametrize("family", ["v8", "11", "26"])

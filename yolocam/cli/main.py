@@ -228,7 +228,8 @@ def _add_model_args(p, method: bool = True,
         p.add_argument("--method", type=method_name, default=DEFAULT_METHOD,
                        help=f"CAM method (default {DEFAULT_METHOD}); 'yolocam methods' lists them")
         p.add_argument("--target", type=target_name, default="class",
-                       help="what each map explains: class (default: the class logit), conf, box, all, cluster")
+                       help="what each map explains: class (default: the class logit), conf, box, all, cluster, "
+                            "mask (segmentation models: the instance's mask logits)")
         p.add_argument("--layers", type=layers_spec, default=DEFAULT_LAYERS,
                        help=f"layers explained: neck, head, backbone or indices like 15,18,21 (default {DEFAULT_LAYERS})")
         p.add_argument("--fuse", type=fuse_name, default=DEFAULT_FUSE,

@@ -39,7 +39,8 @@ class Explainer:
         model: checkpoint path, model YAML, `ultralytics.YOLO`, `DetectionModel`, a demo name
             (`yolocam.list_models()`), or None for the default bundled demo detector.
         method: a name from `yolocam.list_methods()`.
-        target: `class`, `conf`, `box`, `all`, `cluster`, or a callable `(outputs, detection) -> scalar`.
+        target: `class`, `conf`, `box`, `all`, `cluster`, `mask` (segmentation models: the instance's mean
+            mask logit over its own mask, README "Segmentation"), or a callable `(outputs, detection) -> scalar`.
             On OBB models `box` explains the rotated box's cx, cy, w, h and angle (README, "Oriented boxes").
         layers: `neck`, `head`, `backbone`, a list of layer indices, or a list of modules.
         fuse: `sum`, `max`, `origin` or `aligned` (how several layers combine).

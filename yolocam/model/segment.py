@@ -42,7 +42,8 @@ def mask_logit_mean(coeffs: torch.Tensor, protos: torch.Tensor, boxes: torch.Ten
 
     coeffs: (n, nm); protos: (n, nm, h, w) (each instance's image); boxes: (n, 4) xyxy input pixels;
     scale: prototype pixels per input pixel. The mask is where the logit is > 0 inside the box (crop
-    as ultralytics' `crop_mask`); an instance with an empty mask gives 0 (still with a gradient).
+    as ultralytics' `crop_mask`); an instance whose mask is empty there (ultralytics' predict drops it)
+    gets the mean over its whole box instead: what would have to rise to make a mask.
     """
     logits = torch.einsum("nc,nchw->nhw", coeffs, protos)
     h, w = logits.shape[-2:]
@@ -51,6 +52,7 @@ def mask_logit_mean(coeffs: torch.Tensor, protos: torch.Tensor, boxes: torch.Ten
     rows = torch.arange(h, device=logits.device, dtype=logits.dtype)[:, None]
     inside = (cols >= b[:, 0]) & (cols < b[:, 2]) & (rows >= b[:, 1]) & (rows < b[:, 3])  # (n, h, w)
     region = (logits.detach() > 0) & inside
+    region = torch.where(region.flatten(1).any(1)[:, None, None], region, inside)
     total = (logits * region).flatten(1).sum(1)
     return total / region.flatten(1).sum(1).clamp(min=1)
 
