@@ -20,6 +20,7 @@ from yolocam.errors import YolocamError
 from yolocam.model.adapter import ModelAdapter
 from yolocam.model.detections import select_detections
 from yolocam.model.targets import Jobs, get_target
+from yolocam.output.reader import load_output
 
 SEG_CONFIGS = {"v8": "yolov8n-seg.yaml", "11": "yolo11n-seg.yaml", "26": "yolo26n-seg.yaml"}
 IMGSZ = 128
@@ -228,6 +229,10 @@ def test_manifest_holds_segments_and_overlays_draw_them(seg_image, tmp_path):
     for e, d in zip(entries, res.detections):
         assert e["segments"] and all(len(s) >= 3 and len(s[0]) == 2 for s in e["segments"])
         np.testing.assert_allclose(np.concatenate(e["segments"]), np.concatenate(d.segments), atol=0.01)
+    back = load_output(tmp_path)[0].detections  # read back: the same outlines, the mask filled from them
+    for a, b in zip(res.detections, back):
+        np.testing.assert_allclose(np.concatenate(b.segments), np.concatenate(a.segments), atol=0.01)
+        assert b.mask.shape == a.mask.shape and (b.mask & a.mask).sum() >= 0.5 * a.mask.sum()
     d = res.detections[0]
     plain = res.plot(0)
     d.instance_mask = None  # the same overlay without the outline differs on the outline only

@@ -120,3 +120,23 @@ class InstanceMask:
 
         seg = masks2segments(self.input_mask()[None].astype(np.uint8))[0]
         return scale_coords(self.shape, seg, self.orig_shape, normalize=False)
+
+
+@dataclass
+class PolygonMask:
+    """A mask known only by its outlines (read back from a manifest): `segments` polygons [[x, y], ...] in
+    original-image pixels, `orig_shape` (H0, W0). `full()` fills them (approximates the mask to about a pixel)."""
+
+    polygons: list
+    orig_shape: tuple[int, int]
+
+    def segments(self) -> list[list[list[float]]]:
+        return [list(map(list, seg)) for seg in self.polygons]
+
+    def full(self) -> np.ndarray:
+        import cv2
+
+        out = np.zeros(self.orig_shape, np.uint8)
+        pts = [np.round(np.asarray(seg, np.float32).reshape(-1, 2)).astype(np.int32) for seg in self.polygons if seg]
+        cv2.fillPoly(out, pts, 1)
+        return out.astype(bool)

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..model.segment import InstanceMask
+from ..model.segment import InstanceMask, PolygonMask
 from .export import OVERLAY_MAX_SIDE, ExportWriter
 from .maps import MapRef
 from .render import blend_heatmap, draw_boxes
@@ -58,7 +58,8 @@ class DetectionExplanation:
     reason: str | None = None  # why the heatmap is zero when the score does not depend on the explained layers
     rbox: list[float] | None = None  # OBB models: [cx, cy, w, h, angle], pixels and radians; `box` is its hull
     polygon: list[list[float]] | None = None  # OBB models: the rotated box's 4 corners [[x, y], ...], pixels
-    instance_mask: InstanceMask | None = field(default=None, repr=False)  # segmentation models: the mask, compact
+    # segmentation models: the mask, compact (or its outlines, `PolygonMask`, when read back from a manifest)
+    instance_mask: InstanceMask | PolygonMask | None = field(default=None, repr=False)
 
     @property
     def mask(self) -> np.ndarray | None:
