@@ -287,3 +287,12 @@ def test_cli_explains_a_seg_yaml_with_the_mask_target(seg_image, tmp_path):
     entries = json.loads((out / "manifest.json").read_text())["images"][0]["detections"]
     assert len(entries) == 2 and all("segments" in e for e in entries)
     assert all((out / e["overlay"]).is_file() for e in entries)
+
+
+def test_cli_refuses_the_mask_target_on_a_detection_model_in_one_line(seg_image, tmp_path, capsys):
+    image = tmp_path / "scene.png"
+    cv2.imwrite(str(image), seg_image)
+    rc = main(["explain", str(image), "--model", "yolov8n.yaml", "--target", "mask", "--out", str(tmp_path / "o"),
+               "--imgsz", "96"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "segmentation model" in err[0] and "yolov8n-seg" in err[0]
