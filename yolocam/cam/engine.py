@@ -34,6 +34,7 @@ from ..model.adapter import ModelAdapter
 from ..model.detections import Detection, select_detections
 from ..model.hooks import LayerHooks
 from ..model.layers import TargetLayer, align_levels, default_reshape
+from ..model.segment import instance_masks
 from ..model.targets import Jobs, Target, for_task
 from .fusion import check_fusion
 from .methods import Method
@@ -53,6 +54,7 @@ class EngineResult:
     detections: list[list[Detection]]
     heatmaps: list[torch.Tensor]
     reasons: list[list[str | None]] | None = None  # per detection why its map is zero by construction, else None
+    masks: list[torch.Tensor] | None = None  # segmentation models: per image (n_i, H, W) uint8 masks at input size
 
 
 class CamEngine(ReplayStrategies):
@@ -124,7 +126,7 @@ class CamEngine(ReplayStrategies):
                 layer_maps, reached = self._per_job_layer_maps(hooks, outputs, acts, dets, tuple(x.shape[-2:]))
             maps = self._fuse(layer_maps, dets, tuple(x.shape[-2:]), letterboxes)
             reasons = self._reasons(dets, maps, reached)
-        return EngineResult(dets, maps, reasons)
+        return EngineResult(dets, maps, reasons, detection_masks(head, dets, tuple(x.shape[-2:])))
 
     # ---------------------------------------------------------------- internals
     def _image_level_layer_maps(self, acts, dets) -> list[torch.Tensor]:
@@ -233,6 +235,18 @@ class CamEngine(ReplayStrategies):
         n_comp = self.target.n_components if self.method.needs_gradients else 1
         return assemble_maps(layer_maps, dets, n_comp, self.fuse, size, letterboxes, self.adapter.strides,
                              self.projectors, self.adapter.device)
+
+
+def detection_masks(head, dets, shape) -> list[torch.Tensor] | None:
+    """Segmentation heads: per image the detections' masks (n_i, H, W) uint8 at the input size, else None."""
+    if head.protos is None:
+        return None
+    out = []
+    for b, image_dets in enumerate(dets):
+        anchors = torch.tensor([d.anchor for d in image_dets], dtype=torch.long, device=head.coeffs.device)
+        boxes = torch.tensor([d.box for d in image_dets], device=head.coeffs.device).view(-1, 4)
+        out.append(instance_masks(head.coeffs[b, anchors], head.protos[b], boxes, shape))
+    return out
 
 
 def _nonzero(grads: list[torch.Tensor], dim: int) -> torch.Tensor:

@@ -39,7 +39,7 @@ def local_targets(adapter: ModelAdapter, target: Target, replay: list, level: in
         feeds = [None] * len(adapter.layers)
         for lvl, j in enumerate(adapter.head_inputs):  # other levels: no cells
             feeds[j] = crop if lvl == level else crop.new_zeros((len(members), 1, 0, 0))
-        head = adapter.head_outputs(feeds, level, boxes=target.needs_boxes)
+        head = adapter.head_outputs(feeds, level, boxes=target.needs_boxes, masks=False)
         jobs = Jobs.build([replace(m[4], anchor=oy * wc + ox) for m in members], [m[5] for m in members], feat.device)
         parts.append(target(head, jobs))
         order += [m[0] for m in members]

@@ -174,7 +174,8 @@ class ReplayStrategies:
     def _head(self, replay: list, level: int | None):
         """Head outputs; with a `level`, only that level's branches run (and get a backward pass),
         which only a target local to that level allows."""
-        return self.adapter.head_outputs(replay, level, boxes=self.target.needs_boxes)
+        return self.adapter.head_outputs(replay, level, boxes=self.target.needs_boxes,
+                                         masks=getattr(self.target, "needs_masks", False))
 
     def _structure(self, lives: list, tensors, grads) -> list[torch.Tensor]:
         """Flat gradients -> one reshaped (n, C, H, W) gradient per target layer."""

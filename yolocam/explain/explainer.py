@@ -23,6 +23,7 @@ from ..model.backend import ExportedModel, exported_format
 from ..model.layers import resolve_layers
 from ..model.obb import corners, rboxes_to_original
 from ..model.pose import keypoints_to_original
+from ..model.segment import InstanceMask
 from ..model.targets import get_target
 from ..output.maps import MapRef, MapStack
 from ..output.progress import Progress
@@ -39,7 +40,8 @@ class Explainer:
         model: checkpoint path, model YAML, `ultralytics.YOLO`, `DetectionModel`, a demo name
             (`yolocam.list_models()`), or None for the default bundled demo detector.
         method: a name from `yolocam.list_methods()`.
-        target: `class`, `conf`, `box`, `all`, `cluster`, or a callable `(outputs, detection) -> scalar`.
+        target: `class`, `conf`, `box`, `all`, `cluster`, `mask` (segmentation models: the instance's mean
+            mask logit over its own mask, README "Segmentation"), or a callable `(outputs, detection) -> scalar`.
             On OBB models `box` explains the rotated box's cx, cy, w, h and angle (README, "Oriented boxes").
             Pose models also take `keypoint:K` (an index or name) and `keypoints` (README, "Pose").
         layers: `neck`, `head`, `backbone`, a list of layer indices, or a list of modules.
@@ -184,7 +186,8 @@ class Explainer:
         else:
             result = self.runner.run(x, conf=conf, iou=iou, classes=classes, max_det=max_det)
         out = []
-        for item, lb, dets, maps, why in zip(items, lbs, result.detections, result.heatmaps, result.reasons):
+        masks = getattr(result, "masks", None) or [None] * len(items)
+        for item, lb, dets, maps, why, inst in zip(items, lbs, result.detections, result.heatmaps, result.reasons, masks):
             heat = MapStack(content_region(maps, lb).float().cpu().numpy(), lb.orig_shape) if dets else None
             boxes = boxes_to_original(torch.tensor([d.box for d in dets]).view(-1, 4), lb).tolist()
             rboxes, polygons = rotated_to_original(dets, lb)
@@ -195,7 +198,9 @@ class Explainer:
             explained = [
                 DetectionExplanation(box, d.cls, self.names.get(d.cls, str(d.cls)), d.conf, d.anchor, d.level, MapRef(heat, k),
                                      reason=why[k], rbox=rboxes[k], polygon=polygons[k],
-                                     keypoints=keypoints[k])
+                                     keypoints=keypoints[k],
+                                     instance_mask=None if inst is None else InstanceMask.from_mask(inst[k].cpu().numpy(),
+                                                                                                    lb.orig_shape))
                 for k, (d, box) in enumerate(zip(dets, boxes))
             ]
             if counts is not None:

@@ -23,7 +23,7 @@ from torch import nn
 from .._offline import ultralytics_offline
 from ..errors import YolocamError
 from ..inputs.images import Letterbox, batch_letterboxes, images_to_tensor
-from . import obb, pose
+from . import obb, pose, segment
 
 FAMILIES = ("v5u", "v8", "v9", "v10", "11", "12", "26")
 SUPPORTED_HEADS = ("Detect", "v10Detect", "Segment", "Pose", "Segment26", "Pose26") + obb.OBB_HEADS
@@ -56,6 +56,8 @@ class HeadOutputs:
     levels: (A,) level index of each anchor (0 = finest).
     rboxes: OBB heads only (else None): (B, A, 5) rotated boxes cx, cy, w, h (letterbox pixels) and
         angle (radians), as ultralytics decodes them; `boxes` then holds their axis-aligned hulls.
+    coeffs: Segment heads only (else None): (B, A, nm) mask coefficients of each anchor.
+    protos: Segment heads only (else None): (B, nm, h, w) mask prototypes at 1/4 of the input size.
     keypoints: pose heads only (else None): (B, A, K, 3) x, y (letterbox pixels) and visibility logit
         (pre-sigmoid) of each anchor's keypoints (`pose.py`).
     """
@@ -66,6 +68,8 @@ class HeadOutputs:
     anchors: torch.Tensor
     levels: torch.Tensor
     rboxes: torch.Tensor | None = None
+    coeffs: torch.Tensor | None = None
+    protos: torch.Tensor | None = None
     keypoints: torch.Tensor | None = None
 
     @property
@@ -78,9 +82,11 @@ class HeadOutputs:
         if isinstance(index, int):
             index = slice(index, index + 1)
         rboxes = None if self.rboxes is None else self.rboxes[index]
+        coeffs = None if self.coeffs is None else self.coeffs[index]
+        protos = None if self.protos is None else self.protos[index]
         kpts = None if self.keypoints is None else self.keypoints[index]
         return HeadOutputs(self.logits[index], self.boxes[index], self.strides, self.anchors, self.levels, rboxes,
-                           keypoints=kpts)
+                           coeffs, protos, keypoints=kpts)
 
 
 def _load_module(model) -> tuple[nn.Module, object | None, str]:
@@ -196,8 +202,12 @@ class ModelAdapter:
 
     @property
     def task(self) -> str:
-        """`obb` for oriented-box heads, `pose` for pose heads, else `detect` (other tasks: through their boxes)."""
-        return "obb" if obb.is_obb(self.head) else "pose" if pose.is_pose(self.head) else "detect"
+        """`obb` for oriented-box heads, `segment` for Segment heads, `pose` for pose heads, else `detect`."""
+        if obb.is_obb(self.head):
+            return "obb"
+        if segment.is_segment(self.head):
+            return "segment"
+        return "pose" if pose.is_pose(self.head) else "detect"
 
     @property
     def keypoint_names(self) -> list[str] | None:
@@ -269,13 +279,22 @@ class ModelAdapter:
             outputs[i] = m(inp)
         return outputs
 
-    def head_outputs(self, outputs: list, level: int | None = None, boxes: bool = True) -> HeadOutputs:
+    def head_outputs(self, outputs: list, level: int | None = None, boxes: bool = True,
+                     masks: bool = True) -> HeadOutputs:
         """Evaluate the head branch in use on the layer outputs; see `HeadOutputs`.
 
         With `level`, only that level's branches run; the other levels' raw outputs are zeros
         (for targets that read only anchors of that level: their values there are not meaningful).
         With `boxes=False` the box branches are skipped and the boxes are zeros (class-only targets).
+        Segment heads also give `coeffs` and `protos` (`segment.py`) unless `masks=False`.
         """
+        head_out = self._head_outputs(outputs, level, boxes)
+        if masks and segment.is_segment(self.head):
+            feats = [outputs[j] for j in self.head_inputs]
+            head_out.coeffs, head_out.protos = segment.mask_outputs(self.head, feats, self.end2end)
+        return head_out
+
+    def _head_outputs(self, outputs: list, level: int | None, boxes: bool) -> HeadOutputs:
         feats = [outputs[j] for j in self.head_inputs]
         head = self.head
         box_head = head.one2one_cv2 if self.end2end else head.cv2

@@ -49,6 +49,7 @@ class Target:
     n_components = 1
     local = False  # True when the scalar reads only the detection's own anchor (so only its level)
     needs_boxes = True  # False when it reads only class scores (the head's box branch is then skipped)
+    needs_masks = False  # True when it reads the mask coefficients and prototypes (segmentation heads)
 
     def __call__(self, outputs: HeadOutputs, jobs: Jobs) -> torch.Tensor:
         raise NotImplementedError
@@ -161,13 +162,39 @@ class Keypoints(Target):
         return torch.where(dim < 2, value / outputs.strides[jobs.anchor], value)
 
 
+class MaskLogits(Target):
+    """Segmentation: the mean mask logit (prototypes x the anchor's coefficients) over the instance's own
+    predicted mask (logit > 0 inside its box, at prototype resolution; `segment.mask_logit_mean`).
+
+    Not local: the prototypes are computed from the finest level (all levels for 26).
+    """
+
+    name = "mask"
+    needs_boxes = False  # reads the detection's kept box (`jobs.box`), not the decoded ones
+    needs_masks = True
+
+    def __call__(self, outputs, jobs):
+        from .segment import mask_logit_mean
+
+        if outputs.protos is None:
+            raise YolocamError("target 'mask' needs a segmentation model (a Segment head, e.g. yolov8n-seg, "
+                               "yolo11n-seg, yolo26n-seg)")
+        rows = _rows(outputs, jobs)
+        scale = 2.0 / float(outputs.strides.min())  # prototypes: half the finest stride, 1/4 of the input
+        return mask_logit_mean(outputs.coeffs[rows, jobs.anchor], outputs.protos[rows], jobs.box, scale)
+
+
 def for_task(target: Target, task: str, keypoint_names: list[str] | None = None, keypoint_dims: int = 3) -> Target:
     """The built-in target's variant for a model's task: on OBB models `box` and `all` read the rotated box;
-    keypoint targets are resolved against a pose model's `keypoint_names` (YolocamError on other models)."""
+    keypoint targets are resolved against a pose model's `keypoint_names`; `mask` and keypoint targets are
+    refused (YolocamError) on models without masks or keypoints."""
     if isinstance(target, Keypoints):
         if task != "pose" or not keypoint_names:
             raise YolocamError(f"target {target.name!r} needs a pose model (a Pose head); this model's task is {task}")
         return target.bind(keypoint_names, keypoint_dims)
+    if isinstance(target, MaskLogits) and task != "segment":
+        raise YolocamError(f"target {target.name!r} needs a segmentation model (yolov8n-seg, yolo11n-seg, "
+                           f"yolo26n-seg ...); this model's task is {task!r}")
     if task == "obb" and type(target) in (BoxCoordinates, ClassAndBox):
         return RotatedBoxCoordinates() if type(target) is BoxCoordinates else ClassAndRotatedBox()
     return target
@@ -198,6 +225,8 @@ def batched_iou(boxes: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 class CallableTarget(Target):
     """Wraps a user callable `(outputs, detection) -> scalar tensor`; called once per job."""
 
+    needs_masks = True  # segmentation models: the callable may read `coeffs` and `protos`
+
     def __init__(self, fn: Callable[[HeadOutputs, Detection], torch.Tensor]):
         self.fn = fn
         self.name = getattr(fn, "__name__", type(fn).__name__)
@@ -222,7 +251,8 @@ class CallableTarget(Target):
         return torch.stack(values)
 
 
-TARGETS: dict[str, type[Target]] = {t.name: t for t in (ClassLogit, Confidence, BoxCoordinates, ClassAndBox, Cluster)}
+TARGETS: dict[str, type[Target]] = {t.name: t for t in (ClassLogit, Confidence, BoxCoordinates, ClassAndBox, Cluster,
+                                                          MaskLogits)}
 
 
 def list_targets() -> list[str]:

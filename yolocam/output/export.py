@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import YolocamError
 from .files import atomic_write_bytes, encode_png, prepare_out_dir, safe_name
-from .render import CROP_SIDE, blend_heatmap, box_crop, draw_box, draw_keypoints, scale_polygon
+from .render import CROP_SIDE, blend_heatmap, box_crop, draw_box, draw_keypoints, draw_segments, scale_polygon
 
 MANIFEST_VERSION = 1
 SAVE_FORMATS = ("png", "jpg")  # overlays and crops: lossless PNG, or JPEG (quality JPEG_QUALITY, about 8x smaller)
@@ -163,6 +163,8 @@ class ExportWriter:
             draw_box(overlay, [d.box[0] * gx, d.box[1] * gy, d.box[2] * gx, d.box[3] * gy], f"{d.name} {d.conf:.2f}",
                      polygon=scale_polygon(getattr(d, "polygon", None), gx, gy))
             draw_keypoints(overlay, getattr(d, "keypoints", None), gx, gy)
+            if getattr(d, "instance_mask", None) is not None:  # segmentation: the mask outline
+                draw_segments(overlay, d.segments, gx=gx, gy=gy)
             atomic_write_bytes(folder / name, self._encode(overlay))
             del overlay
             entry = {"index": k, **d.to_dict(), "overlay": f"{stem}/{name}"}

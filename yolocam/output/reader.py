@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from ..errors import YolocamError
+from ..model.segment import PolygonMask
 from .maps import MapRef, MapStack
 from .results import DetectionExplanation, ImageExplanation
 
@@ -45,10 +46,17 @@ def load_output(out_dir) -> list[ImageExplanation]:
         dets = [
             DetectionExplanation(list(d["box"]), d["cls"], d["name"], d["conf"], d["anchor"], d["level"], MapRef(stack, k),
                                  reason=d.get("reason"), rbox=d.get("rbox"), polygon=d.get("polygon"),
-                                 keypoints=d.get("keypoints"))
+                                 keypoints=d.get("keypoints"), instance_mask=_polygon_mask(d, img))
             for k, d in enumerate(img["detections"])
         ]
         results.append(ImageExplanation(path, image, dets, meta=dict(meta, stem=img["stem"])))
     for err in manifest.get("errors", []):
         results.append(ImageExplanation(err.get("path"), None, [], error=err.get("error"), meta=dict(meta)))
     return results
+
+
+def _polygon_mask(det: dict, img: dict) -> PolygonMask | None:
+    """Segmentation models: the mask outlines of a manifest entry (else None)."""
+    if "segments" not in det:
+        return None
+    return PolygonMask(det["segments"], (int(img["height"]), int(img["width"])))

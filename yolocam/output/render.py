@@ -70,6 +70,18 @@ def draw_boxes(image: np.ndarray, dets, labels=None, size: int | None = None) ->
     labels = labels if labels is not None else [f"{d.name} {d.conf:.2f}" for d in dets]
     draw_labelled_boxes(image, [d.box for d in dets], labels, [class_colour(d.cls) for d in dets], size=size,
                         polygons=[getattr(d, "polygon", None) for d in dets])
+    for d in dets:  # segmentation models: the mask outlines
+        if getattr(d, "instance_mask", None) is not None:
+            draw_segments(image, d.segments, class_colour(d.cls))
+
+
+def draw_segments(image: np.ndarray, segments, colour=DEFAULT_COLOUR, gx: float = 1.0, gy: float = 1.0) -> None:
+    """Draw a mask's outlines (polygons [[x, y], ...] in image pixels, scaled by gx, gy) in place; None: nothing."""
+    if not segments:
+        return
+    pts = [np.round(np.asarray(seg, np.float32).reshape(-1, 2) * (gx, gy)).astype(np.int32) for seg in segments if len(seg)]
+    thickness = max(1, round(max(image.shape[:2]) / 400))
+    cv2.polylines(image, pts, True, tuple(int(c) for c in colour), thickness, cv2.LINE_AA)
 
 
 KEYPOINT_COLOUR = (0, 255, 0)  # BGR: visible keypoints

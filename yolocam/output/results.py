@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..model.segment import InstanceMask, PolygonMask
 from .export import OVERLAY_MAX_SIDE, ExportWriter
 from .maps import MapRef
 from .render import blend_heatmap, draw_boxes, draw_keypoints
@@ -58,6 +59,18 @@ class DetectionExplanation:
     rbox: list[float] | None = None  # OBB models: [cx, cy, w, h, angle], pixels and radians; `box` is its hull
     polygon: list[list[float]] | None = None  # OBB models: the rotated box's 4 corners [[x, y], ...], pixels
     keypoints: list[list[float]] | None = None  # pose models: K x [x, y, visibility score], original-image pixels
+    # segmentation models: the mask, compact (or its outlines, `PolygonMask`, when read back from a manifest)
+    instance_mask: InstanceMask | PolygonMask | None = field(default=None, repr=False)
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        """Segmentation models: the instance's mask, bool (H, W) of the original image (made on access), else None."""
+        return None if self.instance_mask is None else self.instance_mask.full()
+
+    @property
+    def segments(self) -> list[list[list[float]]] | None:
+        """Segmentation models: the mask's outlines, one polygon [[x, y], ...] per part, original-image pixels."""
+        return None if self.instance_mask is None else self.instance_mask.segments()
 
     def to_dict(self) -> dict:
         out = {"box": [float(v) for v in self.box], "cls": int(self.cls), "name": self.name,
@@ -67,6 +80,8 @@ class DetectionExplanation:
             out["polygon"] = [[float(x), float(y)] for x, y in self.polygon]
         if self.keypoints is not None:
             out["keypoints"] = [[float(v) for v in row] for row in self.keypoints]
+        if self.instance_mask is not None:
+            out["segments"] = [[[round(float(x), 2), round(float(y), 2)] for x, y in seg] for seg in self.segments]
         return out if self.reason is None else {**out, "reason": self.reason}
 
     @property
