@@ -80,3 +80,53 @@ def image():
     img[30:70, 40:90] = (20, 200, 240)
     img[80:130, 120:180] = (240, 60, 30)
     return img
+
+
+def build_task_model(model_class, cfg: str, nc: int, names: dict, extra_branches=(), seed: int = 0):
+    """A random-weight OBB / segmentation / pose model built from `cfg` that detects something: BatchNorm
+    calibrated on random images, class logits around 0, box distances of about one cell (DFL bins), and
+    noise on the biases of the box branches and of the task's own `extra_branches` (angles, keypoints)."""
+    torch.manual_seed(seed)
+    model = model_class(cfg, nc=nc, verbose=False)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.rand(2, 3, 128, 128))
+        head = model.model[-1]
+        for name in ("cv3", "one2one_cv3"):
+            for branch in getattr(head, name, None) or []:
+                branch[-1].weight.mul_(0.2)
+                branch[-1].bias.copy_(torch.randn_like(branch[-1].bias) * 1.5)
+        for name in ("cv2", "one2one_cv2", *extra_branches):
+            for branch in getattr(head, name, None) or []:
+                conv = branch[-1] if isinstance(branch, torch.nn.Sequential) else branch
+                if not isinstance(conv, torch.nn.Conv2d):
+                    continue
+                bias = conv.bias
+                if name.endswith("cv2") and head.reg_max > 1:  # DFL bins: distances of about one cell, not 7.5
+                    bias.copy_((-0.6 * torch.arange(head.reg_max, dtype=bias.dtype)).repeat(4))
+                bias.add_(torch.randn_like(bias) * 0.5)
+    for bn in bns:
+        bn.momentum = 0.1
+    model.names = dict(names)
+    return model.eval()
+
+
+def checkpoint_yolo_factory(folder, task: str, model_of):
+    """family -> an `ultralytics.YOLO` loaded from a checkpoint of `model_of(family)` saved in `folder` (cached)."""
+    from ultralytics import YOLO
+
+    cache = {}
+
+    def get(family):
+        if family not in cache:
+            path = folder / f"{family}.pt"
+            torch.save({"model": model_of(family), "train_args": {"task": task}}, path)
+            cache[family] = YOLO(str(path))
+        return cache[family]
+
+    return get

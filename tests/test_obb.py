@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import yolocam
+from conftest import build_task_model, checkpoint_yolo_factory
 from yolocam.cli import main
 from yolocam.model.adapter import ModelAdapter
 from yolocam.model.detections import select_detections
@@ -27,31 +28,7 @@ def build_obb(cfg: str, nc: int = 3, seed: int = 0):
     """A random-weight OBB model with calibrated BatchNorm, class logits around 0 and varied angles."""
     from ultralytics.nn.tasks import OBBModel
 
-    torch.manual_seed(seed)
-    model = OBBModel(cfg, nc=nc, verbose=False)
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None
-    model.train()
-    with torch.no_grad():
-        for _ in range(2):
-            model(torch.rand(2, 3, 128, 128))
-        head = model.model[-1]
-        for name in ("cv3", "one2one_cv3"):
-            for branch in getattr(head, name, None) or []:
-                branch[-1].weight.mul_(0.2)
-                branch[-1].bias.copy_(torch.randn_like(branch[-1].bias) * 1.5)
-        for name in ("cv2", "one2one_cv2", "cv4", "one2one_cv4"):
-            for branch in getattr(head, name, None) or []:
-                bias = branch[-1].bias
-                if name.endswith("cv2") and head.reg_max > 1:  # DFL bins: distances of about one cell, not 7.5
-                    bias.copy_((-0.6 * torch.arange(head.reg_max, dtype=bias.dtype)).repeat(4))
-                bias.add_(torch.randn_like(bias) * 0.5)
-    for bn in bns:
-        bn.momentum = 0.1
-    model.names = {0: "plane", 1: "ship", 2: "tank"}
-    return model.eval()
+    return build_task_model(OBBModel, cfg, nc, {0: "plane", 1: "ship", 2: "tank"}, ("cv4", "one2one_cv4"), seed)
 
 
 _MODELS: dict = {}
@@ -76,18 +53,7 @@ def obb_image():
 @pytest.fixture(scope="session")
 def saved_yolo(tmp_path_factory):
     """family -> an `ultralytics.YOLO` on a checkpoint of that family's OBB model (task obb)."""
-    from ultralytics import YOLO
-
-    folder, cache = tmp_path_factory.mktemp("obb"), {}
-
-    def get(family):
-        if family not in cache:
-            path = folder / f"{family}.pt"
-            torch.save({"model": obb_model(family), "train_args": {"task": "obb"}}, path)
-            cache[family] = YOLO(str(path))
-        return cache[family]
-
-    return get
+    return checkpoint_yolo_factory(tmp_path_factory.mktemp("obb"), "obb", obb_model)
 
 
 @pytest.mark.parametrize("family,end2end", [("v8", None), ("11", None), ("26", None), ("26", False)])

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import yolocam
+from conftest import build_task_model, checkpoint_yolo_factory
 from yolocam.cli import main
 from yolocam.errors import YolocamError
 from yolocam.model.adapter import ModelAdapter
@@ -29,34 +30,7 @@ def build_pose(cfg: str, nc: int = 1, seed: int = 0):
     """A random-weight pose model with calibrated BatchNorm, class logits around 0 and spread keypoints."""
     from ultralytics.nn.tasks import PoseModel
 
-    torch.manual_seed(seed)
-    model = PoseModel(cfg, nc=nc, verbose=False)
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None
-    model.train()
-    with torch.no_grad():
-        for _ in range(2):
-            model(torch.rand(2, 3, 128, 128))
-        head = model.model[-1]
-        for name in ("cv3", "one2one_cv3"):
-            for branch in getattr(head, name, None) or []:
-                branch[-1].weight.mul_(0.2)
-                branch[-1].bias.copy_(torch.randn_like(branch[-1].bias) * 1.5)
-        for name in ("cv2", "one2one_cv2", "cv4", "one2one_cv4", "cv4_kpts", "one2one_cv4_kpts"):
-            for branch in getattr(head, name, None) or []:
-                conv = branch[-1] if isinstance(branch, torch.nn.Sequential) else branch
-                if not isinstance(conv, torch.nn.Conv2d):
-                    continue
-                bias = conv.bias
-                if name.endswith("cv2") and head.reg_max > 1:
-                    bias.copy_((-0.6 * torch.arange(head.reg_max, dtype=bias.dtype)).repeat(4))
-                bias.add_(torch.randn_like(bias) * 0.5)
-    for bn in bns:
-        bn.momentum = 0.1
-    model.names = {0: "person"}
-    return model.eval()
+    return build_task_model(PoseModel, cfg, nc, {0: "person"}, ("cv4", "one2one_cv4", "cv4_kpts", "one2one_cv4_kpts"), seed)
 
 
 _MODELS: dict = {}
@@ -81,18 +55,7 @@ def pose_image():
 @pytest.fixture(scope="session")
 def saved_yolo(tmp_path_factory):
     """family -> an `ultralytics.YOLO` on a checkpoint of that family's pose model (task pose)."""
-    from ultralytics import YOLO
-
-    folder, cache = tmp_path_factory.mktemp("pose"), {}
-
-    def get(family):
-        if family not in cache:
-            path = folder / f"{family}.pt"
-            torch.save({"model": pose_model(family), "train_args": {"task": "pose"}}, path)
-            cache[family] = YOLO(str(path))
-        return cache[family]
-
-    return get
+    return checkpoint_yolo_factory(tmp_path_factory.mktemp("pose"), "pose", pose_model)
 
 
 @pytest.mark.parametrize("family,end2end", [("v8", None), ("11", None), ("26", None), ("26", False)])

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import yolocam
-from conftest import family_model
+from conftest import build_task_model, checkpoint_yolo_factory, family_model
 from yolocam.cli import main
 from yolocam.errors import YolocamError
 from yolocam.model.adapter import ModelAdapter
@@ -30,31 +30,7 @@ def build_seg(cfg: str, nc: int = 3, seed: int = 0):
     """A random-weight segmentation model: calibrated BatchNorm, class logits around 0, varied masks."""
     from ultralytics.nn.tasks import SegmentationModel
 
-    torch.manual_seed(seed)
-    model = SegmentationModel(cfg, nc=nc, verbose=False)
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None
-    model.train()
-    with torch.no_grad():
-        for _ in range(2):
-            model(torch.rand(2, 3, 128, 128))
-        head = model.model[-1]
-        for name in ("cv3", "one2one_cv3"):
-            for branch in getattr(head, name, None) or []:
-                branch[-1].weight.mul_(0.2)
-                branch[-1].bias.copy_(torch.randn_like(branch[-1].bias) * 1.5)
-        for name in ("cv2", "one2one_cv2"):
-            for branch in getattr(head, name, None) or []:
-                bias = branch[-1].bias
-                if head.reg_max > 1:  # DFL bins: distances of about one cell
-                    bias.copy_((-0.6 * torch.arange(head.reg_max, dtype=bias.dtype)).repeat(4))
-                bias.add_(torch.randn_like(bias) * 0.5)
-    for bn in bns:
-        bn.momentum = 0.1
-    model.names = {0: "cell", 1: "leaf", 2: "stone"}
-    return model.eval()
+    return build_task_model(SegmentationModel, cfg, nc, {0: "cell", 1: "leaf", 2: "stone"}, (), seed)
 
 
 _MODELS: dict = {}
@@ -79,18 +55,7 @@ def seg_image():
 @pytest.fixture(scope="session")
 def saved_yolo(tmp_path_factory):
     """family -> an `ultralytics.YOLO` on a checkpoint of that family's seg model (task segment)."""
-    from ultralytics import YOLO
-
-    folder, cache = tmp_path_factory.mktemp("seg"), {}
-
-    def get(family):
-        if family not in cache:
-            path = folder / f"{family}.pt"
-            torch.save({"model": seg_model(family), "train_args": {"task": "segment"}}, path)
-            cache[family] = YOLO(str(path))
-        return cache[family]
-
-    return get
+    return checkpoint_yolo_factory(tmp_path_factory.mktemp("seg"), "segment", seg_model)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
