@@ -234,9 +234,11 @@ def _add_model_args(p, method: bool = True,
                             "segmentation models: mask (the instance's mask logits); "
                             "pose models: keypoint:K (an index or a name, e.g. keypoint:left_elbow), keypoints")
         p.add_argument("--layers", type=layers_spec, default=DEFAULT_LAYERS,
-                       help=f"layers explained: neck, head, backbone or indices like 15,18,21 (default {DEFAULT_LAYERS})")
+                       help=f"layers explained: fine (the backbone's stride-4 stage), backbone, neck, head, several "
+                            f"joined by '+', or indices like 15,18,21 (default {DEFAULT_LAYERS})")
         p.add_argument("--fuse", type=fuse_name, default=DEFAULT_FUSE,
-                       help=f"how layers combine: sum, max, origin, aligned (default {DEFAULT_FUSE})")
+                       help=f"how layers combine: gate (the finest layer where the coarser ones agree), sum, max, origin, "
+                            f"aligned (default {DEFAULT_FUSE})")
         p.add_argument("--masks", type=positive_int, default=1000,
                        help="--method drise: random masks per image, shared by all its boxes (default 1000)")
         p.add_argument("--mask-cell", type=positive_int, default=None,
