@@ -130,3 +130,36 @@ def checkpoint_yolo_factory(folder, task: str, model_of):
         return cache[family]
 
     return get
+
+
+def assert_explaining_leaves_model_as_found(yolo, explain, predict) -> None:
+    """Give `yolo`'s inner model mixed training flags, a frozen parameter, a set `.grad` and a user hook; then
+    `explain()` must leave flags, requires_grad, grads, hooks, weights and `predict(yolo)` (a tensor) as found.
+    The model is put back (eval, no hook, no grads) afterwards."""
+    inner = yolo.model
+    params = list(inner.parameters())
+    inner.train()
+    inner.model[3].eval()
+    params[0].requires_grad_(False)
+    params[5].grad = torch.full_like(params[5], 0.5)
+    handle = inner.model[4].register_forward_hook(lambda *a: None)
+    try:
+        pred_before = predict(yolo).clone()
+        flags = [m.training for m in inner.modules()]
+        req = [p.requires_grad for p in params]
+        hooks = [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)) for m in inner.modules()]
+        state = {k: v.clone() for k, v in inner.state_dict().items()}
+        explain()
+        assert [m.training for m in inner.modules()] == flags
+        assert [p.requires_grad for p in params] == req
+        assert all(p.grad is None for i, p in enumerate(params) if i != 5)
+        assert torch.equal(params[5].grad, torch.full_like(params[5], 0.5))
+        assert [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
+                for m in inner.modules()] == hooks
+        assert all(torch.equal(v, inner.state_dict()[k]) for k, v in state.items())
+        assert torch.equal(pred_before, predict(yolo))
+    finally:
+        handle.remove()
+        inner.eval()
+        params[0].requires_grad_(True)
+        params[5].grad = None

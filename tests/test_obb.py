@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import yolocam
-from conftest import build_task_model, checkpoint_yolo_factory
+from conftest import assert_explaining_leaves_model_as_found, build_task_model, checkpoint_yolo_factory
 from yolocam.cli import main
 from yolocam.model.adapter import ModelAdapter
 from yolocam.model.detections import select_detections
@@ -206,35 +206,13 @@ def test_overlay_draws_the_rotated_polygon(tmp_path):
 
 def test_explaining_leaves_the_obb_model_as_found(obb_image, saved_yolo):
     yolo = saved_yolo("v8")
-    inner = yolo.model
-    params = list(inner.parameters())
-    inner.train()
-    inner.model[3].eval()
-    params[0].requires_grad_(False)
-    params[5].grad = torch.full_like(params[5], 0.5)
-    handle = inner.model[4].register_forward_hook(lambda *a: None)
-    try:
-        pred_before = yolo.predict(obb_image, imgsz=IMGSZ, conf=0.3, verbose=False)[0].obb.data.clone()
-        flags = [m.training for m in inner.modules()]
-        req = [p.requires_grad for p in params]
-        hooks = [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)) for m in inner.modules()]
-        state = {k: v.clone() for k, v in inner.state_dict().items()}
+
+    def explain():
         for target in ("class", "box"):
             assert yolocam.Explainer(yolo, imgsz=IMGSZ, target=target).explain(obb_image, conf=0.3, max_det=3)[0].detections
-        assert [m.training for m in inner.modules()] == flags
-        assert [p.requires_grad for p in params] == req
-        assert all(p.grad is None for i, p in enumerate(params) if i != 5)
-        assert torch.equal(params[5].grad, torch.full_like(params[5], 0.5))
-        assert [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
-                for m in inner.modules()] == hooks
-        assert all(torch.equal(v, inner.state_dict()[k]) for k, v in state.items())
-        pred_after = yolo.predict(obb_image, imgsz=IMGSZ, conf=0.3, verbose=False)[0].obb.data
-        assert torch.equal(pred_before, pred_after)
-    finally:
-        handle.remove()
-        inner.eval()
-        params[0].requires_grad_(True)
-        params[5].grad = None
+
+    assert_explaining_leaves_model_as_found(
+        yolo, explain, lambda y: y.predict(obb_image, imgsz=IMGSZ, conf=0.3, verbose=False)[0].obb.data)
 
 
 def test_cli_explains_an_obb_yaml(obb_image, tmp_path):

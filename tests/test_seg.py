@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import yolocam
-from conftest import build_task_model, checkpoint_yolo_factory, family_model
+from conftest import assert_explaining_leaves_model_as_found, build_task_model, checkpoint_yolo_factory, family_model
 from yolocam.cli import main
 from yolocam.errors import YolocamError
 from yolocam.model.adapter import ModelAdapter
@@ -212,34 +212,12 @@ def test_detection_models_have_no_masks(seg_image, tmp_path):
 
 def test_explaining_leaves_the_seg_model_as_found(seg_image, saved_yolo):
     yolo = saved_yolo("v8")
-    inner = yolo.model
-    params = list(inner.parameters())
-    inner.train()
-    inner.model[3].eval()
-    params[0].requires_grad_(False)
-    params[5].grad = torch.full_like(params[5], 0.5)
-    handle = inner.model[4].register_forward_hook(lambda *a: None)
-    try:
-        pred_before = yolo.predict(seg_image, imgsz=IMGSZ, conf=0.3, verbose=False)[0].masks.data.clone()
-        flags = [m.training for m in inner.modules()]
-        req = [p.requires_grad for p in params]
-        hooks = [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)) for m in inner.modules()]
-        state = {k: v.clone() for k, v in inner.state_dict().items()}
+
+    def explain():
         assert yolocam.Explainer(yolo, imgsz=IMGSZ, target="mask").explain(seg_image, conf=0.3, max_det=2)[0].detections
-        assert [m.training for m in inner.modules()] == flags
-        assert [p.requires_grad for p in params] == req
-        assert all(p.grad is None for i, p in enumerate(params) if i != 5)
-        assert torch.equal(params[5].grad, torch.full_like(params[5], 0.5))
-        assert [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
-                for m in inner.modules()] == hooks
-        assert all(torch.equal(v, inner.state_dict()[k]) for k, v in state.items())
-        pred_after = yolo.predict(seg_image, imgsz=IMGSZ, conf=0.3, verbose=False)[0].masks.data
-        assert torch.equal(pred_before, pred_after)
-    finally:
-        handle.remove()
-        inner.eval()
-        params[0].requires_grad_(True)
-        params[5].grad = None
+
+    assert_explaining_leaves_model_as_found(
+        yolo, explain, lambda y: y.predict(seg_image, imgsz=IMGSZ, conf=0.3, verbose=False)[0].masks.data)
 
 
 def test_cli_explains_a_seg_yaml_with_the_mask_target(seg_image, tmp_path):
