@@ -40,11 +40,19 @@ class Scene:
     image:   BGR uint8, shape (H, W, 3).
     boxes:   float32, shape (N, 4), xyxy in pixels (x1, y1 exclusive-end x2, y2).
     classes: int64, shape (N,), indices into ``CLASS_NAMES``.
+    owner:   int16, shape (H, W): index of the labelled shape seen at each pixel, -1 for none
+             (occlusion applied: a shape's visible pixels are ``owner == i``).
+    outlines: per shape, its whole outline (K, 2) float32 in pixels (the circle as a 64-gon).
+    frames:  float32, shape (N, 5): each shape's own frame as an oriented box cx, cy, w, h (pixels)
+             and angle (radians): the rotated box of the unrotated shape (circles: axis-aligned).
     """
 
     image: np.ndarray
     boxes: np.ndarray
     classes: np.ndarray
+    owner: np.ndarray | None = None
+    outlines: list | None = None
+    frames: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------- geometry
@@ -63,10 +71,11 @@ def _fit(pts: np.ndarray, extent: float) -> np.ndarray:
     return pts * (extent / max(hi - lo))
 
 
-def _class_polygon(cls: int, rng: np.random.Generator) -> np.ndarray | None:
-    """Unit-ish polygon (K, 2) for a labelled class, or None for the circle."""
+def _class_polygon(cls: int, rng: np.random.Generator) -> tuple[np.ndarray | None, np.ndarray | None, float]:
+    """(rotated polygon (K, 2), the same polygon unrotated, its rotation in radians) for a labelled
+    class; (None, None, 0.0) for the circle."""
     if cls == 0:
-        return None
+        return None, None, 0.0
     if cls == 1:  # square
         pts = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], dtype=np.float64)
     elif cls == 2:  # triangle: near-equilateral, apex angle 50-75 degrees
@@ -79,7 +88,8 @@ def _class_polygon(cls: int, rng: np.random.Generator) -> np.ndarray | None:
              [t, 1], [-t, 1], [-t, t], [-1, t], [-1, -t], [-t, -t]],
             dtype=np.float64,
         )
-    return _rot(pts, rng.uniform(0, 2 * math.pi))
+    angle = rng.uniform(0, 2 * math.pi)
+    return _rot(pts, angle), pts, angle
 
 
 def _star(rng: np.random.Generator) -> np.ndarray:
@@ -191,6 +201,29 @@ def _mask_box(mask: np.ndarray) -> np.ndarray | None:
     return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
 
 
+def _outline(cx: float, cy: float, ext: float, poly: np.ndarray | None) -> np.ndarray:
+    """A shape's outline (K, 2) in pixels, as drawn by ``_draw_mask`` (circle: a 64-gon)."""
+    if poly is None:
+        t = np.arange(64) * (2 * math.pi / 64)
+        return (np.stack([np.cos(t), np.sin(t)], 1) * ext / 2 + (cx, cy)).astype(np.float32)
+    return (_fit(poly, ext) + (cx, cy)).astype(np.float32)
+
+
+def _frame(cx: float, cy: float, ext: float, poly, canon, angle: float) -> tuple[float, ...]:
+    """Oriented box (cx, cy, w, h, angle) of a shape: its unrotated bounding box, rotated and placed
+    the way ``_fit`` places the rotated polygon. Circles: the axis-aligned square."""
+    if poly is None:
+        return (cx, cy, ext, ext, 0.0)
+    lo, hi = poly.min(0), poly.max(0)
+    scale = ext / max(hi - lo)
+    clo, chi = canon.min(0), canon.max(0)
+    centre = _rot(((clo + chi) / 2)[None], angle)[0]
+    c = (centre - (lo + hi) / 2) * scale + (cx, cy)
+    w, h = (chi - clo) * scale
+    # _rot maps the unrotated x axis to (cos a, sin a) in image axes, as ultralytics' xywhr angle does
+    return (float(c[0]), float(c[1]), float(w), float(h), float(angle % math.pi))
+
+
 # --------------------------------------------------------------------------- public API
 
 
@@ -220,6 +253,8 @@ def make_scene(seed: int, size: tuple[int, int] | None = None) -> Scene:
     areas: list[int] = []
     boxes: list[np.ndarray] = []
     classes: list[int] = []
+    outlines: list[np.ndarray] = []
+    frames: list[tuple[float, ...]] = []
     target = int(rng.integers(1, MAX_OBJECTS + 1))
     smax = min(SHAPE_RANGE[1], h - 4, w - 4)
     for _ in range(target * 12):
@@ -227,7 +262,7 @@ def make_scene(seed: int, size: tuple[int, int] | None = None) -> Scene:
             break
         cls = int(rng.integers(0, len(CLASS_NAMES)))
         ext = rng.uniform(SHAPE_RANGE[0], smax)
-        poly = _class_polygon(cls, rng)
+        poly, canon, angle = _class_polygon(cls, rng)
         cx, cy = rng.uniform(ext / 2 + 1, w - ext / 2 - 1), rng.uniform(ext / 2 + 1, h - ext / 2 - 1)
         m = _draw_mask(h, w, "circle" if cls == 0 else "poly", cx, cy, ext, poly, rng)
         box = _mask_box(m)
@@ -244,6 +279,8 @@ def make_scene(seed: int, size: tuple[int, int] | None = None) -> Scene:
         col = _contrast_colour(canvas, m, rng)
         canvas = canvas * (1 - m[..., None]) + col * m[..., None]
         owner[solid] = len(boxes)
+        outlines.append(_outline(cx, cy, ext, poly))
+        frames.append(_frame(cx, cy, ext, poly, canon, angle))
         areas.append(int(solid.sum()))
         boxes.append(box)
         classes.append(cls)
@@ -254,7 +291,8 @@ def make_scene(seed: int, size: tuple[int, int] | None = None) -> Scene:
     canvas = canvas + rng.normal(0, rng.uniform(0, 8), canvas.shape)
     image = np.clip(np.round(canvas), 0, 255).astype(np.uint8)
     return Scene(image=image, boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
-                 classes=np.asarray(classes, np.int64))
+                 classes=np.asarray(classes, np.int64), owner=owner, outlines=outlines,
+                 frames=np.asarray(frames, np.float32).reshape(-1, 5))
 
 
 def scene_seed(seed: int, split: str, index: int) -> int:

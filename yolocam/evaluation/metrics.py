@@ -12,7 +12,8 @@ head down; a faithful method's maps must change, i.e. have a low rank correlatio
 
 Evidence (against a user-given mask or disc of the part that decides the class): `evidence_pointing`,
 `evidence_share` and the box-only baselines `gaussian_box_map` / `uniform_box_map`, defined in
-`evidence` and re-exported here.
+`evidence` and re-exported here. Instance regions (a mask, a rotated box, a keypoint): `pointing_in_mask`,
+`energy_in_mask`, `rbox_mask`, `peak_distance`, defined in `instance_metrics` and re-exported here.
 
 Inputs may be numpy arrays or torch tensors; everything is computed in torch.
 """
@@ -32,6 +33,7 @@ from ..model.detections import Detection
 from ..model.layers import TargetLayer
 from .evidence import (DEFAULT_DILATE, disc_mask, evidence_pointing, evidence_region,  # noqa: F401 (re-exported)
                        evidence_scores, evidence_share, gaussian_box_map, uniform_box_map)
+from .instance_metrics import energy_in_mask, peak_distance, pointing_in_mask, rbox_mask  # noqa: F401 (re-exported)
 
 PAD_VALUE = 114.0 / 255.0  # the letterbox grey: the "removed pixel" baseline
 
