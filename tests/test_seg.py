@@ -22,7 +22,10 @@ from yolocam.model.detections import select_detections
 from yolocam.model.targets import Jobs, get_target
 from yolocam.output.reader import load_output
 
-SEG_CONFIGS = {"v8": "yolov8n-seg.yaml", "11": "yolo11n-seg.yaml", "26": "yolo26n-seg.yaml"}
+SEG_CONFIGS = {  # every family ultralytics ships a config of for this task
+    "v8": "yolov8n-seg.yaml", "11": "yolo11n-seg.yaml", "26": "yolo26n-seg.yaml",
+    "12": "yolo12n-seg.yaml", "v9": "yolov9c-seg.yaml", "v8-p6": "yolov8n-seg-p6.yaml",
+}
 IMGSZ = 128
 
 
@@ -63,7 +66,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
-@pytest.mark.parametrize("family,end2end", [("v8", None), ("11", None), ("26", None), ("26", False)])
+@pytest.mark.parametrize("family,end2end", [("v8", None), ("11", None), ("12", None), ("v9", None), ("v8-p6", None), ("26", None), ("26", False)])
 def test_boxes_and_masks_equal_ultralytics_predict(family, end2end, seg_image, saved_yolo):
     from ultralytics.utils.ops import scale_masks
 

@@ -7,7 +7,9 @@ The generator knows every shape exactly, so each task's ground truth comes from 
   right, bottom and left extreme points (the mean of its outline points within 3 % of the shape's
   extent from the extreme, so a flat side gives its midpoint). Visible (2) when the shape itself is
   seen at the keypoint, else occluded (1);
-- ``obb``: the shape's own frame (``scene.frames``): its unrotated bounding box, rotated with it.
+- ``obb``: the shape's own frame (``scene.frames``): its unrotated bounding box, rotated with it;
+- ``classify``: square crops around each shape (``classify_crops``), labelled with its class; the shape
+  fills 35-60 % of the crop's side and may share it with clutter and parts of other shapes.
 
 Typical use::
 
@@ -26,12 +28,13 @@ import numpy as np
 
 from .scenes import CLASS_NAMES, Scene, make_scene, scene_seed
 
-__all__ = ["KEYPOINT_NAMES", "FLIP_IDX", "TASKS", "visible_masks", "mask_polygon", "scene_keypoints",
+__all__ = ["KEYPOINT_NAMES", "FLIP_IDX", "TASKS", "classify_crops", "write_classify_split", "visible_masks", "mask_polygon", "scene_keypoints",
            "frame_corners", "task_labels", "write_task_split", "write_task_yaml", "write_task_dataset"]
 
 KEYPOINT_NAMES = ("centre", "top", "right", "bottom", "left")
 FLIP_IDX = (0, 1, 4, 3, 2)  # left-right flip swaps right and left
 TASKS = ("segment", "pose", "obb")
+CROP_SIZE = 128  # side of the classification crops, pixels
 _EXTREME_TOL = 0.03  # share of the shape's extent within which outline points count as the extreme
 
 
@@ -145,3 +148,38 @@ def write_task_dataset(out_dir, task: str, n_train: int, n_val: int, seed: int =
     write_task_split(out_dir, "train", 0, n_train, seed, (task,))
     write_task_split(out_dir, "val", 0, n_val, seed, (task,))
     return write_task_yaml(pathlib.Path(out_dir) / task, task)
+
+
+def classify_crops(scene: Scene, seed: int) -> list[tuple[np.ndarray, int, np.ndarray]]:
+    """Per labelled shape: (BGR crop (CROP_SIZE, CROP_SIZE, 3), its class, its box xyxy in crop pixels).
+
+    The crop is a square of 1.7-2.9 x the shape's larger side, centred on it up to a jitter of 15 % of
+    the side, cut from the scene (padded by edge reflection where it leaves the image) and resized.
+    ``seed`` fixes the crops (deterministic)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for box, cls in zip(scene.boxes, scene.classes.tolist()):
+        ext = float(max(box[2:] - box[:2]))
+        side = ext * rng.uniform(1.7, 2.9)
+        cx, cy = (box[:2] + box[2:]) / 2 + rng.uniform(-0.15, 0.15, 2) * side
+        x0, y0 = cx - side / 2, cy - side / 2
+        scale = CROP_SIZE / side
+        warp = np.array([[scale, 0, -x0 * scale], [0, scale, -y0 * scale]], np.float64)
+        crop = cv2.warpAffine(scene.image, warp, (CROP_SIZE, CROP_SIZE), flags=cv2.INTER_AREA,
+                              borderMode=cv2.BORDER_REFLECT_101)
+        cbox = np.array([(box[0] - x0) * scale, (box[1] - y0) * scale, (box[2] - x0) * scale, (box[3] - y0) * scale],
+                        np.float32)
+        out.append((crop, cls, cbox))
+    return out
+
+
+def write_classify_split(out_dir, split: str, start: int, stop: int, seed: int = 0) -> None:
+    """Crops of scenes ``start``..``stop``-1 of ``split`` in ultralytics' classification layout:
+    ``out_dir/<split>/<class name>/<split>_<seed>_<scene>_<k>.png``."""
+    out = pathlib.Path(out_dir)
+    for i in range(start, stop):
+        sseed = scene_seed(seed, split, i)
+        for k, (crop, cls, _) in enumerate(classify_crops(make_scene(sseed), sseed)):
+            path = out / split / CLASS_NAMES[cls] / f"{split}_{seed}_{i:06d}_{k}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(path), crop)
