@@ -105,6 +105,9 @@ class Explainer:
                                    f"method for that target)")
             DriseConfig(masks, cell, keep, seed, 1 if mask_batch is None else mask_batch).check()
             self.adapter = ExportedModel(model, device) if fmt else ModelAdapter(model, device=device, end2end=end2end)
+            if getattr(self.adapter, "task", "detect") == "classify":
+                raise YolocamError(f"method {self.method.name!r} scores boxes, which a classification model does not "
+                                   f"predict; expected a gradient method ({DEFAULT_METHOD}, gradcam, ...)")
             # measured (README, `yolocam bench --method drise`): on a CPU small batches are fastest
             if mask_batch is None:
                 mask_batch = 32 if self.adapter.device.type == "cuda" else 8
