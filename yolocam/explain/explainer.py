@@ -45,6 +45,8 @@ class Explainer:
             mask logit over its own mask, README "Segmentation"), or a callable `(outputs, detection) -> scalar`.
             On OBB models `box` explains the rotated box's cx, cy, w, h and angle (README, "Oriented boxes").
             Pose models also take `keypoint:K` (an index or name) and `keypoints` (README, "Pose").
+            Classification models (a Classify head) take `class`, `conf` or a callable: their detections are
+            their top classes, each explained by an image-level map (README, "Classification").
         layers: `neck`, `head`, `backbone`, a list of layer indices, or a list of modules.
         fuse: `sum`, `max`, `origin` or `aligned` (how several layers combine).
         imgsz: model input size (pixels, long side), as ultralytics' `imgsz`; None = the size the

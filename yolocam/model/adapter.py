@@ -156,7 +156,7 @@ class ModelAdapter:
     """Wraps a detection model; see the module docstring.
 
     Args:
-        model: checkpoint path (.pt), model YAML, `ultralytics.YOLO`, or `DetectionModel`.
+        model: checkpoint path (.pt), model YAML, `ultralytics.YOLO`, `DetectionModel` (or `ClassificationModel`).
         device: None keeps the model's device; otherwise the model is moved there.
         end2end: None uses the one-to-one branch when the head has one; False forces NMS on one-to-many.
     """
@@ -257,7 +257,8 @@ class ModelAdapter:
 
     # ------------------------------------------------------------ preprocessing
     def letterboxes(self, shapes: Sequence[tuple[int, int]], imgsz: int) -> list[Letterbox]:
-        """Letterbox geometry per image; minimal rectangles only when all shapes agree (as ultralytics)."""
+        """Letterbox geometry per image (minimal rectangles only when all shapes agree), or centre crops for
+        classification models: as ultralytics' predictors."""
         return batch_letterboxes(shapes, imgsz, self.stride, crop=self.task == "classify")
 
     def preprocess(self, images: Sequence[np.ndarray], imgsz: int) -> tuple[torch.Tensor, list[Letterbox]]:
