@@ -108,6 +108,15 @@ def test_top5_classes_and_probabilities_equal_ultralytics_predict(family, images
         with torch.no_grad():
             _, head = exp.adapter.forward(x)
         np.testing.assert_allclose(head.logits[0, 0].softmax(-1).numpy(), pred.probs.data.numpy(), atol=1e-5)  # predict fuses Conv+BN
+    # a checkpoint path loads the same classifier; a batch of differently shaped images (equal centre crops)
+    # gives the same maps (Grad-CAM: see the strategies test for why not the default ssgradcam++ to 1e-4)
+    single = yolocam.Explainer(yolo, imgsz=IMGSZ, method="gradcam").explain(images)
+    batched = yolocam.Explainer(yolo.ckpt_path, imgsz=IMGSZ, method="gradcam").explain(images, batch=2)
+    for one, two in zip(single, batched):
+        assert [d.cls for d in one.detections] == [d.cls for d in two.detections]
+        np.testing.assert_allclose([d.conf for d in one.detections], [d.conf for d in two.detections], atol=1e-6)
+        np.testing.assert_allclose(np.stack([d.heatmap for d in one.detections]),
+                                   np.stack([d.heatmap for d in two.detections]), atol=1e-4)
     # conf is the least probability explained; max_det the number of classes; classes filters first
     top = results[0].detections
     few = exp.explain(images[0], conf=top[2].conf - 1e-6, max_det=10)[0].detections
