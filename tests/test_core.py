@@ -235,11 +235,15 @@ def test_bad_inputs(v8_model, image, tmp_path):
         exp.explain(np.zeros((4, 4, 2), np.uint8))
 
 
-def test_classification_model_is_rejected():
+def test_a_model_without_a_detect_or_classify_head_is_rejected():
     from ultralytics.nn.tasks import ClassificationModel
 
-    with pytest.raises(YolocamError, match="not a detection model: its last layer is Classify"):
-        yolocam.Explainer(ClassificationModel("yolov8n-cls.yaml", nc=3, verbose=False))
+    model = ClassificationModel("yolov8n-cls.yaml", nc=3, verbose=False)  # classifiers are explained (test_cls.py)
+    odd = torch.nn.Identity()
+    odd.f, odd.i = -1, len(model.model) - 1
+    model.model[-1] = odd
+    with pytest.raises(YolocamError, match="not a detection model: its last layer is Identity.*or a Classify head"):
+        yolocam.Explainer(model)
 
 
 def test_grayscale_rgba_16bit_and_a_bad_file_in_a_folder(v8_model, image, tmp_path):

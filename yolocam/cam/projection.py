@@ -193,5 +193,5 @@ def content_region(maps: torch.Tensor, lb: Letterbox) -> torch.Tensor:
     (bilinear, half-pixel centres) to `lb.orig_shape` and scaled to a maximum of 1, which equals the
     direct projection above up to float rounding, since everything before the normalisation is linear.
     """
-    w, h = lb.new_unpad
-    return maps[:, lb.top:lb.top + h, lb.left:lb.left + w]
+    w, h = lb.new_unpad  # a centre crop (classification, negative offsets): the whole input is content
+    return maps[:, max(lb.top, 0):lb.top + h, max(lb.left, 0):lb.left + w]

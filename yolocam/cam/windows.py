@@ -111,6 +111,8 @@ def level_windows(adapter: ModelAdapter, start: int, seed_root: bool, layer_stri
 def head_reach(adapter: ModelAdapter) -> list[int | None]:
     """Per level, how many cells around an anchor its head branches (box and class) read; None if unknown."""
     head = adapter.head
+    if getattr(adapter, "task", "detect") == "classify":  # one image-level prediction: nothing local
+        return [None] * len(adapter.head_inputs)
     box_head = head.one2one_cv2 if adapter.end2end else head.cv2
     cls_head = head.one2one_cv3 if adapter.end2end else head.cv3
     angle_head = angle_branch(head, adapter.end2end)  # OBB heads: the angle branch is read too

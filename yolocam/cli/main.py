@@ -86,12 +86,13 @@ def cmd_explain(args) -> int:
         exp = Explainer(model=args.model, method=args.method, target=args.target, layers=args.layers,
                         fuse=args.fuse, imgsz=args.imgsz, device=args.device, **drise_options(args))
         classes = resolve_classes(args.classes, exp.names)
-        for line in notes.model_notes(args.model, exp.names):
+        for line in notes.model_notes(args.model, exp.names, exp.adapter.task):
             notes.note(line)
     except BaseException:
         _drop_if_empty(out, existed)
         raise
     _reuse(out, existed)
+    args.conf, args.max_det = exp.thresholds(args.conf, args.max_det)  # None: the model's defaults
     writer.manifest.update(exp.meta)
     try:
         with Progress(len(entries), desc="explain") as bar:
@@ -261,10 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", nargs="+", metavar="SOURCE", help="image file, folder or glob (several allowed)")
     p.add_argument("--recursive", action="store_true", help="also take the images in folders' sub-folders")
     _add_model_args(p)
-    p.add_argument("--conf", type=unit_float, default=0.25, help="confidence threshold (default 0.25)")
+    p.add_argument("--conf", type=unit_float, default=None,
+                   help="confidence threshold (default 0.25; classification models: least probability, default 0)")
     p.add_argument("--iou", type=unit_float, default=0.7, help="NMS IoU threshold (default 0.7)")
     p.add_argument("--classes", type=class_list, default=None, help="keep only these classes: 0,2 or names")
-    p.add_argument("--max-det", type=positive_int, default=300, help="detections per image (default 300)")
+    p.add_argument("--max-det", type=positive_int, default=None,
+                   help="detections per image (default 300; classification models: top classes, default 5)")
     p.add_argument("--batch", type=positive_int, default=1, help="images per model batch (default 1)")
     p.add_argument("--out", default=None, help=f"output folder (default: a new {RUNS_DIR / 'explain'}N)")
     p.add_argument("--exist-ok", action="store_true",

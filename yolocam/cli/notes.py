@@ -12,10 +12,14 @@ def is_model_yaml(model) -> bool:
     return isinstance(model, str) and model.lower().endswith((".yaml", ".yml"))
 
 
-def model_notes(model_arg, names: dict | None = None) -> list[str]:
+def model_notes(model_arg, names: dict | None = None, task: str = "detect") -> list[str]:
     """Lines to print before a run: the bundled detector in use (and that it knows only synthetic
-    shapes) when `--model` was not given or names a demo model; random weights for a model YAML."""
+    shapes) when `--model` was not given or names a demo model; random weights for a model YAML; that a
+    classification model's explanations are image-level."""
     lines = []
+    if task == "classify":
+        lines.append("a classification model: each image's top classes (--max-det, default 5) get one image-level map "
+                     "each, over the centre crop the model sees; the 'box' is the whole image")
     if model_arg is None or model_arg in MODEL_INFO:
         name = model_arg or DEFAULT_MODEL
         what, classes = MODEL_INFO[name]

@@ -238,6 +238,9 @@ def validate(model=None, data=None, method: str = DEFAULT_METHOD, target="class"
     if getattr(exp.adapter, "task", "detect") == "obb":
         raise YolocamError(f"validation of oriented-box (OBB) models is not supported yet: {exp.adapter.name} has an "
                            f"{type(exp.adapter.head).__name__} head; explain its images with `yolocam explain`")
+    if getattr(exp.adapter, "task", "detect") == "classify":
+        raise YolocamError(f"validation of classification models is not supported yet: expected a detection model, "
+                           f"{exp.adapter.name} has a Classify head; explain its images with `yolocam explain`")
     imgsz = exp.imgsz  # rounded up to the stride, as the validator does
     tmp = None if out is not None else Path(tempfile.mkdtemp(prefix="yolocam_val_"))
     root = Path(out) if out is not None else tmp

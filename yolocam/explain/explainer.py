@@ -20,6 +20,7 @@ from ..errors import YolocamError
 from ..inputs.images import ImageItem, Source, iter_images, resolve_source
 from ..model.adapter import ModelAdapter
 from ..model.backend import ExportedModel, exported_format
+from ..model.classify import TOP_K
 from ..model.layers import resolve_layers
 from ..model.obb import corners, rboxes_to_original
 from ..model.pose import keypoints_to_original
@@ -44,6 +45,8 @@ class Explainer:
             mask logit over its own mask, README "Segmentation"), or a callable `(outputs, detection) -> scalar`.
             On OBB models `box` explains the rotated box's cx, cy, w, h and angle (README, "Oriented boxes").
             Pose models also take `keypoint:K` (an index or name) and `keypoints` (README, "Pose").
+            Classification models (a Classify head) take `class`, `conf` or a callable: their detections are
+            their top classes, each explained by an image-level map (README, "Classification").
         layers: `neck`, `head`, `backbone`, a list of layer indices, or a list of modules.
         fuse: `sum`, `max`, `origin` or `aligned` (how several layers combine).
         imgsz: model input size (pixels, long side), as ultralytics' `imgsz`; None = the size the
@@ -104,6 +107,9 @@ class Explainer:
                                    f"method for that target)")
             DriseConfig(masks, cell, keep, seed, 1 if mask_batch is None else mask_batch).check()
             self.adapter = ExportedModel(model, device) if fmt else ModelAdapter(model, device=device, end2end=end2end)
+            if getattr(self.adapter, "task", "detect") == "classify":
+                raise YolocamError(f"method {self.method.name!r} scores boxes, which a classification model does not "
+                                   f"predict; expected a gradient method ({DEFAULT_METHOD}, gradcam, ...)")
             # measured (README, `yolocam bench --method drise`): on a CPU small batches are fastest
             if mask_batch is None:
                 mask_batch = 32 if self.adapter.device.type == "cuda" else 8
@@ -135,14 +141,19 @@ class Explainer:
         return {"model": self.adapter.name, "method": self.method.name, "target": self.target.name,
                 "layers": self.layers_spec}
 
-    def explain(self, source: Source, conf: float = 0.25, iou: float = 0.7, classes=None,
-                max_det: int = 300, batch: int = 1, recursive: bool = False) -> list[ImageExplanation]:
+    def explain(self, source: Source, conf: float | None = None, iou: float = 0.7, classes=None,
+                max_det: int | None = None, batch: int = 1, recursive: bool = False) -> list[ImageExplanation]:
         """Explain every detection in every image of `source`; one `ImageExplanation` per image, in order.
+
+        `conf` and `max_det`: None = 0.25 and 300; classification models (README, "Classification"), whose
+        detections are their top classes, each an image-level explanation: 0 and 5 (`Probs.top5`), `conf`
+        being the least softmax probability explained.
 
         `classes`: None (all), or class indices and/or names (`0`, `[0, 2]`, `"person"`). `recursive`:
         a folder's sub-folders are searched too. A single unusable image raises `YolocamError`; in a
         multi-image source a bad image is returned with `.error` set and the others are still explained.
         """
+        conf, max_det = self.thresholds(conf, max_det)
         check_thresholds(conf, iou, max_det, batch)
         entries = resolve_source(source, recursive=recursive)
         if not entries:
@@ -152,9 +163,10 @@ class Explainer:
             raise YolocamError(results[0].error)
         return results
 
-    def iter_explain(self, entries: Sequence, conf: float = 0.25, iou: float = 0.7, classes=None,
-                     max_det: int = 300, batch: int = 1) -> Iterator[ImageExplanation]:
+    def iter_explain(self, entries: Sequence, conf: float | None = None, iou: float = 0.7, classes=None,
+                     max_det: int | None = None, batch: int = 1) -> Iterator[ImageExplanation]:
         """Like `explain` over already-resolved entries (paths/arrays), yielding results as they finish."""
+        conf, max_det = self.thresholds(conf, max_det)
         check_thresholds(conf, iou, max_det, batch)
         classes = resolve_classes(classes, self.names)
         counts = [0, 0]  # detections, of which not depending on the layers
@@ -175,6 +187,11 @@ class Explainer:
                         "heatmaps are zero and their `reason` says why", counts[1], counts[0],
                         ", ".join(t.name for t in self.layers))
 
+    def thresholds(self, conf: float | None, max_det: int | None) -> tuple[float, int]:
+        """`conf` and `max_det` with None as the model's default: 0.25 and 300, classification 0 and 5."""
+        cls = getattr(self.adapter, "task", "detect") == "classify"
+        return (0.0 if cls else 0.25) if conf is None else conf, (TOP_K if cls else 300) if max_det is None else max_det
+
     def _explain_items(self, items: list[ImageItem], conf, iou, classes, max_det, counts=None) -> list[ImageExplanation]:
         if not items:
             return []
@@ -188,8 +205,11 @@ class Explainer:
         out = []
         masks = getattr(result, "masks", None) or [None] * len(items)
         for item, lb, dets, maps, why, inst in zip(items, lbs, result.detections, result.heatmaps, result.reasons, masks):
-            heat = MapStack(content_region(maps, lb).float().cpu().numpy(), lb.orig_shape) if dets else None
+            heat = MapStack(content_region(maps, lb).float().cpu().numpy(), lb.orig_shape,
+                            lb.region if lb.crop else None) if dets else None
             boxes = boxes_to_original(torch.tensor([d.box for d in dets]).view(-1, 4), lb).tolist()
+            if self.adapter.task == "classify":  # an image-level explanation: the box is the whole image
+                boxes = [[0.0, 0.0, float(lb.orig_shape[1]), float(lb.orig_shape[0])]] * len(dets)
             rboxes, polygons = rotated_to_original(dets, lb)
             keypoints = [None] * len(dets) if not dets or dets[0].keypoints is None else \
                 keypoints_to_original(torch.tensor([d.keypoints for d in dets]), lb).tolist()

@@ -253,6 +253,8 @@ class Letterbox:
     """How an original (h0, w0) image maps into the model input: resize by `gain`, pad by `top`/`left`.
 
     `new_unpad` is the resized size (w, h) before padding; `shape` is the padded (h, w).
+    `crop` (classification models, `centre_crop_params`): the resized image is cut to `shape` instead of
+    padded; `top` and `left` are then minus the crop's offsets.
     """
 
     orig_shape: tuple[int, int]
@@ -260,6 +262,15 @@ class Letterbox:
     new_unpad: tuple[int, int]
     top: int
     left: int
+    crop: bool = False
+
+    @property
+    def region(self) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1): the part of the original image the input shows, in its pixels (rounded): the
+        whole image for a letterbox, the centre crop's rectangle for a crop."""
+        (gx, gy), (h0, w0), (h, w) = self.gain_xy, self.orig_shape, self.shape
+        x0, y0 = max(0, round(-self.left / gx)), max(0, round(-self.top / gy))
+        return x0, y0, min(w0, round((w - self.left) / gx)), min(h0, round((h - self.top) / gy))
 
     @property
     def gain_xy(self) -> tuple[float, float]:
@@ -280,8 +291,32 @@ def letterbox_params(orig_shape: tuple[int, int], imgsz: int, stride: int, auto:
     return Letterbox((h0, w0), (new_h + top + bottom, new_w + left + right), (new_w, new_h), top, left)
 
 
+def centre_crop_params(orig_shape: tuple[int, int], imgsz: int) -> Letterbox:
+    """ultralytics' classification preprocessing (`classify_transforms`: torchvision's `Resize(imgsz)` then
+    `CenterCrop(imgsz)`) as a `Letterbox` with `crop`: the short side resized to `imgsz` (the long one
+    truncated, as torchvision), then the centre `imgsz` x `imgsz` cut out (offsets rounded as torchvision)."""
+    h0, w0 = orig_shape
+    new_long = int(imgsz * max(h0, w0) / min(h0, w0))
+    new_w, new_h = (imgsz, new_long) if w0 <= h0 else (new_long, imgsz)
+    top, left = int(round((new_h - imgsz) / 2.0)), int(round((new_w - imgsz) / 2.0))
+    return Letterbox((h0, w0), (imgsz, imgsz), (new_w, new_h), -top, -left, crop=True)
+
+
+def apply_centre_crop(image: np.ndarray, lb: Letterbox) -> np.ndarray:
+    """Resize with Pillow's bilinear filter (as torchvision's `Resize` on the PIL image ultralytics makes) and
+    cut out the centre crop `lb` describes: (H, W, 3), channels as given."""
+    from PIL import Image
+
+    if (image.shape[1], image.shape[0]) != lb.new_unpad:
+        image = np.asarray(Image.fromarray(image).resize(lb.new_unpad, Image.BILINEAR))
+    h, w = lb.shape
+    return np.ascontiguousarray(image[-lb.top:-lb.top + h, -lb.left:-lb.left + w])
+
+
 def apply_letterbox(image: np.ndarray, lb: Letterbox, pad_value: int = 114) -> np.ndarray:
-    """Resize and pad a BGR image to `lb.shape` (H, W, 3)."""
+    """Resize and pad a BGR image to `lb.shape` (H, W, 3) (a `crop`: resize and cut, `apply_centre_crop`)."""
+    if lb.crop:
+        return apply_centre_crop(image, lb)
     if (image.shape[1], image.shape[0]) != lb.new_unpad:
         image = cv2.resize(image, lb.new_unpad, interpolation=cv2.INTER_LINEAR)
     h, w = lb.shape
@@ -290,8 +325,11 @@ def apply_letterbox(image: np.ndarray, lb: Letterbox, pad_value: int = 114) -> n
     return cv2.copyMakeBorder(image, lb.top, bottom, lb.left, right, cv2.BORDER_CONSTANT, value=(pad_value,) * 3)
 
 
-def batch_letterboxes(shapes, imgsz: int, stride: int) -> list[Letterbox]:
-    """Letterbox geometry per image shape (H, W); minimal rectangles only when all shapes agree (as ultralytics)."""
+def batch_letterboxes(shapes, imgsz: int, stride: int, crop: bool = False) -> list[Letterbox]:
+    """Letterbox geometry per image shape (H, W); minimal rectangles only when all shapes agree (as ultralytics).
+    With `crop` (classification models): ultralytics' resize and centre crop (`centre_crop_params`)."""
+    if crop:
+        return [centre_crop_params(s, imgsz) for s in shapes]
     auto = len(set(shapes)) == 1
     return [letterbox_params(s, imgsz, stride, auto=auto) for s in shapes]
 

@@ -23,7 +23,7 @@ from torch import nn
 from .._offline import ultralytics_offline
 from ..errors import YolocamError
 from ..inputs.images import Letterbox, batch_letterboxes, images_to_tensor
-from . import obb, pose, segment
+from . import classify, obb, pose, segment
 
 FAMILIES = ("v5u", "v8", "v9", "v10", "11", "12", "26")
 SUPPORTED_HEADS = ("Detect", "v10Detect", "Segment", "Pose", "Segment26", "Pose26") + obb.OBB_HEADS
@@ -60,6 +60,7 @@ class HeadOutputs:
     protos: Segment heads only (else None): (B, nm, h, w) mask prototypes at 1/4 of the input size.
     keypoints: pose heads only (else None): (B, A, K, 3) x, y (letterbox pixels) and visibility logit
         (pre-sigmoid) of each anchor's keypoints (`pose.py`).
+    softmax: classification heads (`classify.py`): one anchor per image, `logits` pre-softmax, `boxes` the input.
     """
 
     logits: torch.Tensor
@@ -71,6 +72,7 @@ class HeadOutputs:
     coeffs: torch.Tensor | None = None
     protos: torch.Tensor | None = None
     keypoints: torch.Tensor | None = None
+    softmax: bool = False
 
     @property
     def angles(self) -> torch.Tensor | None:
@@ -86,7 +88,7 @@ class HeadOutputs:
         protos = None if self.protos is None else self.protos[index]
         kpts = None if self.keypoints is None else self.keypoints[index]
         return HeadOutputs(self.logits[index], self.boxes[index], self.strides, self.anchors, self.levels, rboxes,
-                           coeffs, protos, keypoints=kpts)
+                           coeffs, protos, keypoints=kpts, softmax=self.softmax)
 
 
 def _load_module(model) -> tuple[nn.Module, object | None, str]:
@@ -94,13 +96,11 @@ def _load_module(model) -> tuple[nn.Module, object | None, str]:
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
         if path.suffix in (".yaml", ".yml"):
-            from ultralytics.nn.tasks import DetectionModel
-
             bundled = not path.exists() and os.sep not in str(model)  # an ultralytics config name, e.g. yolov8n.yaml
             if not path.exists() and not bundled:
                 raise YolocamError(f"model config not found: {path}")
             try:
-                return DetectionModel(str(path), verbose=False), None, str(path)
+                return classify.model_class(path)(str(path), verbose=False), None, str(path)
             except FileNotFoundError:
                 raise YolocamError(f"model config not found: {model} is neither a file here nor a config that "
                                    f"ultralytics ships (such as yolov8n.yaml, yolo11n.yaml, yolo26n.yaml)") from None
@@ -156,7 +156,7 @@ class ModelAdapter:
     """Wraps a detection model; see the module docstring.
 
     Args:
-        model: checkpoint path (.pt), model YAML, `ultralytics.YOLO`, or `DetectionModel`.
+        model: checkpoint path (.pt), model YAML, `ultralytics.YOLO`, `DetectionModel` (or `ClassificationModel`).
         device: None keeps the model's device; otherwise the model is moved there.
         end2end: None uses the one-to-one branch when the head has one; False forces NMS on one-to-many.
     """
@@ -168,32 +168,35 @@ class ModelAdapter:
         if not isinstance(layers, nn.Sequential) or len(layers) == 0:
             raise YolocamError(f"not an ultralytics YOLO model: {type(module).__name__} has no layer sequence")
         head = layers[-1]
-        if type(head).__name__ not in SUPPORTED_HEADS or not hasattr(head, "cv3"):
+        cls_head = classify.is_classify(head)  # a classification model: one image-level prediction
+        if not cls_head and (type(head).__name__ not in SUPPORTED_HEADS or not hasattr(head, "cv3")):
             raise YolocamError(
                 f"not a detection model: its last layer is {type(head).__name__}, expected a Detect head "
-                f"(one of {', '.join(SUPPORTED_HEADS)})"
+                f"(one of {', '.join(SUPPORTED_HEADS)}) or a Classify head"
             )
         self.layers: nn.Sequential = layers
         self.head = head
         has_one2one = getattr(head, "one2one_cv3", None) is not None
         self.end2end = has_one2one if end2end is None else bool(end2end and has_one2one)
-        if not self.end2end and getattr(head, "cv3", None) is None:
+        if not self.end2end and getattr(head, "cv3", None) is None and not cls_head:
             self.end2end = True  # fused end-to-end model: only the one-to-one branch is left
         if device is not None:
             self.module.to(device)
         param = next(self.module.parameters())
         self.device, self.dtype = param.device, param.dtype
         self.family = _guess_family(module, head)
-        self.nc = int(head.nc)
+        self.nc = classify.num_classes(head) if cls_head else int(head.nc)
         names = getattr(module, "names", None) or {i: str(i) for i in range(self.nc)}
         self.names = dict(names) if isinstance(names, dict) else dict(enumerate(names))
-        self.strides = [float(s) for s in head.stride]
+        self.strides = [32.0] if cls_head else [float(s) for s in head.stride]  # classify: measured below
         self.stride = max(int(max(self.strides)), 32)
-        self.head_inputs = list(head.f)
+        self.head_inputs = _as_list(head.f, len(layers) - 1)
         yaml = getattr(module, "yaml", None) or {}
         self.n_backbone = len(yaml.get("backbone", [])) or min(self.head_inputs)
         self.train_imgsz = _train_imgsz(module)
         self._layer_strides: list[int] | None = None
+        if cls_head:
+            self.strides = [float(self.layer_strides()[self.head_inputs[0]])]
 
     # ----------------------------------------------------------------- anatomy
     @property
@@ -202,7 +205,10 @@ class ModelAdapter:
 
     @property
     def task(self) -> str:
-        """`obb` for oriented-box heads, `segment` for Segment heads, `pose` for pose heads, else `detect`."""
+        """`obb` for oriented-box heads, `segment` for Segment heads, `pose` for pose heads, `classify` for
+        Classify heads, else `detect`."""
+        if classify.is_classify(self.head):
+            return "classify"
         if obb.is_obb(self.head):
             return "obb"
         if segment.is_segment(self.head):
@@ -220,6 +226,8 @@ class ModelAdapter:
         `fine` is the backbone's last stride-4 layer (its finest stage, below every head level); a
         model without one gets the finest layer under the head's finest stride instead.
         """
+        if classify.is_classify(self.head):
+            return classify.layer_groups(self.layer_strides(), self.head_inputs)
         last = len(self.layers) - 1
         neck = [
             i for i in range(self.n_backbone, last) if type(self.layers[i]).__name__ not in _NECK_PLUMBING
@@ -249,8 +257,9 @@ class ModelAdapter:
 
     # ------------------------------------------------------------ preprocessing
     def letterboxes(self, shapes: Sequence[tuple[int, int]], imgsz: int) -> list[Letterbox]:
-        """Letterbox geometry per image; minimal rectangles only when all shapes agree (as ultralytics)."""
-        return batch_letterboxes(shapes, imgsz, self.stride)
+        """Letterbox geometry per image (minimal rectangles only when all shapes agree), or centre crops for
+        classification models: as ultralytics' predictors."""
+        return batch_letterboxes(shapes, imgsz, self.stride, crop=self.task == "classify")
 
     def preprocess(self, images: Sequence[np.ndarray], imgsz: int) -> tuple[torch.Tensor, list[Letterbox]]:
         """BGR uint8 images -> (B, 3, H, W) RGB float tensor in [0, 1] on the model's device."""
@@ -288,6 +297,9 @@ class ModelAdapter:
         With `boxes=False` the box branches are skipped and the boxes are zeros (class-only targets).
         Segment heads also give `coeffs` and `protos` (`segment.py`) unless `masks=False`.
         """
+        if classify.is_classify(self.head):  # one image-level prediction (`classify.py`)
+            out = classify.head_outputs(self.head, [outputs[j] for j in self.head_inputs], self.strides[0])
+            return HeadOutputs(*out, softmax=True)
         head_out = self._head_outputs(outputs, level, boxes)
         if masks and segment.is_segment(self.head):
             feats = [outputs[j] for j in self.head_inputs]

@@ -14,6 +14,7 @@ import torch
 import torchvision
 
 from .adapter import HeadOutputs
+from .classify import top_classes
 from .obb import rotated_nms
 
 MAX_WH = 7680  # per-class box offset (pixels) that keeps classes apart in one NMS call
@@ -49,7 +50,13 @@ def select_detections(
     """Per image, the detections kept by NMS (or top-k for end-to-end heads), highest confidence first.
 
     OBB heads (`head.rboxes` set) use ultralytics' rotated NMS; their detections carry `rbox`.
+    Classification heads (`head.softmax`) give their top `max_det` classes with a softmax probability of at
+    least `conf` (`classify.top_classes`), each a detection at anchor 0 whose box is the whole input.
     """
+    if head.softmax:
+        box = tuple(float(v) for v in head.boxes[0, 0])
+        return [[Detection(b, 0, 0, c, p, box) for c, p in zip(*top)]
+                for b, top in enumerate(top_classes(head.logits, conf, classes, max_det))]
     scores = head.logits.detach().float().sigmoid()  # (B, A, nc)
     boxes = head.boxes.detach().float()
     rboxes = None if head.rboxes is None else head.rboxes.detach().float()

@@ -184,10 +184,35 @@ class MaskLogits(Target):
         return mask_logit_mean(outputs.coeffs[rows, jobs.anchor], outputs.protos[rows], jobs.box, scale)
 
 
+class ClassifyLogit(ClassLogit):
+    """Classification models: the class's pre-softmax logit of the one image-level prediction (not local:
+    it pools the whole image)."""
+
+    local = False
+
+
+class ClassProbability(Confidence):
+    """Classification models' `conf`: the class's softmax probability (saturates near 1)."""
+
+    local = False
+
+    def __call__(self, outputs, jobs):
+        rows = _rows(outputs, jobs)
+        return outputs.logits[rows, jobs.anchor].softmax(-1)[rows, jobs.cls]
+
+
 def for_task(target: Target, task: str, keypoint_names: list[str] | None = None, keypoint_dims: int = 3) -> Target:
     """The built-in target's variant for a model's task: on OBB models `box` and `all` read the rotated box;
     keypoint targets are resolved against a pose model's `keypoint_names`; `mask` and keypoint targets are
-    refused (YolocamError) on models without masks or keypoints."""
+    refused (YolocamError) on models without masks or keypoints; classification models take `class` (the
+    logit), `conf` (the softmax probability) and callables only."""
+    if task == "classify":
+        if type(target) in (ClassLogit, Confidence):
+            return ClassifyLogit() if type(target) is ClassLogit else ClassProbability()
+        if not isinstance(target, CallableTarget):
+            raise YolocamError(f"target {target.name!r} needs boxes, masks or keypoints, which a classification "
+                               f"model does not predict; expected 'class', 'conf' or a callable")
+        return target
     if isinstance(target, Keypoints):
         if task != "pose" or not keypoint_names:
             raise YolocamError(f"target {target.name!r} needs a pose model (a Pose head); this model's task is {task}")

@@ -2,7 +2,8 @@
 
     OUT/manifest.json
     OUT/<stem>/heatmaps.npz         heatmaps (N,h,w) float16 with image_size (2,) int32 = (H, W) when the maps
-                                    are kept compact (`maps.py`), else (N,H,W); boxes (N,4) float32,
+                                    are kept compact (`maps.py`), else (N,H,W); classification models:
+                                    region (4,) int32 x0, y0, x1, y1 the maps cover; boxes (N,4) float32,
                                     classes (N,) int32, scores (N,) float32; OBB models: rboxes (N,5)
                                     float32 cx, cy, w, h, angle
                                     pose models: keypoints (N,K,3) float32 x, y, visibility score
@@ -282,7 +283,8 @@ def heatmap_arrays(dets, h: int, w: int) -> dict[str, np.ndarray]:
             and all(r is not None and r.stack is stack for r in refs)):
         index = [r.index for r in refs]
         maps = stack.maps if index == list(range(len(stack))) else stack.maps[index]
-        return {"heatmaps": maps, "image_size": np.asarray([h, w], np.int32)}
+        region = {} if stack.region is None else {"region": np.asarray(stack.region, np.int32)}  # classification
+        return {"heatmaps": maps, "image_size": np.asarray([h, w], np.int32), **region}
     heat = np.zeros((len(dets), h, w), np.float16)
     for k, d in enumerate(dets):
         heat[k] = d.heatmap

@@ -10,6 +10,9 @@ map computed at full resolution directly, up to float rounding.
 
 Memory: N x h x w floats per image (h, w <= imgsz) instead of N x H x W. When the original is no
 larger than the content region, the maps are resized once and kept at full resolution.
+
+Classification models see only a centre crop of the image (`inputs/images.py`): their maps cover
+that `region` of the original and are exactly zero outside it.
 """
 
 from __future__ import annotations
@@ -25,15 +28,20 @@ class MapStack:
     are the full-resolution ones (float32: `full` returns a view; float16, as read from an old file:
     a float32 copy); else each call computes a fresh array (nothing is cached, so iterating over
     many detections holds one full-resolution map at a time).
+
+    `region` (x0, y0, x1, y1), original pixels: the maps cover only that rectangle (a classification
+    model's centre crop); the full map is zero outside it. None: the whole image.
     """
 
-    def __init__(self, maps: np.ndarray, size: tuple[int, int]):
+    def __init__(self, maps: np.ndarray, size: tuple[int, int], region=None):
         maps = np.ascontiguousarray(maps)  # (a padded input's maps are cut, so keep only the region)
         if maps.ndim != 3:
             raise ValueError(f"MapStack: expected maps of shape (N, h, w), got {maps.shape}")
         self.size = (int(size[0]), int(size[1]))
+        region = None if region is None else tuple(int(v) for v in region)
+        self.region = None if region in (None, (0, 0, self.size[1], self.size[0])) else region
         n, h, w = maps.shape
-        if (h, w) != self.size and h * w >= self.size[0] * self.size[1] and n:
+        if self.region is None and (h, w) != self.size and h * w >= self.size[0] * self.size[1] and n:
             maps = np.stack([self._resize(m, self.size) for m in maps])  # no larger at full resolution
         self.maps = maps
 
@@ -43,20 +51,27 @@ class MapStack:
     @property
     def compact(self) -> bool:
         """True when the stored maps are smaller than the original image (resized on each access)."""
-        return tuple(self.maps.shape[1:]) != self.size
+        return tuple(self.maps.shape[1:]) != self.size or self.region is not None
 
     def full(self, k: int) -> np.ndarray:
         """Detection k's map at the original image's (H, W), float32 in [0, 1]."""
         if not self.compact:
             m = self.maps[k]
             return m if m.dtype == np.float32 else m.astype(np.float32)
-        return self._resize(self.maps[k], self.size)
+        return self.resized(k, self.size)
 
     def resized(self, k: int, size: tuple[int, int]) -> np.ndarray:
         """Detection k's map resized to any (H', W') (e.g. an overlay's), float32 in [0, 1]."""
-        if tuple(size) == self.size:
+        if tuple(size) == self.size and not self.compact:
             return self.full(k)
-        return self._resize(self.maps[k], size)
+        if self.region is None:
+            return self._resize(self.maps[k], size)
+        gx, gy = size[1] / self.size[1], size[0] / self.size[0]
+        x0, y0, x1, y1 = (round(v * g) for v, g in zip(self.region, (gx, gy, gx, gy)))
+        out = np.zeros(size, np.float32)
+        if x1 > x0 and y1 > y0:
+            out[y0:y1, x0:x1] = self._resize(self.maps[k], (y1 - y0, x1 - x0))
+        return out
 
     @staticmethod
     def _resize(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:

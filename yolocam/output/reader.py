@@ -35,7 +35,8 @@ def load_output(out_dir) -> list[ImageExplanation]:
             with np.load(out / img["heatmaps"]) as npz:
                 heatmaps = npz["heatmaps"]
                 size = tuple(int(v) for v in npz["image_size"]) if "image_size" in npz else heatmaps.shape[1:]
-            stack = MapStack(heatmaps, size)
+                region = npz["region"].tolist() if "region" in npz else None  # classification: the centre crop
+            stack = MapStack(heatmaps, size, region)
         except (OSError, KeyError, ValueError) as exc:
             raise YolocamError(f"unreadable heatmaps for {img.get('stem')!r} in {out}: {exc}") from None
         if len(heatmaps) != len(img["detections"]):
