@@ -22,7 +22,10 @@ from yolocam.model.detections import select_detections
 from yolocam.model.targets import Jobs, for_task, get_target
 
 IMGSZ = 64
-CLS_CONFIGS = {"v8": "yolov8n-cls.yaml", "11": "yolo11n-cls.yaml"}
+CLS_CONFIGS = {  # every family ultralytics ships a classification config of (ResNet backbones included)
+    "v8": "yolov8n-cls.yaml", "11": "yolo11n-cls.yaml", "12": "yolo12n-cls.yaml", "26": "yolo26n-cls.yaml",
+    "v8-resnet50": "yolov8-cls-resnet50.yaml",  # yolo11-cls-resnet18 wraps torchvision: building it downloads
+}
 NC = 12
 
 
@@ -108,6 +111,8 @@ def test_top5_classes_and_probabilities_equal_ultralytics_predict(family, images
         with torch.no_grad():
             _, head = exp.adapter.forward(x)
         np.testing.assert_allclose(head.logits[0, 0].softmax(-1).numpy(), pred.probs.data.numpy(), atol=1e-5)  # predict fuses Conv+BN
+    if family not in ("v8", "11"):  # the rest checks yolocam's own options, once per layout is enough
+        return
     # a checkpoint path loads the same classifier; a batch of differently shaped images (equal centre crops)
     # gives the same maps (Grad-CAM: see the strategies test for why not the default ssgradcam++ to 1e-4)
     single = yolocam.Explainer(yolo, imgsz=IMGSZ, method="gradcam").explain(images)
@@ -126,7 +131,7 @@ def test_top5_classes_and_probabilities_equal_ultralytics_predict(family, images
     assert [d.cls for d in picked] == [top[1].cls, top[3].cls]
 
 
-@pytest.mark.parametrize("family", list(CLS_CONFIGS))
+@pytest.mark.parametrize("family", ["v8", "11"])
 def test_class_and_conf_targets_are_the_models_own_logit_and_probability(family, images):
     model = cls_model(family)
     adapter = ModelAdapter(model)
@@ -147,7 +152,7 @@ def test_class_and_conf_targets_are_the_models_own_logit_and_probability(family,
     np.testing.assert_allclose([d.conf for d in dets], probs[0, index].numpy(), atol=1e-6)
 
 
-@pytest.mark.parametrize("family", list(CLS_CONFIGS))
+@pytest.mark.parametrize("family", ["v8", "11"])
 def test_maps_are_unit_float32_zero_outside_the_centre_crop_and_agree_across_strategies(family, images):
     maps, linear = [], []
     for strategy in ("loop", "batched"):
