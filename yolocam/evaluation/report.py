@@ -198,7 +198,7 @@ def build_report(validator, collector, names: dict, settings: dict) -> Validatio
     for c in range(len(names)):
         instances[c] = int(nt[c]) if nt is not None and c < len(nt) else 0
     for i, c in enumerate(getattr(m, "ap_class_index", [])):
-        p, r, map50, map5095 = (float(v) for v in m.class_result(i))
+        p, r, map50, map5095 = (float(v) for v in m.class_result(i)[:4])  # the box columns (seg / pose add more)
         classes.append({"class": names.get(int(c), str(c)), "images": int(m.nt_per_image[c]),
                         "instances": instances.get(int(c), 0), "precision": p, "recall": r, "map50": map50,
                         "map50_95": map5095})
