@@ -290,6 +290,17 @@ def validate(model=None, data=None, method: str = DEFAULT_METHOD, target="class"
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def model_task(model) -> str:
+    """The task (detect, segment, pose, obb) of `model` (as `validate` takes it; None = the demo detector)."""
+    from ..model.adapter import ModelAdapter
+
+    wrapper, model, _ = resolve_model(model)
+    _refuse_classifier(wrapper.model if wrapper is not None else model)
+    task = ModelAdapter(model).task
+    explaining_validator(task)  # an unsupported task: one clear line
+    return task
+
+
 def _refuse_classifier(module) -> None:
     """A classification model (a Classify head) has no boxes to explain against: one clear line."""
     layers = getattr(module, "model", None)
