@@ -310,3 +310,16 @@ def test_cli_val_refuses_classifiers_and_foreign_keypoints(tmp_path, capsys):
     assert main_val(_cli_args(pose17, tmp_path / "p")) == 2
     err = capsys.readouterr().err.strip()
     assert "kpt_shape" in err and "--data" in err and len(err.splitlines()) == 1
+
+
+def test_obb_report_files(checkpoint, task_data, tmp_path):
+    """predictions.csv carries the rotated boxes; the worst-case gallery draws the rotated ground truth."""
+    import csv
+    import json
+
+    report = validate(str(checkpoint("obb", "v8")), data=task_data("obb"), imgsz=IMGSZ, batch=BATCH, device="cpu",
+                      conf=CONF, method="gradcam", verbose=False, worst=2, max_images=2, out=tmp_path / "o")
+    with open(tmp_path / "o" / "predictions.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == len(report.predictions) > 0 and len(json.loads(rows[0]["rbox"])) == 5
+    assert (tmp_path / "o" / "worst" / "index.html").is_file() and report.worst
