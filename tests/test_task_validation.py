@@ -70,7 +70,8 @@ def tame(model, task: str, shift: float = 4.0, seed: int = 1):
             elif "cv2" in name and head.reg_max == 1:
                 conv.bias.copy_(base + 1.5 + 0.3 * noise)
             elif "cv2" in name:  # DFL bins: distances of about one cell
-                conv.bias.copy_(base + (-0.6 * torch.arange(head.reg_max, dtype=conv.bias.dtype)).repeat(4) + 0.3 * noise)
+                bins = -0.6 * torch.arange(head.reg_max, dtype=conv.bias.dtype)
+                conv.bias.copy_(base + bins.repeat(4) + 0.3 * noise)
             else:
                 conv.bias.copy_(base + noise)
     return model

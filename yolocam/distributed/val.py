@@ -137,7 +137,8 @@ def validate_dataset(model=None, data=None, workers: int = 1, gpus_per_worker: f
                        iou=iou, device=device, batch=batch, val_conf=val_conf, worst=worst, drise=drise)
         cpus = worker_cpus(ray, workers, cpus_per_worker)
         task = ray.remote(num_cpus=cpus, num_gpus=gpus or 0, max_retries=3, retry_exceptions=False)(validate_shard)
-        results = _run_bounded(ray, [lambda p=p: task.remote(p, names, options, max(1, round(cpus)), extra) for p in parts],
+        threads = max(1, round(cpus))
+        results = _run_bounded(ray, [lambda p=p: task.remote(p, names, options, threads, extra) for p in parts],
                                workers)
         report = _merge(results, names, data, WorstCases(worst), build_report)
         if out is not None:
