@@ -174,6 +174,31 @@ def test_val_on_ray_equals_val(local_ray, tmp_path):
     assert json.dumps(dist.table) == json.dumps(one.table)  # NaN cells included
 
 
+def test_val_on_ray_equals_val_for_pose(local_ray, tmp_path):
+    """Pose: the shards carry the dataset's kpt_shape, and tp_p merges with the box statistics (data=None:
+    the driver generates the pose scenes, as `validate` does)."""
+    import torch
+    from test_task_validation import CASES, NAMES, tame
+
+    from conftest import build_task_model
+    from yolocam.distributed import validate_dataset
+    from yolocam.evaluation.validation import default_dataset, validate
+
+    model_class, cfg, extra = CASES[("pose", "26")]
+    ckpt = tmp_path / "pose.pt"
+    torch.save({"model": tame(build_task_model(model_class, cfg, len(NAMES), NAMES, extra), "pose"),
+                "train_args": {"task": "pose"}}, ckpt)
+    kw = dict(imgsz=96, batch=2, verbose=False, method="gradcam", conf=0.5)
+    one = validate(str(ckpt), data=str(default_dataset(tmp_path / "data", scenes=6, task="pose")), **kw)
+    dist = validate_dataset(str(ckpt), data=None, scenes=6, workers=2, **kw)
+    assert "metrics/mAP50-95(P)" in one.metrics
+    assert dist.metrics == pytest.approx(one.metrics, abs=1e-9)
+    assert dist.counts == one.counts and dist.classes == one.classes
+    key = lambda r: (Path(r["image"]).name, r["index"])  # noqa: E731
+    strip = lambda recs: [{k: v for k, v in r.items() if k != "image"} for r in sorted(recs, key=key)]  # noqa: E731
+    assert strip(dist.predictions) == strip(one.predictions) and len(one.predictions) > 0
+
+
 def test_val_ray_options_reach_validate_dataset(tmp_path, monkeypatch, capsys):
     import yolocam.distributed as dist
 

@@ -298,10 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-det", type=positive_int, default=300, help="detections per image (default 300)")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("val", help="explain what a validator sees (TP/FP, localisation metrics)",
+    p = sub.add_parser("val", help="explain what a validator sees (TP/FP, localisation metrics; detect, segment, "
+                                   "pose and obb models)",
                        allow_abbrev=False)
     _add_model_args(p, imgsz_help="default: the model's training size")
-    p.add_argument("--data", default=None, help="dataset YAML (default: generated scenes)")
+    p.add_argument("--data", default=None,
+                   help="dataset YAML (default: generated scenes labelled for the model's task)")
     p.add_argument("--conf", type=unit_float, default=0.25, help="confidence threshold (default 0.25)")
     p.add_argument("--iou", type=unit_float, default=0.7, help="NMS IoU threshold (default 0.7)")
     p.add_argument("--out", default=None, help=f"output folder (default: a new {RUNS_DIR / 'val'}N)")

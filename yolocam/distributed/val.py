@@ -11,6 +11,7 @@ the localisation table from the concatenated per-prediction records, the worst c
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -58,9 +59,9 @@ def shards_by_batch(paths: list[str], batch: int, shards: int) -> list[list[str]
     return [ordered[k:k + per] for k in range(0, len(ordered), per)]
 
 
-def _shard_data(folder: Path, paths: list[str], names: dict) -> Path:
-    """A dataset YAML in `folder` whose val images (and their labels) are links to `paths`; returns it with
-    the link -> original path map written beside."""
+def _shard_data(folder: Path, paths: list[str], names: dict, extra: dict | None = None) -> Path:
+    """A dataset YAML in `folder` whose val images (and their labels) are links to `paths` (`extra`: more keys,
+    e.g. a pose dataset's kpt_shape and flip_idx); returns it with the link -> original path map written beside."""
     from ultralytics.data.utils import img2label_paths
 
     (folder / "images").mkdir(parents=True)
@@ -71,18 +72,17 @@ def _shard_data(folder: Path, paths: list[str], names: dict) -> Path:
             os.symlink(os.path.abspath(label), folder / "labels" / f"{k:07d}.txt")
     lines = [f"path: {folder}", "train: images", "val: images", "names:"]
     lines += [f"  {int(c)}: {json_str(n)}" for c, n in sorted(names.items())]
+    lines += [f"{k}: {json.dumps(v)}" for k, v in (extra or {}).items()]  # JSON is valid YAML
     data = folder / "data.yaml"
     data.write_text("\n".join(lines) + "\n")
     return data
 
 
 def json_str(text: str) -> str:
-    import json
-
     return json.dumps(str(text))  # a JSON string is a valid YAML scalar
 
 
-def validate_shard(paths: list[str], names: dict, options: dict, threads: int = 1) -> dict:
+def validate_shard(paths: list[str], names: dict, options: dict, threads: int = 1, extra: dict | None = None) -> dict:
     """Ray task: validate one shard (`validate(**options)`); returns its records, missed boxes, worst cases,
     ultralytics' raw statistics and counters, with image paths mapped back to `paths`."""
     import torch
@@ -92,7 +92,7 @@ def validate_shard(paths: list[str], names: dict, options: dict, threads: int = 
     torch.set_num_threads(max(1, int(threads)))
     tmp = Path(tempfile.mkdtemp(prefix="yolocam_shard_"))
     try:
-        data = _shard_data(tmp / "data", paths, names)
+        data = _shard_data(tmp / "data", paths, names, extra)
         report = validate(data=str(data), out=None, verbose=False, **options)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -118,7 +118,7 @@ def validate_dataset(model=None, data=None, workers: int = 1, gpus_per_worker: f
     Not written: ultralytics' own val/ folder (each shard's is temporary). Returns a `ValidationReport`.
     """
     from ..evaluation.report import WorstCases, build_report
-    from ..evaluation.validation import check_dataset, default_dataset
+    from ..evaluation.validation import check_dataset, default_dataset, model_task
 
     workers, gpus = check_workers(workers, gpus_per_worker)
     ray = connect(address)
@@ -128,15 +128,17 @@ def validate_dataset(model=None, data=None, workers: int = 1, gpus_per_worker: f
     try:
         root.mkdir(parents=True, exist_ok=True)
         if data is None:
-            data = default_dataset(root / "data", scenes or 32)
+            data = default_dataset(root / "data", scenes or 32, task=model_task(model))
         info = check_dataset(data)
         names = {int(k): str(v) for k, v in info["names"].items()}
+        extra = {k: list(info[k]) for k in ("kpt_shape", "flip_idx") if info.get(k) is not None}  # pose
         parts = shards_by_batch(list_val_images(info), batch, shards or 2 * workers)
         options = dict(model=model, method=method, target=target, layers=layers, fuse=fuse, imgsz=imgsz, conf=conf,
                        iou=iou, device=device, batch=batch, val_conf=val_conf, worst=worst, drise=drise)
         cpus = worker_cpus(ray, workers, cpus_per_worker)
         task = ray.remote(num_cpus=cpus, num_gpus=gpus or 0, max_retries=3, retry_exceptions=False)(validate_shard)
-        results = _run_bounded(ray, [lambda p=p: task.remote(p, names, options, max(1, round(cpus))) for p in parts],
+        threads = max(1, round(cpus))
+        results = _run_bounded(ray, [lambda p=p: task.remote(p, names, options, threads, extra) for p in parts],
                                workers)
         report = _merge(results, names, data, WorstCases(worst), build_report)
         if out is not None:
@@ -173,9 +175,11 @@ def _run_bounded(ray, starts: list, limit: int) -> list:
 def _merge(results: list[dict], names: dict, data, worst: WorstCases, build_report):
     """One report from the shards' results (in shard order): statistics concatenated, metrics recomputed."""
     import numpy as np
-    from ultralytics.utils.metrics import DetMetrics
 
-    metrics = DetMetrics(names=names)
+    from ..evaluation.task_validators import metrics_class
+
+    task = results[0]["settings"].get("task", "detect") if results else "detect"
+    metrics = metrics_class(task)(names=names)  # segment / pose: their tp_m / tp_p statistics merge the same way
     stats = [r["stats"] for r in results if r["stats"]]
     if stats:
         metrics.stats = {k: [s[k] for s in stats] for k in metrics.stats}

@@ -24,6 +24,7 @@ from ..cam.fusion import normalise, resize_maps
 from ..output.export import ExportWriter
 from ..output.files import atomic_write_bytes
 from ..output.results import DetectionExplanation, ImageExplanation
+from .task_validators import corners
 
 
 def format_rows(header: Sequence[str], rows: list[dict], keys: Sequence[str]) -> str:
@@ -76,7 +77,10 @@ class WorstCases:
                     image = cv2.imread(rec["image"])
                     if image is None:
                         continue
-                    if rec["gt_box"] is not None:
+                    if rec.get("gt_rbox") is not None:  # OBB: the rotated ground-truth box
+                        poly = corners(torch.tensor(rec["gt_rbox"], dtype=torch.float64)).numpy()
+                        cv2.polylines(image, [np.round(poly).astype(np.int32)], True, (0, 255, 0), 2)
+                    elif rec["gt_box"] is not None:
                         x1, y1, x2, y2 = (int(round(v)) for v in rec["gt_box"])
                         cv2.rectangle(image, (x1, y1), (x2, y2), (0, 255, 0), 2)
                     heat = normalise(resize_maps(heat.float()[None], image.shape[:2]))[0].numpy()
@@ -180,6 +184,8 @@ class ValidationReport:
         atomic_write_bytes(out / "metrics.csv", csv_bytes(self.table, TABLE_COLUMNS))
         pkeys = ("image", "index", "cls", "name", "conf", "box", "tp", "gt", "gt_box", "pointing", "energy",
                  "energy_other", "anchor", "level")
+        if self.predictions and all("rbox" in r for r in self.predictions):  # OBB: the rotated boxes too
+            pkeys += ("rbox", "gt_rbox")
         atomic_write_bytes(out / "predictions.csv", csv_bytes(self.predictions, pkeys))
         atomic_write_bytes(out / "metrics.json", json.dumps(self.to_dict(), indent=1, default=float).encode())
         from .plots import report_pngs
@@ -198,7 +204,7 @@ def build_report(validator, collector, names: dict, settings: dict) -> Validatio
     for c in range(len(names)):
         instances[c] = int(nt[c]) if nt is not None and c < len(nt) else 0
     for i, c in enumerate(getattr(m, "ap_class_index", [])):
-        p, r, map50, map5095 = (float(v) for v in m.class_result(i))
+        p, r, map50, map5095 = (float(v) for v in m.class_result(i)[:4])  # the box columns (seg / pose add more)
         classes.append({"class": names.get(int(c), str(c)), "images": int(m.nt_per_image[c]),
                         "instances": instances.get(int(c), 0), "precision": p, "recall": r, "map50": map50,
                         "map50_95": map5095})

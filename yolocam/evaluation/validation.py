@@ -1,11 +1,13 @@
 """Explain what ultralytics' own validator sees: its kept predictions, labelled true or false positive
 by its own matching (the tp matrix at IoU 0.5), with localisation metrics per class.
 
-`validate()` runs `DetectionValidator` (through `YOLO.val(validator=...)` when there is a wrapper),
-so its metrics are those of a plain `model.val()` with the same arguments. Inside the validator's
+`validate()` runs the validator of the model's task (`DetectionValidator`, `SegmentationValidator`,
+`PoseValidator`, `OBBValidator`; see `task_validators`) through `YOLO.val(validator=...)` when there is
+a wrapper, so its metrics are those of a plain `model.val()` with the same arguments. Inside the validator's
 `update_metrics` (which runs under `torch.inference_mode`), every kept prediction with confidence
 >= `conf` is explained with gradients, on the validator's own letterboxed batch. Metrics are taken on
-the letterboxed image without its padding.
+the letterboxed image without its padding: against the ground-truth box for detect, segment and pose,
+against the rotated ground-truth box for obb.
 
 Files written to `out`: see `compare.ValidationReport.save`, plus ultralytics' own folder val/.
 """
@@ -20,7 +22,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from ultralytics.models.yolo.detect import DetectionValidator
 
 from ..errors import YolocamError
 from ..defaults import DEFAULT_FUSE, DEFAULT_LAYERS, DEFAULT_METHOD
@@ -28,45 +29,11 @@ from ..explain.explainer import Explainer, resolve_model
 from ..model.detections import Detection
 from .metrics import Localisation, explain_fixed, localise, match_ground_truth
 from .report import ValidationReport, WorstCases, build_report
+from .task_validators import (ANCHOR_TOLERANCE_PX, ANCHOR_TOLERANCE_REL, check_pose_dataset, explaining_validator,
+                              greedy_match, localise_rotated, rbox_distance, rbox_hull, rbox_to_original, rotated_iou)
 
-ANCHOR_TOLERANCE_PX = 1.0  # a validator box must equal a raw prediction's box to this many pixels
 
-
-class ExplainingValidator(DetectionValidator):
-    """ultralytics' `DetectionValidator`, unchanged, that also hands each batch to a `Collector`.
-
-    It records the arguments and result of its own `_process_batch` (the tp matrix) per image, and
-    after `update_metrics` passes (validator batch image, predictions, labels, tp) to the collector.
-    """
-
-    def __init__(self, dataloader=None, save_dir=None, args=None, _callbacks=None, collector=None):
-        super().__init__(dataloader, save_dir, args, _callbacks)
-        self.collector = collector
-        self._pending: list = []
-
-    def init_metrics(self, model) -> None:
-        super().init_metrics(model)
-        if self.collector is not None:  # explain the head branch the validator uses (one-to-one or not)
-            self.collector.start(end2end=bool(self.end2end))
-
-    def _process_batch(self, preds, batch):
-        out = super()._process_batch(preds, batch)
-        self._pending.append((preds, batch, out["tp"]))
-        return out
-
-    def get_stats(self):
-        """ultralytics' metrics; the per-prediction statistics they come from are kept first (`raw_stats`:
-        tp, conf, pred_cls, target_cls, target_img arrays) so shards of a dataset can be merged exactly."""
-        stats = self.metrics.stats
-        if all(len(v) for v in stats.values()):
-            self.raw_stats = {k: np.concatenate(v, 0) for k, v in stats.items()}
-        return super().get_stats()
-
-    def update_metrics(self, preds, batch) -> None:
-        self._pending = []
-        super().update_metrics(preds, batch)
-        if self.collector is not None:
-            self.collector.add_batch(batch["img"], self._pending)
+ExplainingValidator = explaining_validator("detect")  # DetectionValidator + recording (see task_validators)
 
 
 class Collector:
@@ -121,59 +88,91 @@ class Collector:
 
     # -------------------------------------------------------------- internals
     def _anchors(self, head, b: int, job) -> list[Detection]:
-        """The raw predictions (anchors) the validator's kept boxes came from, for batch row b."""
+        """The raw predictions (anchors) the validator's kept boxes came from, for batch row b (OBB: the
+        rotated boxes compared by their corners, see `task_validators.rbox_distance`)."""
         _, pred, _, _, sel = job
-        boxes = pred["bboxes"][sel].to(head.boxes.device).float()
-        cls = pred["cls"][sel].to(head.boxes.device).long()
-        conf = pred["conf"][sel].to(head.boxes.device).float()
-        raw = head.boxes[b].float()  # (A, 4)
+        dev = head.boxes.device
+        boxes = pred["bboxes"][sel].to(dev).float()
+        cls = pred["cls"][sel].to(dev).long()
+        conf = pred["conf"][sel].to(dev).float()
+        rotated = self.exp.adapter.task == "obb"
+        if rotated:
+            box_err = rbox_distance(boxes, head.rboxes[b].float())  # (n, A) pixels
+        else:
+            box_err = (head.boxes[b].float()[None] - boxes[:, None]).abs().amax(-1)  # (n, A) pixels
         scores = head.logits[b].float().sigmoid()[:, cls].t()  # (n, A)
-        box_err = (raw[None] - boxes[:, None]).abs().amax(-1)  # (n, A) pixels
         cost = box_err + (scores - conf[:, None]).abs() * 100.0
         anchor = cost.argmin(1)
+        hulls = rbox_hull(boxes) if rotated else boxes
+        size = (hulls[:, 2:] - hulls[:, :2]).abs().amax(1)
         dets = []
         for j, a in enumerate(anchor.tolist()):
-            if box_err[j, a] > ANCHOR_TOLERANCE_PX:
+            if box_err[j, a] > ANCHOR_TOLERANCE_PX + ANCHOR_TOLERANCE_REL * float(size[j]):
                 self.unmatched += 1
             dets.append(Detection(b, a, int(head.levels[a]), int(cls[j]), float(conf[j]),
-                                  tuple(float(v) for v in boxes[j])))
+                                  tuple(float(v) for v in hulls[j]),
+                                  rbox=tuple(float(v) for v in boxes[j]) if rotated else None))
         return dets
 
     def _missed(self, pred, pb, tp, keep: int) -> None:
+        """Ground truths no kept prediction matched (OBB: by rotated IoU; `box` is then the hull, `rbox` the
+        rotated box, both in original-image pixels)."""
         gt_boxes, gt_cls = pb["bboxes"].cpu().float(), pb["cls"].cpu().long()
         if len(gt_cls) == 0:
             return
-        matched = match_ground_truth(pred["bboxes"][:keep].cpu(), pred["cls"][:keep].cpu(), gt_boxes, gt_cls)
+        rotated = self.exp.adapter.task == "obb"
+        if rotated:
+            matched = greedy_match(rotated_iou(pred["bboxes"][:keep].cpu(), gt_boxes), pred["cls"][:keep].cpu(), gt_cls)
+        else:
+            matched = match_ground_truth(pred["bboxes"][:keep].cpu(), pred["cls"][:keep].cpu(), gt_boxes, gt_cls)
         tp50 = torch.from_numpy(np.asarray(tp[:keep, 0], bool))
         self.label_mismatches += int(((matched >= 0) != tp50).sum())
         found = set(matched[tp50 & (matched >= 0)].tolist())
         for k in range(len(gt_cls)):
             if k not in found:
-                self.missed.append({"image": pb["im_file"], "cls": int(gt_cls[k]),
-                                    "name": self.exp.names.get(int(gt_cls[k]), str(int(gt_cls[k]))),
-                                    "box": _to_original(gt_boxes[k:k + 1], pb)[0].tolist()})
+                rec = {"image": pb["im_file"], "cls": int(gt_cls[k]),
+                       "name": self.exp.names.get(int(gt_cls[k]), str(int(gt_cls[k])))}
+                if rotated:
+                    rec["box"] = _to_original(rbox_hull(gt_boxes[k:k + 1]), pb)[0].tolist()
+                    rec["rbox"] = rbox_to_original(gt_boxes[k:k + 1], pb)[0].tolist()
+                else:
+                    rec["box"] = _to_original(gt_boxes[k:k + 1], pb)[0].tolist()
+                self.missed.append(rec)
 
     def _record(self, pred, pb, tp, dets: list[Detection], maps: torch.Tensor) -> None:
+        """One record per explained prediction. OBB: pointing / energy against the rotated ground-truth boxes;
+        `box` / `gt_box` are their axis-aligned hulls and `rbox` / `gt_rbox` the rotated boxes (xywhr), all in
+        original-image pixels."""
         n = len(dets)
         top, left, ch, cw = _content(pb, maps.shape[-2:])
-        shift = torch.tensor([left, top, left, top], dtype=torch.float32)
         crop = maps[:, top:top + ch, left:left + cw].float().cpu()
-        boxes = pred["bboxes"][:n].cpu().float() - shift
-        gt_boxes = pb["bboxes"].cpu().float() - shift
+        boxes, gt_boxes = pred["bboxes"][:n].cpu().float(), pb["bboxes"].cpu().float()
         gt_cls = pb["cls"].cpu().long()
         tp50 = torch.from_numpy(np.asarray(tp[:n, 0], bool))
-        loc: Localisation = localise(crop, boxes, pred["cls"][:n].cpu(), gt_boxes, gt_cls, tp=tp50)
-        orig = _to_original(pred["bboxes"][:n].cpu().float(), pb)
+        rotated = self.exp.adapter.task == "obb"
+        if rotated:
+            shift = torch.tensor([left, top, 0, 0, 0], dtype=torch.float32)
+            loc: Localisation = localise_rotated(crop, boxes - shift, pred["cls"][:n].cpu(), gt_boxes - shift,
+                                                 gt_cls, tp=tp50)
+            hull, gt_hull = rbox_hull(boxes), rbox_hull(gt_boxes)
+            orig_r, gt_orig_r = rbox_to_original(boxes, pb), rbox_to_original(gt_boxes, pb)
+        else:
+            shift = torch.tensor([left, top, left, top], dtype=torch.float32)
+            loc = localise(crop, boxes - shift, pred["cls"][:n].cpu(), gt_boxes - shift, gt_cls, tp=tp50)
+            hull, gt_hull = boxes, gt_boxes
+        orig, gt_orig = _to_original(hull, pb), _to_original(gt_hull, pb)
         for k, d in enumerate(dets):
             ref = int(loc.reference[k])
             rec = {
                 "image": pb["im_file"], "index": k, "cls": d.cls, "name": self.exp.names.get(d.cls, str(d.cls)),
                 "conf": d.conf, "box": orig[k].tolist(), "anchor": d.anchor, "level": d.level,
-                "tp": bool(loc.tp[k]), "gt": ref,
-                "gt_box": _to_original(pb["bboxes"][ref:ref + 1].cpu().float(), pb)[0].tolist() if ref >= 0 else None,
+                "tp": bool(loc.tp[k]), "gt": ref, "gt_box": gt_orig[ref].tolist() if ref >= 0 else None,
                 "pointing": _num(loc.pointing[k]), "energy": _num(loc.energy[k]),
                 "energy_other": _num(loc.energy_other[k]),
             }
+            if rotated:
+                rec["rbox"] = orig_r[k].tolist()
+                rec["gt_rbox"] = gt_orig_r[ref].tolist() if ref >= 0 else None
             self.records.append(rec)
             self.worst.offer(rec, crop[k])
 
@@ -204,11 +203,17 @@ def _to_original(boxes: torch.Tensor, pb) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ validate
-def default_dataset(folder: Path, scenes: int = 32, seed: int = 7) -> Path:
-    """Generate `scenes` labelled validation scenes (yolocam.scenes) in `folder`; returns data.yaml."""
-    from ..demo.scenes import write_dataset
+def default_dataset(folder: Path, scenes: int = 32, seed: int = 7, task: str = "detect") -> Path:
+    """Generate `scenes` labelled validation scenes (yolocam.scenes) in `folder`; returns data.yaml. For
+    `task` segment, pose or obb, the scenes' labels of that task (`demo.task_labels`: pose has kpt_shape
+    [5, 3]) under `folder/<task>/`."""
+    if task == "detect":
+        from ..demo.scenes import write_dataset
 
-    return Path(write_dataset(folder, n_train=0, n_val=int(scenes), seed=seed))
+        return Path(write_dataset(folder, n_train=0, n_val=int(scenes), seed=seed))
+    from ..demo.task_labels import write_task_dataset
+
+    return Path(write_task_dataset(folder, task, n_train=0, n_val=int(scenes), seed=seed))
 
 
 def validate(model=None, data=None, method: str = DEFAULT_METHOD, target="class", layers=DEFAULT_LAYERS,
@@ -232,22 +237,23 @@ def validate(model=None, data=None, method: str = DEFAULT_METHOD, target="class"
     if data is not None:
         check_dataset(data)
     wrapper, model, train_imgsz = resolve_model(model)
+    _refuse_classifier(wrapper.model if wrapper is not None else model)
     drise = dict(drise or {})  # method="drise": Explainer's masks, cell, keep, seed, mask_batch
     exp = Explainer(model, method=method, target=target, layers=layers, fuse=fuse,
                     imgsz=train_imgsz if imgsz is None else imgsz, device=device, **drise)
-    if getattr(exp.adapter, "task", "detect") == "obb":
-        raise YolocamError(f"validation of oriented-box (OBB) models is not supported yet: {exp.adapter.name} has an "
-                           f"{type(exp.adapter.head).__name__} head; explain its images with `yolocam explain`")
-    if getattr(exp.adapter, "task", "detect") == "classify":
-        raise YolocamError(f"validation of classification models is not supported yet: expected a detection model, "
-                           f"{exp.adapter.name} has a Classify head; explain its images with `yolocam explain`")
+    task = getattr(exp.adapter, "task", "detect")
+    validator_cls = explaining_validator(task)  # the task's ultralytics validator, recording for the collector
+    if data is None and task == "pose":
+        from ..demo.task_labels import KEYPOINT_NAMES
+
+        check_pose_dataset(exp.adapter.head.kpt_shape, (len(KEYPOINT_NAMES), 3))
     imgsz = exp.imgsz  # rounded up to the stride, as the validator does
     tmp = None if out is not None else Path(tempfile.mkdtemp(prefix="yolocam_val_"))
     root = Path(out) if out is not None else tmp
     try:
         root.mkdir(parents=True, exist_ok=True)
         if data is None:
-            data = default_dataset(root / "data", scenes or 32)
+            data = default_dataset(root / "data", scenes or 32, task=task)
         collector = Collector(exp, conf, max_images, max_explanations, worst, rebuild=lambda end2end: Explainer(
             model, method=method, target=target, layers=layers, fuse=fuse, imgsz=imgsz, device=device, end2end=end2end,
             **drise))
@@ -260,15 +266,16 @@ def validate(model=None, data=None, method: str = DEFAULT_METHOD, target="class"
         holder = {}
 
         def factory(args=None, _callbacks=None):
-            holder["v"] = ExplainingValidator(args=args, _callbacks=_callbacks, collector=collector)
+            holder["v"] = validator_cls(args=args, _callbacks=_callbacks, collector=collector)
             return holder["v"]
 
         if wrapper is not None:
             wrapper.val(validator=factory, **args)
         else:
-            factory(args={"task": "detect", "rect": True, "mode": "val", **args})(model=exp.adapter.module)
+            factory(args={"task": task, "rect": True, "mode": "val", **args})(model=exp.adapter.module)
         report = build_report(holder["v"], collector, exp.names, settings={
-            "model": exp.adapter.name, "data": str(data), "method": exp.method.name, "target": exp.target.name,
+            "model": exp.adapter.name, "task": task, "data": str(data), "method": exp.method.name,
+            "target": exp.target.name,
             "layers": exp.layers_spec, "fuse": fuse, "imgsz": imgsz, "conf": conf, "iou": iou,
             "val_conf": holder["v"].args.conf, "batch": batch,
             "head": collector.exp.adapter.head_kind})
@@ -281,6 +288,26 @@ def validate(model=None, data=None, method: str = DEFAULT_METHOD, target="class"
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def model_task(model) -> str:
+    """The task (detect, segment, pose, obb) of `model` (as `validate` takes it; None = the demo detector)."""
+    from ..model.adapter import ModelAdapter
+
+    wrapper, model, _ = resolve_model(model)
+    _refuse_classifier(wrapper.model if wrapper is not None else model)
+    task = ModelAdapter(model).task
+    explaining_validator(task)  # an unsupported task: one clear line
+    return task
+
+
+def _refuse_classifier(module) -> None:
+    """A classification model (a Classify head) has no boxes to explain against: one clear line."""
+    layers = getattr(module, "model", None)
+    head = layers[-1] if isinstance(layers, torch.nn.Sequential) and len(layers) else None
+    if head is not None and "Classify" in type(head).__name__:
+        raise YolocamError(f"validation of classification models is not supported: expected a detect, segment, "
+                           f"pose or obb model, got one with a {type(head).__name__} head")
 
 
 def check_dataset(data) -> dict:
