@@ -29,7 +29,9 @@ if __name__ == "__main__":
     ap.add_argument("--time", type=float, default=None, help="hours; overrides --epochs (schedule fitted to it)")
     ap.add_argument("--device", default="cpu", help="cpu, or a GPU index such as 0")
     ap.add_argument("--scale", type=float, default=0.4, help="scale augmentation (+/- gain)")
-    ap.add_argument("--task", default="detect", help="detect, segment, pose or obb")
+    ap.add_argument("--task", default="detect", help="detect, segment, pose, obb or classify")
+    ap.add_argument("--erasing", type=float, default=0.4, help="classify: random erasing probability")
+    ap.add_argument("--auto-augment", default="randaugment", help="classify: policy, or none")
     ap.add_argument("--flipud", type=float, default=0.5, help="vertical flips (0 for pose: its flip_idx is left-right)")
     a = ap.parse_args()
 
@@ -41,5 +43,6 @@ if __name__ == "__main__":
         val=bool(a.val), cache="ram", optimizer="AdamW", lr0=a.lr0, cos_lr=False, warmup_epochs=a.warmup_epochs,
         close_mosaic=a.close_mosaic, fliplr=0.5, flipud=a.flipud, degrees=0.0, mosaic=a.mosaic, mixup=0.0,
         hsv_h=0.3, hsv_s=0.5, hsv_v=0.4, scale=a.scale, translate=0.1, seed=0, deterministic=False,
-        fraction=a.fraction, verbose=True, nbs=a.batch, time=a.time,
+        fraction=a.fraction, verbose=True, nbs=a.batch, time=a.time, erasing=a.erasing,
+        auto_augment=None if a.auto_augment == "none" else a.auto_augment,
     )
