@@ -339,3 +339,12 @@ def test_obb_report_files(checkpoint, task_data, tmp_path):
         rows = list(csv.DictReader(fh))
     assert len(rows) == len(report.predictions) > 0 and len(json.loads(rows[0]["rbox"])) == 5
     assert (tmp_path / "o" / "worst" / "index.html").is_file() and report.worst
+
+
+def test_a_task_config_name_validates_on_the_tasks_generated_scenes(tmp_path):
+    """A config name that ultralytics ships (random weights) is built, not looked up as a file."""
+    from yolocam.evaluation.validation import validate
+
+    report = validate("yolov8n-seg.yaml", scenes=1, imgsz=64, verbose=False, out=tmp_path / "v")
+    assert report.settings["task"] == "segment" and report.settings["model"] == "yolov8n-seg.yaml"
+    assert "metrics/mAP50-95(M)" in report.metrics and report.counts["images"] == 1

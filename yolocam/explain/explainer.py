@@ -253,6 +253,8 @@ def resolve_model(model):
 
     model = model_source(model)
     if isinstance(model, (str, Path)):
+        if Path(model).suffix in (".yaml", ".yml"):  # a model config (random weights): the adapter builds it
+            return None, str(model), 640
         if not Path(model).exists():
             raise YolocamError(f"model file not found: {model}")
         model = YOLO(str(model), task="detect")
