@@ -151,7 +151,7 @@ def cmd_demo(args) -> int:
     from ..output.files import atomic_write_bytes, encode_png
     from ..output.render import summary_grid
     from ..demo.evidence import make_evidence_scene
-    from ..demo.models import EVIDENCE_MODELS
+    from ..demo.models import EVIDENCE_MODELS, TASK_MODELS
     from ..demo.scenes import make_scene
 
     out, existed = _out_dir(args.out, "demo", args.exist_ok)
@@ -164,6 +164,11 @@ def cmd_demo(args) -> int:
         raise
     _reuse(out, existed)
     scene = (make_evidence_scene if args.model in EVIDENCE_MODELS else make_scene)(args.seed)
+    if TASK_MODELS.get(args.model) == "classify":  # a classifier sees one crop: the first shape in its middle
+        from ..demo.task_labels import classify_crops
+
+        crop, _, box = classify_crops(scene, args.seed)[0]
+        scene = type(scene)(image=crop, boxes=box[None], classes=scene.classes[:1])
     image_path = out / "scene.png"
     try:
         writer.add_file("scene.png")
