@@ -3,6 +3,7 @@
     python examples/task_quality.py --task segment [--model demo-seg] [--scenes 50] [--seed 2026]
     python examples/task_quality.py --task obb     [--model demo-obb]
     python examples/task_quality.py --task pose    [--model demo-pose]
+    python examples/task_quality.py --task classify [--model demo-cls]
 
 The task's demo model runs on `--scenes` held-out scenes ('test'-split seeds of `--seed`, never used in
 training); its detections matched to a ground-truth shape (box IoU >= 0.5, same class) are scored
@@ -13,7 +14,10 @@ against that shape's own region, which the scene generator knows exactly (`yoloc
 - obb: the same against the shape's own rotated box; for the `class` and `box` targets;
 - pose: for each keypoint target `keypoint:K`, PKR = the map's peak lies within 0.15 x the shape's
   size (the larger side of its box) of that keypoint, and the median peak distance in that unit;
-  the `class` map's peak scored against the same keypoints says whether keypoint maps say more.
+  the `class` map's peak scored against the same keypoints says whether keypoint maps say more;
+- classify: each scene's crops (`task_labels.classify_crops`, the shape in the middle named by the
+  label); for the correctly classified crops, the top class's map: PG = its peak lies in the middle
+  shape's box, E = its share of energy there (image-level maps; other shapes may share the crop).
 
 Baselines on the same detections: a uniform box, a box-centred Gaussian (sigma = box size / 4; its
 peak is the box centre), and ultralytics' own `predict(visualize=True)` map (one map per image; its
@@ -38,9 +42,9 @@ from yolocam.demo.scenes import make_scene, scene_seed  # noqa: E402
 from yolocam.evaluation import metrics as M  # noqa: E402
 from yolocam.explain.explainer import resolve_model  # noqa: E402
 
-TARGETS = {"segment": ("mask", "class"), "obb": ("class", "box"),
+TARGETS = {"segment": ("mask", "class"), "obb": ("class", "box"), "classify": ("class",),
            "pose": tuple(f"keypoint:{k}" for k in range(len(TL.KEYPOINT_NAMES))) + ("class",)}
-DEMO = {"segment": "demo-seg", "obb": "demo-obb", "pose": "demo-pose"}
+DEMO = {"segment": "demo-seg", "obb": "demo-obb", "pose": "demo-pose", "classify": "demo-cls"}
 RADIUS = 0.15  # keypoint hit radius, share of the shape's size
 
 
@@ -106,6 +110,8 @@ def main() -> None:
     a = ap.parse_args()
 
     task = a.task
+    if task == "classify":
+        return classify_quality(a)
     yolo, model, train_imgsz = resolve_model(a.model or DEMO[task])
     imgsz = a.imgsz or train_imgsz
     scenes = [make_scene(scene_seed(a.seed, "test", i)) for i in range(a.scenes)]
@@ -179,6 +185,45 @@ def main() -> None:
             "conf": a.conf, "true_positives": n_tp, "shapes": n_gt, "model_accuracy": {acc_name: float(np.mean(acc))}}
     (out / f"{task}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     print("saved", out / f"{task}.json")
+
+
+def classify_quality(a) -> None:
+    """The classify rows: top-1 accuracy on the crops, then PG / E in the middle shape's box per map kind."""
+    yolo, model, train_imgsz = resolve_model(a.model or DEMO["classify"])
+    imgsz = a.imgsz or train_imgsz
+    crops = []
+    for i in range(a.scenes):
+        seed = scene_seed(a.seed, "test", i)
+        crops += TL.classify_crops(make_scene(seed), seed)
+    exp = yolocam.Explainer(model, method=a.method, layers=a.layers, fuse=a.fuse, imgsz=imgsz)
+    t0 = time.perf_counter()
+    results = exp.explain([c[0] for c in crops], max_det=1)
+    seconds = time.perf_counter() - t0
+    names = [exp.names[i] for i in range(len(exp.names))]
+    right = [k for k, (r, c) in enumerate(zip(results, crops)) if r.detections[0].name == TL.CLASS_NAMES[c[1]]]
+    print(f"classify: {len(crops)} crops of {a.scenes} scenes (seed {a.seed}), imgsz {imgsz}, classes {names}: "
+          f"top-1 accuracy {len(right) / len(crops):.3f}; explained in {seconds:.1f} s")
+    shape = crops[0][0].shape[:2]
+    maps = {"baseline: uniform image": lambda k: np.ones(shape, np.float32),
+            "baseline: centred Gaussian": lambda k: M.gaussian_box_map(shape, [0, 0, shape[1], shape[0]]),
+            f"class ({a.method}, {a.layers}, {a.fuse})": lambda k: results[k].detections[0].heatmap}
+    if not a.no_ultralytics and yolo is not None:
+        maps["ultralytics visualize"] = lambda k: ultralytics_cam(yolo, crops[k][0], imgsz, 0.0)
+    rows = []
+    for name, get in maps.items():
+        per = [(get(k), crops[k][2]) for k in right]
+        per = [(h, b) for h, b in per if h is not None]
+        row = {"map": name, "n": len(per),
+               "PG-box": float(np.mean([M.pointing_in_mask(h, M.box_masks(shape, b)[0]) for h, b in per])),
+               "E-box": float(np.mean([M.energy_in_box(h, b) for h, b in per]))}
+        rows.append(row)
+        print(" | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()), flush=True)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"task": "classify", "model": str(a.model or DEMO["classify"]), "scenes": a.scenes, "crops": len(crops),
+            "seed": a.seed, "imgsz": imgsz, "top1": len(right) / len(crops)}
+    (out / "classify.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    print("saved", out / "classify.json")
 
 
 if __name__ == "__main__":

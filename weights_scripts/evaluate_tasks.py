@@ -12,7 +12,6 @@ import _offline  # noqa: F401  (must precede ultralytics imports)
 import make_task_data
 from ultralytics import YOLO
 
-from yolocam.demo.scenes import CLASS_NAMES
 
 
 def heldout(out: str, n: int, seed: int, jobs: int, tasks) -> Path:
@@ -24,8 +23,9 @@ def heldout(out: str, n: int, seed: int, jobs: int, tasks) -> Path:
     for task in ("segment", "pose", "obb"):
         text = (root / task / "data.yaml").read_text().replace("test: images/test", "val: images/test")
         (root / task / "heldout.yaml").write_text(text.replace("path:", "train: images/test\npath:", 1))
-    for name in CLASS_NAMES:  # ultralytics reads the class names of a classification set from train/
-        (root / "classify" / "train" / name).mkdir(parents=True, exist_ok=True)
+    train = root / "classify" / "train"  # ultralytics wants a train/ folder (its class names): the test set
+    if not train.exists():
+        train.symlink_to(root / "classify" / "test", target_is_directory=True)
     return root
 
 
