@@ -230,9 +230,9 @@ def test_cli_explains_an_obb_yaml(obb_image, tmp_path):
     assert all((out / e["overlay"]).is_file() for e in entries)
 
 
-def test_val_refuses_obb_models_in_one_line(saved_yolo, tmp_path, capsys):
-    """Validation of rotated boxes is not supported yet: a clear refusal (exit 2), not a crash."""
+def test_val_runs_obb_models_through_their_own_validator(saved_yolo, tmp_path):
+    """`yolocam val` on an OBB checkpoint runs ultralytics' OBB validator (tests/test_task_validation.py)."""
     path = saved_yolo("v8").ckpt_path
-    rc = main(["val", "--model", str(path), "--imgsz", str(IMGSZ), "--out", str(tmp_path / "val")])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and "oriented-box (OBB)" in err[-1] and "not supported" in err[-1]
+    rc = main(["val", "--model", str(path), "--imgsz", str(IMGSZ), "--scenes", "2", "--out", str(tmp_path / "val")])
+    metrics = json.loads((tmp_path / "val" / "metrics.json").read_text())
+    assert rc == 0 and metrics["settings"]["task"] == "obb"

@@ -58,6 +58,7 @@ class ExportedModel:
     """An exported detector loaded by ultralytics' AutoBackend; the parts of `ModelAdapter` D-RISE uses."""
 
     end2end = False
+    task = "detect"  # exported models of other tasks are refused below
 
     def __init__(self, model, device=None):
         path = _exported_path(model)
