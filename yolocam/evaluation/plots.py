@@ -106,7 +106,8 @@ def energy_vs_conf_png(predictions: list[dict]) -> bytes:
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("energy in box against confidence")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=9, loc="best")
+    if ax.get_legend_handles_labels()[0]:  # nothing explained: an empty plot without a legend
+        ax.legend(fontsize=9, loc="best")
     return _png(fig)
 
 
