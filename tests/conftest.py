@@ -18,14 +18,9 @@ FAMILY_CONFIGS = {
 }
 
 
-def build_model(cfg: str, nc: int = 3, seed: int = 0) -> DetectionModel:
-    """A random-weight detector that detects something, with scores that vary across the image.
-
-    BatchNorm statistics are calibrated on random images (so features are not flat), and the
-    class biases are spread around 0.
-    """
-    torch.manual_seed(seed)
-    model = DetectionModel(cfg, nc=nc, verbose=False)
+def calibrate_batchnorm(model: torch.nn.Module) -> None:
+    """BatchNorm statistics of a random-weight model measured on two batches of random images (cumulative
+    average), so that features are not flat; leaves the model in train mode, momentum back at 0.1."""
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     for bn in bns:
         bn.reset_running_stats()
@@ -34,6 +29,19 @@ def build_model(cfg: str, nc: int = 3, seed: int = 0) -> DetectionModel:
     with torch.no_grad():
         for _ in range(2):
             model(torch.rand(2, 3, 128, 128))
+    for bn in bns:
+        bn.momentum = 0.1
+
+
+def build_model(cfg: str, nc: int = 3, seed: int = 0) -> DetectionModel:
+    """A random-weight detector that detects something, with scores that vary across the image.
+
+    BatchNorm statistics are calibrated on random images (so features are not flat), and the
+    class biases are spread around 0.
+    """
+    torch.manual_seed(seed)
+    model = DetectionModel(cfg, nc=nc, verbose=False)
+    calibrate_batchnorm(model)
     head = model.model[-1]
     with torch.no_grad():
         for name in ("cv3", "one2one_cv3"):
@@ -43,8 +51,6 @@ def build_model(cfg: str, nc: int = 3, seed: int = 0) -> DetectionModel:
         for name in ("cv2", "one2one_cv2"):
             for branch in getattr(head, name, None) or []:
                 branch[-1].bias.add_(torch.randn_like(branch[-1].bias) * 0.5)
-    for bn in bns:
-        bn.momentum = 0.1
     return model.eval()
 
 
@@ -88,14 +94,8 @@ def build_task_model(model_class, cfg: str, nc: int, names: dict, extra_branches
     noise on the biases of the box branches and of the task's own `extra_branches` (angles, keypoints)."""
     torch.manual_seed(seed)
     model = model_class(cfg, nc=nc, verbose=False)
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None
-    model.train()
+    calibrate_batchnorm(model)
     with torch.no_grad():
-        for _ in range(2):
-            model(torch.rand(2, 3, 128, 128))
         head = model.model[-1]
         for name in ("cv3", "one2one_cv3"):
             for branch in getattr(head, name, None) or []:
@@ -110,8 +110,6 @@ def build_task_model(model_class, cfg: str, nc: int, names: dict, extra_branches
                 if name.endswith("cv2") and head.reg_max > 1:  # DFL bins: distances of about one cell, not 7.5
                     bias.copy_((-0.6 * torch.arange(head.reg_max, dtype=bias.dtype)).repeat(4))
                 bias.add_(torch.randn_like(bias) * 0.5)
-    for bn in bns:
-        bn.momentum = 0.1
     model.names = dict(names)
     return model.eval()
 

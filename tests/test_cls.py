@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import yolocam
-from conftest import assert_explaining_leaves_model_as_found, checkpoint_yolo_factory
+from conftest import assert_explaining_leaves_model_as_found, calibrate_batchnorm, checkpoint_yolo_factory
 from yolocam.cli import main
 from yolocam.errors import YolocamError
 from yolocam.model.adapter import ModelAdapter
@@ -36,19 +36,11 @@ def build_cls(cfg: str, nc: int = NC, seed: int = 0):
 
     torch.manual_seed(seed)
     model = ClassificationModel(cfg, nc=nc, verbose=False)
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None
-    model.train()
+    calibrate_batchnorm(model)
     with torch.no_grad():
-        for _ in range(2):
-            model(torch.rand(2, 3, 128, 128))
         linear = model.model[-1].linear
         linear.weight.mul_(5.0)
         linear.bias.copy_(torch.linspace(3.0, -3.0, nc)[torch.randperm(nc)])
-    for bn in bns:
-        bn.momentum = 0.1
     model.names = {i: f"class{i}" for i in range(nc)}
     return model.eval()
 
