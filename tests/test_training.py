@@ -91,3 +91,23 @@ def test_tensorboard_gets_the_epoch_metrics_and_heatmap_panels(runs):
 
     if not SETTINGS.get("tensorboard"):  # ultralytics' own TensorBoard logging is off: nothing of ours either
         assert not list(runs["plain"][0].glob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize("task,cfg", [("segment", "yolov8n-seg.yaml"), ("obb", "yolov8n-obb.yaml")])
+def test_task_models_get_one_row_per_epoch(tmp_path, task, cfg):
+    """Seg and OBB training runs get the same per-epoch rows (boxes: OBB labels and detections as hulls)."""
+    from yolocam.demo.task_labels import write_task_dataset
+
+    data = write_task_dataset(tmp_path / "data", task, n_train=4, n_val=2, seed=3)
+    model = YOLO(cfg, task=task)
+    add_explain_callbacks(model, samples=2, imgsz=64, conf=0.0, max_det=5, faithful=0, steps=4)
+    model.train(data=str(data), epochs=1, imgsz=64, batch=2, workers=0, device="cpu", project=str(tmp_path),
+                name="run", exist_ok=True, amp=False, plots=False, pretrained=False, seed=0, verbose=False)
+    rows = read_csv(tmp_path / "run" / "yolocam_metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1] and int(rows[0]["images"]) == 2
+    assert int(rows[0]["detections"]) > 0
+
+
+def test_classification_models_are_refused_in_one_line():
+    with pytest.raises(YolocamError, match="got a classification model"):
+        add_explain_callbacks(YOLO("yolov8n-cls.yaml", task="classify"))

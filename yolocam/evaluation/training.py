@@ -233,10 +233,15 @@ def add_explain_callbacks(yolo, samples: int = 8, method: str = DEFAULT_METHOD, 
     """Register an `EpochExplainer` on `yolo` (an `ultralytics.YOLO`) for `on_fit_epoch_end`; returns it.
 
     imgsz: None = the training imgsz. conf / max_det: detection threshold and cap per sampled image.
+    Segment, pose and OBB models are scored by their boxes (OBB: the rotated boxes' axis-aligned hulls, as
+    ultralytics' labels store them); classification models are refused.
     tensorboard / panels: see `EpochExplainer`.
     """
     if not hasattr(yolo, "add_callback"):
         raise YolocamError(f"yolo: expected an ultralytics.YOLO model, got {type(yolo).__name__}")
+    if getattr(yolo, "task", "detect") == "classify":
+        raise YolocamError("training callbacks score maps against labelled boxes: expected a detect, segment, pose "
+                           "or obb model, got a classification model")
     callback = EpochExplainer(samples, method, target, layers, fuse, imgsz, conf, faithful, steps, max_det,
                               tensorboard, panels)
     yolo.add_callback("on_fit_epoch_end", callback)
