@@ -261,3 +261,20 @@ def test_cli_explains_a_cls_yaml_into_manifest_and_npz(images, tmp_path):
     assert all(d.heatmap.shape == (210, 130) and d.heatmap[:y0 - 1].max() == 0 and d.heatmap.max() == 1.0
                for d in back)
     assert all((out / d["overlay"]).is_file() for d in dets)
+
+
+def test_engine_copies_keep_the_classifier_target_and_compare_methods_is_refused(images):
+    """Randomisation checks copy the engine (its target already made for classification); the method
+    comparison, which scores maps against generated scenes' boxes, is refused in one line."""
+    from yolocam.evaluation.compare import compare_methods
+    from yolocam.evaluation.metrics import engine_copy
+
+    exp = yolocam.Explainer(cls_model("v8"), imgsz=IMGSZ, method="gradcam")
+    copy = engine_copy(exp.engine)
+    x, _ = exp.adapter.preprocess([images[0]], IMGSZ)
+    a, b = exp.engine.run(x, max_det=2), copy.run(x, max_det=2)
+    assert [d.cls for d in a.detections[0]] == [d.cls for d in b.detections[0]]
+    torch.testing.assert_close(a.heatmaps[0], b.heatmaps[0])
+    with pytest.raises(YolocamError, match="got a classification model") as err:
+        compare_methods(cls_model("v8"), scenes=1, imgsz=IMGSZ, methods=["gradcam"])
+    assert "\n" not in str(err.value)

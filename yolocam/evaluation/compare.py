@@ -21,6 +21,7 @@ from ..cam.drise import DriseConfig, DriseEngine
 from ..cam.engine import CamEngine
 from ..cam.methods import get_method, list_methods
 from ..defaults import DEFAULT_FUSE, DEFAULT_LAYERS, DEFAULT_METHOD
+from ..errors import YolocamError
 from ..explain.explainer import Explainer, resolve_model
 from ..model.detections import select_detections
 from ..output.files import atomic_write_bytes, prepare_out_dir
@@ -70,6 +71,10 @@ def compare_methods(model=None, scenes: int = 16, imgsz: int | None = None, laye
     exp = Explainer(model, method=gradient[0] if gradient else DEFAULT_METHOD, target=target, layers=layers,
                     fuse=fuse, imgsz=train_imgsz if imgsz is None else int(imgsz), device=device)
     adapter = exp.adapter
+    if adapter.task == "classify":
+        raise YolocamError("compare_methods scores each detection's map against the boxes of generated scenes: "
+                           "expected a detect, segment, pose or obb model, got a classification model (its maps "
+                           "are image-level; examples/task_quality.py --task classify measures them)")
     cfg = DriseConfig(**(drise or {})).check()
 
     def engine(adapter, layers, m):  # black-box methods: the same detections from masked passes

@@ -207,6 +207,8 @@ def for_task(target: Target, task: str, keypoint_names: list[str] | None = None,
     refused (YolocamError) on models without masks or keypoints; classification models take `class` (the
     logit), `conf` (the softmax probability) and callables only."""
     if task == "classify":
+        if type(target) in (ClassifyLogit, ClassProbability):  # already this task's variant (e.g. an engine copy)
+            return target
         if type(target) in (ClassLogit, Confidence):
             return ClassifyLogit() if type(target) is ClassLogit else ClassProbability()
         if not isinstance(target, CallableTarget):
