@@ -173,6 +173,7 @@ def cmd_demo(args) -> int:
     try:
         writer.add_file("scene.png")
         atomic_write_bytes(image_path, encode_png(scene.image))
+        args.conf, args.max_det = exp.thresholds(args.conf, args.max_det)  # None: the model's defaults
         [result] = exp.explain(str(image_path), conf=args.conf, max_det=args.max_det)
         writer.manifest.update(exp.meta)
         writer.add(result)
@@ -299,8 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
     p.add_argument("--save-format", choices=SAVE_FORMATS, default="jpg",
                    help="overlays and crops as jpg (default: about 8x smaller) or png (lossless)")
-    p.add_argument("--conf", type=unit_float, default=0.25, help="confidence threshold (default 0.25)")
-    p.add_argument("--max-det", type=positive_int, default=300, help="detections per image (default 300)")
+    p.add_argument("--conf", type=unit_float, default=None,
+                   help="confidence threshold (default 0.25; demo-cls: least probability, default 0)")
+    p.add_argument("--max-det", type=positive_int, default=None,
+                   help="detections per image (default 300; demo-cls: top classes, default 5)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("val", help="explain what a validator sees (TP/FP, localisation metrics; detect, segment, "
