@@ -12,6 +12,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import make_data  # noqa: E402  (this folder's scene writer)
 from yolocam.demo import task_labels  # noqa: E402
 
 
@@ -28,10 +29,7 @@ def _chunk(args):
 def write(out, counts: dict, seed: int, jobs: int, tasks=task_labels.TASKS + ("classify",)) -> list:
     """Scenes per split (``counts``: split -> n) by ``jobs`` processes; returns each task's data path
     (a data.yaml; the classification folder for classify)."""
-    chunks = []
-    for split, n in counts.items():
-        step = max(1, -(-n // (jobs * 4)))
-        chunks += [(out, split, seed, lo, min(n, lo + step), tuple(tasks)) for lo in range(0, n, step)]
+    chunks = [(out, split, seed, lo, hi, tuple(tasks)) for split, lo, hi in make_data.scene_ranges(counts, jobs)]
     with ProcessPoolExecutor(jobs) as ex:
         sum(ex.map(_chunk, chunks))
     paths = [task_labels.write_task_yaml(Path(out) / t, t, tuple(counts)) for t in task_labels.TASKS if t in tasks]
