@@ -7,7 +7,6 @@ Exit status: 0 success, 2 bad arguments or unusable input (one `yolocam: error: 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 from pathlib import Path
@@ -15,10 +14,11 @@ from typing import Sequence
 
 from ..errors import YolocamError
 
-RUNS_DIR = Path("runs") / "yolocam"
+VAL_FOLDERS = ("worst", "data", "val")  # the folders `yolocam val` writes inside --out
 SAVE_FORMATS = ("jpg", "png")  # = output/export.py's, listed here so that --help needs no numpy or OpenCV
 
 
+from .out_folder import RUNS_DIR, out_dir, outside_out, owned, reuse
 from .ray_commands import add_ray_args
 from .options import (  # noqa: F401  (the option values, also importable from here as before)
     _Parser, _typed, class_list, device_name, fuse_name, int_list, layers_spec, method_list, method_name,
@@ -27,71 +27,41 @@ from .options import (  # noqa: F401  (the option values, also importable from h
 
 
 # --------------------------------------------------------------------------- commands
-def _out_dir(arg: str | None, name: str, exist_ok: bool = False) -> tuple[Path, bool]:
-    """(output folder, whether it already existed), named as ultralytics names run folders: `arg`, or
-    the next free runs/yolocam/<name>N (runs/yolocam/<name> itself with `exist_ok`).
-
-    A folder that already holds files (other than temporary files of killed runs) is refused unless
-    `exist_ok`; `_reuse` then removes what yolocam's previous run there wrote, and nothing else.
-    """
-    from ..output.cleanup import folder_in_use
-    from ..output.files import increment_dir
-
-    out = Path(arg) if arg else (RUNS_DIR / name if exist_ok else increment_dir(RUNS_DIR / name))
-    if out.exists() and not out.is_dir():
-        raise YolocamError(f"--out {out} is a file, not a folder")
-    if not exist_ok and folder_in_use(out):
-        raise YolocamError(f"output folder {out} already exists and is not empty; pass --exist-ok to reuse it "
-                           "(the files yolocam's previous run there wrote are removed first) or choose another --out")
-    return out, out.exists()
-
-
-def _reuse(out: Path, existed: bool) -> None:
-    """Before writing into an existing folder: remove the files its yolocam manifest lists (previous
-    run's overlays, maps, gallery, ...) and temporary files left by killed runs."""
-    from ..output.cleanup import clear_previous
-
-    if existed:
-        clear_previous(out)
-
-
-def _drop_if_empty(out: Path, existed: bool) -> None:
-    if not existed:
-        with contextlib.suppress(OSError):
-            out.rmdir()
-
-
 def cmd_explain(args) -> int:
+    entries = resolve_inputs(args.source, recursive=args.recursive)
+    if args.ray is not None:
+        from .ray_commands import explain_on_ray, require_ray
+
+        require_ray()  # before any folder is touched
+        out, existed = out_dir(args.out, "explain", args.exist_ok or args.resume)
+        entries = outside_out(entries, out)
+        with owned(out, existed, args.exist_ok or args.resume):
+            if existed and not args.resume:
+                reuse(out, existed)
+            return explain_on_ray(args, entries, out, drise_options(args))
+    if args.resume:
+        raise YolocamError("--resume needs --ray (a single-process run always starts afresh)")
+    out, existed = out_dir(args.out, "explain", args.exist_ok)
+    entries = outside_out(entries, out)
+    with owned(out, existed, args.exist_ok):
+        return _explain_into(args, entries, out, existed)
+
+
+def _explain_into(args, entries: list, out: Path, existed: bool) -> int:
     from . import notes
     from ..explain.explainer import Explainer
     from ..output.export import ExportWriter
     from ..explain.pipeline import run_explain
     from ..output.progress import Progress
 
-    entries = resolve_inputs(args.source, recursive=args.recursive)
-    if args.ray is not None:
-        from .ray_commands import explain_on_ray, require_ray
-
-        require_ray()  # before any folder is touched
-        out, existed = _out_dir(args.out, "explain", args.exist_ok or args.resume)
-        if existed and not args.resume:
-            _reuse(out, existed)
-        return explain_on_ray(args, entries, out, drise_options(args))
-    if args.resume:
-        raise YolocamError("--resume needs --ray (a single-process run always starts afresh)")
-    out, existed = _out_dir(args.out, "explain", args.exist_ok)
     crops = args.html if args.crops is None else args.crops  # the gallery's cards show the crops
     writer = ExportWriter(out, html=args.html, crops=crops, append=False, save_format=args.save_format)  # fails early if unwritable
-    try:
-        exp = Explainer(model=args.model, method=args.method, target=args.target, layers=args.layers,
-                        fuse=args.fuse, imgsz=args.imgsz, device=args.device, **drise_options(args))
-        classes = resolve_classes(args.classes, exp.names)
-        for line in notes.model_notes(args.model, exp.names, exp.adapter.task):
-            notes.note(line)
-    except BaseException:
-        _drop_if_empty(out, existed)
-        raise
-    _reuse(out, existed)
+    exp = Explainer(model=args.model, method=args.method, target=args.target, layers=args.layers,
+                    fuse=args.fuse, imgsz=args.imgsz, device=args.device, **drise_options(args))
+    classes = resolve_classes(args.classes, exp.names)
+    for line in notes.model_notes(args.model, exp.names, exp.adapter.task):
+        notes.note(line)
+    reuse(out, existed)
     args.conf, args.max_det = exp.thresholds(args.conf, args.max_det)  # None: the model's defaults
     writer.manifest.update(exp.meta)
     try:
@@ -99,7 +69,6 @@ def cmd_explain(args) -> int:
             counts = run_explain(exp, entries, writer, args.conf, args.iou, classes, args.max_det, args.batch, bar)
     except BaseException:
         writer.fail()  # no manifest that looks like a finished run
-        _drop_if_empty(out, existed)
         raise
     for line in counts["error_lines"][:20]:
         print(f"yolocam: warning: skipped {line}", file=sys.stderr)
@@ -145,6 +114,12 @@ def cmd_methods(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    out, existed = out_dir(args.out, "demo", args.exist_ok)
+    with owned(out, existed, args.exist_ok):
+        return _demo_into(args, out, existed)
+
+
+def _demo_into(args, out: Path, existed: bool) -> int:
     from . import notes
     from ..explain.explainer import Explainer
     from ..output.export import ExportWriter
@@ -154,15 +129,10 @@ def cmd_demo(args) -> int:
     from ..demo.models import EVIDENCE_MODELS, TASK_MODELS
     from ..demo.scenes import make_scene
 
-    out, existed = _out_dir(args.out, "demo", args.exist_ok)
     writer = ExportWriter(out, html=True, crops=True, append=False, save_format=args.save_format)
-    try:
-        exp = Explainer(model=args.model, method=args.method, target=args.target, layers=args.layers,
-                        fuse=args.fuse, imgsz=args.imgsz, device=args.device, **drise_options(args))
-    except BaseException:
-        _drop_if_empty(out, existed)
-        raise
-    _reuse(out, existed)
+    exp = Explainer(model=args.model, method=args.method, target=args.target, layers=args.layers,
+                    fuse=args.fuse, imgsz=args.imgsz, device=args.device, **drise_options(args))
+    reuse(out, existed)
     scene = (make_evidence_scene if args.model in EVIDENCE_MODELS else make_scene)(args.seed)
     if TASK_MODELS.get(args.model) == "classify":  # a classifier sees one crop: the first shape in its middle
         from ..demo.task_labels import classify_crops
@@ -181,7 +151,6 @@ def cmd_demo(args) -> int:
         atomic_write_bytes(out / "summary.png", encode_png(summary_grid(result)))
     except BaseException:
         writer.fail()
-        _drop_if_empty(out, existed)
         raise
     writer.finish()
     found = ", ".join(f"{d.name} {d.conf:.2f}" for d in result.detections) or "nothing"
@@ -198,17 +167,22 @@ def cmd_demo(args) -> int:
 def cmd_val(args) -> int:
     from ..evaluation.validation import main_val
     from ..output.cleanup import clear_previous
+    from ..output.paths import inside
 
-    out, existed = _out_dir(args.out, "val", args.exist_ok)
-    if existed:
-        clear_previous(out / "worst")  # the worst-case gallery is an export folder; other files are replaced
-    args.out = str(out)
-    if args.ray is not None:
-        from .ray_commands import val_on_ray
+    out, existed = out_dir(args.out, "val", args.exist_ok)
+    for sub in VAL_FOLDERS:
+        if os.path.lexists(out / sub) and (inside(out, sub) is None or not (out / sub).is_dir()):
+            raise YolocamError(f"{out / sub} is a symbolic link or a file; yolocam val writes its {sub}/ folder "
+                               "there: remove it or choose another --out")
+    with owned(out, existed, args.exist_ok):
+        if existed:
+            clear_previous(out / "worst")  # the worst-case gallery is an export folder; other files are replaced
+        args.out = str(out)
+        if args.ray is not None:
+            from .ray_commands import val_on_ray
 
-        return val_on_ray(args, drise_options(args))
-    return int(main_val(args) or 0)
-
+            return val_on_ray(args, drise_options(args))
+        return int(main_val(args) or 0)
 
 
 def cmd_bench(args) -> int:

@@ -30,6 +30,8 @@ import numpy as np
 from ..defaults import DEFAULT_FUSE, DEFAULT_LAYERS, DEFAULT_METHOD
 from ..errors import YolocamError
 from ..output.cleanup import clear_previous, read_manifest, remove_temp_files
+from ..output.lock import owning
+from ..output.paths import outside_folder
 from ..output.export import ExportWriter
 from ..output.progress import Progress
 from .cluster import DECODE_CPUS, check_workers, connect, placement, worker_cpus
@@ -143,8 +145,21 @@ def explain_dataset(source, out, model=None, workers: int = 1, gpus_per_worker: 
     explainer = dict(model=model, method=method, target=target, layers=layers, fuse=fuse, imgsz=imgsz, device=device,
                      **(explainer_options or {}))
     meta = _run_meta(explainer)  # also checks every setting here, before Ray, any folder or worker
+    entries, _ = outside_folder(entries, out)  # never the output folder's own files (an earlier run's overlays)
+    if not entries:
+        raise YolocamError(f"every source image is inside the output folder {out}; choose another out")
     ray = connect(address)
     gpus, explainer["device"] = placement(ray, gpus, device)
+    with owning(out):  # one run owns `out` at a time (re-entrant: the CLI already holds it)
+        return _explain_into(out, entries, explainer, meta, ray, gpus, workers, cpus_per_worker, resume, html,
+                             crops, save_format, progress, start, _crash_marker,
+                             run=dict(conf=conf, iou=iou, classes=classes, max_det=max_det, batch=batch))
+
+
+def _explain_into(out, entries, explainer, meta, ray, gpus, workers, cpus_per_worker, resume, html, crops,
+                  save_format, progress, start, _crash_marker, run: dict) -> dict:
+    """`explain_dataset` once `out` is this run's: clear or resume, run the pipeline, write the manifest."""
+    batch = run["batch"]
     if not resume:
         clear_previous(out)
     old = read_manifest(out) if resume else None
@@ -168,7 +183,6 @@ def explain_dataset(source, out, model=None, workers: int = 1, gpus_per_worker: 
         bar.update(len(done))
         if todo:
             cpus = worker_cpus(ray, workers, cpus_per_worker)
-            run = dict(conf=conf, iou=iou, classes=classes, max_det=max_det, batch=batch)
             ds = _pipeline(ray, todo, str(writer.out), explainer, run,
                            dict(html=False, crops=crops, save_format=save_format), workers, gpus, cpus, batch,
                            _crash_marker)

@@ -23,6 +23,7 @@ import torch
 from ..cam.fusion import normalise, resize_maps
 from ..output.export import ExportWriter
 from ..output.files import atomic_write_bytes
+from ..output.paths import checked_dir
 from ..output.results import DetectionExplanation, ImageExplanation
 from .task_validators import corners
 
@@ -180,7 +181,7 @@ class ValidationReport:
         out.mkdir(parents=True, exist_ok=True)
         if self.worst_cases is not None and (self.worst_cases.fp or self.worst_cases.tp):
             meta = {k: self.settings[k] for k in ("model", "method", "target", "layers")}
-            self.worst = self.worst_cases.write(out / "worst", meta)
+            self.worst = self.worst_cases.write(checked_dir(out, "worst"), meta)  # never through a link
         atomic_write_bytes(out / "metrics.csv", csv_bytes(self.table, TABLE_COLUMNS))
         pkeys = ("image", "index", "cls", "name", "conf", "box", "tp", "gt", "gt_box", "pointing", "energy",
                  "energy_other", "anchor", "level")

@@ -4,7 +4,8 @@ A previous run is described by its manifest.json: every image's `heatmaps`, each
 `overlay` and `crop`, the `pending` files of an image being written when the run stopped, and
 the other `files` it wrote (gallery, summary). Those files are removed, then folders left empty
 by that, then temporary files (`.<name>.tmp<pid>-<thread>`, `atomic_write_bytes`) of runs that
-are no longer alive. Nothing else in the folder is touched; paths outside it are never followed.
+are no longer alive. Nothing else in the folder is touched; a listed path that leaves the folder, or that a
+symbolic link on the way would redirect, is skipped (`paths.inside`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import json
 import os
 import re
 from pathlib import Path
+
+from .lock import LOCK_NAME
+from .paths import inside
 
 TEMP_NAME = re.compile(r"^\..+\.tmp(\d+)-\d+$|^\.yolocam-write-test(\d+)$")
 
@@ -34,27 +38,17 @@ def is_temp_file(name: str) -> bool:
     return TEMP_NAME.match(name) is not None
 
 
-def _inside(out: Path, rel) -> Path | None:
-    """`out / rel` when `rel` is a relative path that stays inside `out`, else None."""
-    if not isinstance(rel, str) or not rel or os.path.isabs(rel) or "\\" in rel:
-        return None
-    parts = Path(rel).parts
-    if any(p in ("..", "") for p in parts):
-        return None
-    return out / Path(*parts)
-
-
 def remove_listed(out: Path, rels) -> list[Path]:
     """Remove the plain files `rels` (relative to `out`), then their folders when that leaves them empty."""
     out, removed, folders = Path(out), [], set()
     for rel in rels:
-        path = _inside(out, rel)
+        path = inside(out, rel)  # None for a path that leaves `out`, or that a symbolic link on the way redirects
         if path is None or path.is_symlink() or not path.is_file():
             continue
         with contextlib.suppress(OSError):
             path.unlink()
             removed.append(path)
-            folders.update(p for p in path.parents if p != out and out in p.parents)
+            folders.update(p for p in path.parents if p != out and out in p.parents)  # real folders: `inside`
     for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):  # deepest first
         _remove_temp_files(folder)
         with contextlib.suppress(OSError):
@@ -90,8 +84,12 @@ def listed_files(manifest) -> list[str]:
 
 
 def read_manifest(out: Path):
+    """The folder's manifest.json as read by JSON, or None (missing, unreadable, or a symbolic link)."""
+    path = Path(out) / "manifest.json"
+    if path.is_symlink():
+        return None
     try:
-        return json.loads((Path(out) / "manifest.json").read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
 
@@ -114,7 +112,7 @@ def remove_temp_files(out) -> None:
         for sub in out.iterdir():
             if sub.is_dir() and not sub.is_symlink():
                 for folder in (sub / "crops", sub):
-                    if folder.is_dir():
+                    if folder.is_dir() and not folder.is_symlink():
                         _remove_temp_files(folder)
 
 
@@ -125,4 +123,4 @@ def folder_in_use(out) -> bool:
         return False
     if not out.is_dir():
         return True
-    return any(not is_temp_file(p.name) for p in out.iterdir())
+    return any(not is_temp_file(p.name) and p.name != LOCK_NAME for p in out.iterdir())

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import YolocamError
 from .files import atomic_write_bytes, encode_png, prepare_out_dir, safe_name
+from .paths import checked_dir
 from .render import CROP_SIDE, blend_heatmap, box_crop, draw_box, draw_keypoints, draw_segments, scale_polygon
 
 MANIFEST_VERSION = 1
@@ -40,6 +41,9 @@ SAVE_FORMATS = ("png", "jpg")  # overlays and crops: lossless PNG, or JPEG (qual
 JPEG_QUALITY = 90
 OVERLAY_MAX_SIDE = 800  # overlays of larger images are drawn on the image scaled down to this long side
 OVERLAY_BYTES_IN_FLIGHT = 256e6  # overlay threads are limited so that their buffers stay under this
+# Files an output folder's runs write beside the image folders (the gallery, the demo's pictures, the
+# validation report's worst-case cases): an image's stem never takes one of these names.
+OWN_FILES = ("manifest.json", "index.html", "summary.png", "scene.png", "cases.json")
 
 
 class ExportWriter:
@@ -90,13 +94,21 @@ class ExportWriter:
             self.fail()
 
     def unique_stem(self, path: str | None) -> str:
-        """A folder name for `path`'s files, unique in this output (case-insensitively, for any file system)."""
+        """A folder name for `path`'s files, unique in this output (case-insensitively, for any file system),
+        never one of the folder's own files (`OWN_FILES`, `files`), nor a name taken on disk by a file or a
+        symbolic link (a link could lead the writes out of the folder)."""
         base = safe_name(Path(path).stem) if path else "image"
+        own = {n.casefold() for n in OWN_FILES} | {str(f).split("/")[0].casefold()
+                                                   for f in self.manifest.get("files", [])}
         stem, k = base, 2
-        while stem.casefold() in self.stems:
+        while stem.casefold() in self.stems or stem.casefold() in own or self._taken_on_disk(stem):
             stem, k = f"{base}_{k}", k + 1
         self.stems.add(stem.casefold())
         return stem
+
+    def _taken_on_disk(self, stem: str) -> bool:
+        path = self.out / stem
+        return os.path.lexists(path) and (path.is_symlink() or not path.is_dir())
 
     def add_file(self, rel: str) -> None:
         """Record another file this run writes into the folder (relative path), so a rerun can remove it."""
@@ -118,7 +130,14 @@ class ExportWriter:
         names = self.file_names(result, stem)
         self.manifest["pending"] = names
         self.write_manifest()  # lists the files about to be written, in case the run is killed meanwhile
-        image_entry = self.write_files(result, stem)
+        try:
+            image_entry = self.write_files(result, stem)
+        except YolocamError as exc:  # this image's files cannot be written here: recorded, the run goes on
+            from .cleanup import remove_listed
+
+            remove_listed(self.out, self.manifest.pop("pending", []))
+            self.add_error(result.path, str(exc))
+            return None
         self.manifest["images"].append(image_entry)
         self.manifest.pop("pending", None)
         self.write_manifest()
@@ -141,11 +160,10 @@ class ExportWriter:
         for key in ("model", "method", "target", "layers"):
             if key in result.meta and not self.manifest.get(key):
                 self.manifest[key] = result.meta[key]
-        folder = self.out / stem
         h, w = result.image.shape[:2]
         dets = result.detections
         names = [f"{k:03d}_{safe_name(d.name)}.{self.save_format}" for k, d in enumerate(dets)]
-        folder.mkdir(exist_ok=True)
+        folder = checked_dir(self.out, stem)  # a real folder inside the output folder, never through a link
         atomic_write_bytes(folder / "heatmaps.npz", encode_maps_npz(
             **heatmap_arrays(dets, h, w),
             boxes=np.asarray([d.box for d in dets], np.float32).reshape(-1, 4),
@@ -199,7 +217,7 @@ class ExportWriter:
     def _write_crop(self, folder: Path, name: str, image: np.ndarray, det, stem: str) -> str:
         """A zoomed view of the box plus context at full resolution (`render.box_crop`: only that region
         is blended), long side CROP_SIDE px; the gallery shows it as the detection's card."""
-        (folder / "crops").mkdir(exist_ok=True)
+        checked_dir(self.out, f"{stem}/crops")
         crop = box_crop(image, det.heatmap, det.box, f"{det.name} {det.conf:.2f}", size=CROP_SIDE,
                         polygon=getattr(det, "polygon", None), keypoints=getattr(det, "keypoints", None))
         atomic_write_bytes(folder / "crops" / name, self._encode(crop))

@@ -19,10 +19,18 @@ from ..errors import YolocamError
 
 def atomic_write_bytes(path: Path, data: bytes, sync: bool = True) -> None:
     """Write `data` to `path` via a temporary file in the same folder and a rename (fsynced first
-    unless `sync` is False: the file is then still never seen half-written by other processes)."""
+    unless `sync` is False: the file is then still never seen half-written by other processes).
+
+    The temporary file is created exclusively and never through a symbolic link, and the rename replaces
+    a link at `path` rather than writing through it: nothing outside the folder is written.
+    """
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
     try:
-        with open(tmp, "wb") as fh:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)  # a leftover of this pid and thread (or a planted link): never written through
+        with os.fdopen(os.open(tmp, flags, 0o644), "wb") as fh:
             fh.write(data)
             fh.flush()
             if sync:
@@ -58,8 +66,12 @@ def prepare_out_dir(out_dir) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".yolocam-write-test{os.getpid()}"
-        probe.write_bytes(b"")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(probe)  # a leftover (or a planted link) is removed, never written through
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644))
         probe.unlink()
+    except FileExistsError:
+        raise YolocamError(f"output folder {out} is a file, not a folder") from None
     except OSError as exc:
         raise YolocamError(f"output folder not writable: {out} ({exc.strerror or exc})") from None
     return out

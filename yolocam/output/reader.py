@@ -11,6 +11,11 @@ import numpy as np
 from ..errors import YolocamError
 from ..model.segment import PolygonMask
 from .maps import MapRef, MapStack
+from .paths import inside
+
+# The largest image a manifest may describe (width x height): a hostile or corrupt file claiming more is
+# refused before any full-size map is made (as large as the largest image `load_image` decodes by default).
+MAX_MANIFEST_PIXELS = 2**31
 from .results import DetectionExplanation, ImageExplanation
 
 
@@ -30,14 +35,22 @@ def load_output(out_dir) -> list[ImageExplanation]:
         raise YolocamError(f"corrupt manifest.json in {out}: {exc}") from None
     meta = {k: manifest.get(k) for k in ("model", "method", "target", "layers")}
     results = []
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("images", []), list):
+        raise YolocamError(f"manifest.json in {out} is not a yolocam manifest (expected an object with 'images')")
     for img in manifest.get("images", []):
+        heatmaps_path = inside(out, img.get("heatmaps")) if isinstance(img, dict) else None
+        if heatmaps_path is None:
+            raise YolocamError(f"manifest.json in {out}: heatmaps path "
+                               f"{img.get('heatmaps') if isinstance(img, dict) else img!r} leaves the folder "
+                               "(expected <stem>/heatmaps.npz inside it)")
         try:
-            with np.load(out / img["heatmaps"]) as npz:
+            with np.load(heatmaps_path, allow_pickle=False) as npz:
                 heatmaps = npz["heatmaps"]
                 size = tuple(int(v) for v in npz["image_size"]) if "image_size" in npz else heatmaps.shape[1:]
                 region = npz["region"].tolist() if "region" in npz else None  # classification: the centre crop
+            _check_size(size, img, out)
             stack = MapStack(heatmaps, size, region)
-        except (OSError, KeyError, ValueError) as exc:
+        except (OSError, KeyError, ValueError, TypeError) as exc:
             raise YolocamError(f"unreadable heatmaps for {img.get('stem')!r} in {out}: {exc}") from None
         if len(heatmaps) != len(img["detections"]):
             raise YolocamError(f"{img['heatmaps']}: expected {len(img['detections'])} heatmaps (as in the "
@@ -54,6 +67,19 @@ def load_output(out_dir) -> list[ImageExplanation]:
     for err in manifest.get("errors", []):
         results.append(ImageExplanation(err.get("path"), None, [], error=err.get("error"), meta=dict(meta)))
     return results
+
+
+def _check_size(size: tuple, img: dict, out: Path) -> None:
+    """The maps' image size must be the manifest's own, and of an image that can exist (`MAX_MANIFEST_PIXELS`)."""
+    if len(size) != 2 or min(size) < 1:
+        raise YolocamError(f"{img.get('heatmaps')} in {out}: expected an image size (H, W), got {tuple(size)}")
+    h, w = int(size[0]), int(size[1])
+    if (img.get("height"), img.get("width")) != (h, w):
+        raise YolocamError(f"{img.get('heatmaps')} in {out}: maps for a {w}x{h} image, but the manifest says "
+                           f"{img.get('width')}x{img.get('height')}")
+    if h * w > MAX_MANIFEST_PIXELS:
+        raise YolocamError(f"{img.get('heatmaps')} in {out}: image size {w}x{h} = {h * w} pixels exceeds "
+                           f"{MAX_MANIFEST_PIXELS} (a corrupt or hostile file)")
 
 
 def _polygon_mask(det: dict, img: dict) -> PolygonMask | None:

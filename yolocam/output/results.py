@@ -134,8 +134,10 @@ class ImageExplanation:
         Overlays of images larger than `overlay_max_side` pixels (long side) are drawn on the image
         scaled down to that size (None: full size); the npz keeps the maps (see `ExportWriter`).
         """
-        with ExportWriter(out_dir, meta=self.meta, html=html, crops=crops,
-                          overlay_max_side=overlay_max_side) as writer:
+        from .lock import owning
+
+        with owning(out_dir), ExportWriter(out_dir, meta=self.meta, html=html, crops=crops,
+                                           overlay_max_side=overlay_max_side) as writer:
             writer.add(self)
         return Path(out_dir)
 
