@@ -67,6 +67,33 @@ def arrays(max_side: int = 48):
     return st.one_of(image_arrays(max_side), any_arrays(max_side))
 
 
+def expected_image(array: np.ndarray) -> np.ndarray | None:
+    """The loader's documented rules (`to_bgr_uint8`), written out again: the BGR uint8 image an array must
+    become, or None where it must be refused."""
+    a = array[:, :, None] if array.ndim == 2 else array
+    if a.ndim != 3 or a.shape[2] not in (1, 3, 4) or a.shape[0] < 1 or a.shape[1] < 1:
+        return None
+    kind = a.dtype.kind
+    if a.dtype == np.uint8:
+        out = a
+    elif kind == "f":
+        v = a.astype(np.float64)
+        if not np.isfinite(v).all() or v.min() < 0 or v.max() > 255:
+            return None
+        out = np.rint(v * (255.0 if v.max() <= 1.0 else 1.0)).astype(np.uint8)
+    elif a.dtype == np.uint16:
+        if 0 < int(a.max()) <= 255:  # 8-bit data in a 16-bit array: refused, it would come out black
+            return None
+        out = (a >> 8).astype(np.uint8)
+    elif kind in "iu":
+        if int(a.min()) < 0 or int(a.max()) > 255:
+            return None
+        out = a.astype(np.uint8)
+    else:  # bool, complex
+        return None
+    return np.repeat(out, 3, axis=2) if out.shape[2] == 1 else out[:, :, :3]
+
+
 @pytest.fixture(scope="module")
 def explainer(v8_model):
     return yolocam.Explainer(v8_model, imgsz=64)
@@ -86,14 +113,30 @@ def check_result(results, n: int = 1) -> None:
 @settings(max_examples=60, **SETTINGS)
 @given(arrays())
 def test_loader_converts_or_refuses_any_array(array):
+    """Converted exactly when the rules say so, to the image they say (a loader refusing everything fails)."""
+    expected = expected_image(array)
     try:
         out = to_bgr_uint8(array)
     except YolocamError:
         event("refused")
+        assert expected is None, f"a valid {array.dtype} {array.shape} array was refused"
         return
     event("converted")
+    assert expected is not None, f"a {array.dtype} {array.shape} array the rules refuse was converted"
     assert out.dtype == np.uint8 and out.ndim == 3 and out.shape[2] == 3 and out.flags.c_contiguous
     assert out.shape[:2] == array.shape[:2]
+    # float32 arithmetic may round an exact .5 the other way than float64 does
+    assert np.abs(out.astype(int) - expected.astype(int)).max(initial=0) <= 1
+
+
+@settings(max_examples=40, **SETTINGS)
+@given(image_arrays())
+def test_every_array_valid_by_construction_is_converted(array):
+    if array.dtype == np.uint16 and 0 < int(array.max()) <= 255:
+        return  # the one documented refusal among these (8-bit data in a 16-bit array)
+    out = to_bgr_uint8(array)
+    assert out.shape == (*array.shape[:2], 3)
+    np.testing.assert_allclose(out, expected_image(array), atol=1)
 
 
 @settings(max_examples=30, **SETTINGS)
@@ -103,6 +146,7 @@ def test_explain_gives_a_result_or_a_yolocam_error_for_any_array(explainer, arra
         results = explainer.explain(array, conf=0.3, max_det=2)
     except YolocamError:
         event("refused")
+        assert expected_image(array) is None, f"a valid {array.dtype} {array.shape} array was refused"
         return
     event("explained")
     check_result(results)
@@ -110,11 +154,12 @@ def test_explain_gives_a_result_or_a_yolocam_error_for_any_array(explainer, arra
 
 @st.composite
 def small_files(draw):
-    """(suffix, bytes): random bytes, a real image cut short or with bytes flipped, or a real image."""
+    """(suffix, bytes, valid): random bytes, a real image cut short or with bytes flipped, or a real image
+    (valid: True for a real image under its own format's suffix)."""
     suffix = draw(st.sampled_from(list(IMAGE_SUFFIXES) + [".txt", ""]))
     kind = draw(st.sampled_from(["random", "truncated", "flipped", "valid"]))
     if kind == "random":
-        return suffix, draw(st.binary(max_size=512))
+        return suffix, draw(st.binary(max_size=512)), False
     fmt = draw(st.sampled_from([".png", ".jpg", ".bmp", ".tif", ".webp"]))
     h, w = draw(st.integers(1, 40)), draw(st.integers(1, 40))
     seed = draw(st.integers(0, 2**16))
@@ -127,19 +172,22 @@ def small_files(draw):
         for _ in range(draw(st.integers(1, 8))):
             i = draw(st.integers(0, len(data) - 1))
             data[i] = draw(st.integers(0, 255))
-    return suffix if kind == "random" else draw(st.sampled_from([fmt, suffix])), bytes(data)
+    name = draw(st.sampled_from([fmt, suffix]))
+    return name, bytes(data), kind == "valid" and name == fmt and ok
 
 
 @settings(max_examples=40, **SETTINGS)
 @given(small_files())
 def test_loader_and_explain_on_any_small_file(explainer, file):
-    suffix, data = file
+    suffix, data, valid = file
+    event("valid file" if valid else "other file")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"f{suffix}"
         path.write_bytes(data)
         try:
             image = load_image(path)
         except YolocamError:
+            assert not valid, f"a valid {suffix} file was refused"
             image = None
         else:
             assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
