@@ -170,16 +170,27 @@ def test_reinitialise_changes_weights_but_keeps_dfl(v8_model, image):
     assert torch.equal(v8_model.state_dict()[dfl], rand.adapter.module.state_dict()[dfl])
 
 
-def test_model_randomisation_steps(v8_model, image):
+def test_model_randomisation_steps(v8_model, image, monkeypatch):
+    """Constructed both ways: with nothing re-initialised every map correlates 1 with itself; with the
+    head re-initialised clearly less, and with the whole cascade down to the explained layers less again."""
     exp = yolocam.Explainer(v8_model, imgsz=96)
     x, _ = exp.adapter.preprocess([image], 96)
     dets = exp.engine.run(x, conf=0.25, max_det=3).detections
+    assert len(dets[0]) == 3
     head = len(v8_model.model) - 1
     res = M.model_randomisation(exp.engine, x, dets, stop=head - 1, every_step=True)
     assert res.layers == [[head], [head, head - 1]]
     assert res.correlations.shape == res.box_correlations.shape == (2, len(dets[0]))
-    for c in (res.correlations, res.box_correlations):
-        assert ((c <= 1.0 + 1e-9) & (c >= -1.0 - 1e-9)).all()
+    # measured: 0.55 to 0.69 after the head (margin 0.11); 0.15 to 0.40 after the full cascade (margin 0.1)
+    assert (res.correlations < 0.8).all() and (res.box_correlations < 0.8).all(), res.correlations
+    full = M.model_randomisation(exp.engine, x, dets)
+    assert full.layers[-1][-1] == min(t.top for t in exp.layers)
+    assert (full.final < 0.5).all() and full.final.mean() < res.final.mean() - 0.2, (full.final, res.final)
+    with monkeypatch.context() as m:
+        m.setattr(M, "reinitialise", lambda layer, seed: None)  # nothing re-initialised: the maps themselves
+        same = M.model_randomisation(exp.engine, x, dets, stop=head - 1, every_step=True)
+    for c in (same.correlations, same.box_correlations):
+        torch.testing.assert_close(c, torch.ones_like(c), atol=1e-6, rtol=0)
     with pytest.raises(YolocamError, match="stop"):
         M.model_randomisation(exp.engine, x, dets, stop=head + 1)
 
@@ -221,5 +232,6 @@ def test_randomised_model_changes_the_maps(demo_faithfulness):
     # A faithful method's maps must change with the weights. The whole-map correlation stays high for a
     # per-anchor method (its heat stays at the anchor's receptive field whatever the weights), so the
     # check is on the pattern inside the explained box, with the whole map required to change at all.
-    assert box_rhos.mean() < 0.7, box_rhos.mean()
-    assert rhos.mean() < 0.99, rhos
+    # measured on these 3 scenes (16 detections): box mean 0.40 (margin 0.2); whole-map mean 0.68, max 0.84
+    assert box_rhos.mean() < 0.6, box_rhos.mean()
+    assert rhos.mean() < 0.85 and rhos.max() < 0.95, rhos
