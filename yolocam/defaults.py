@@ -10,3 +10,8 @@ A module of its own, with no imports, so that the command line can show them wit
 DEFAULT_METHOD = "ssgradcam++"
 DEFAULT_LAYERS = "fine+backbone"
 DEFAULT_FUSE = "gate"
+
+# The largest model input size (`imgsz`, pixels, long side) accepted: an 8K frame (7680 x 4320) fits at its
+# native resolution. Memory grows with imgsz squared: explaining one image with the small bundled detector
+# takes about 0.7 GB at 1280 (measured), so about 30 GB at 8192, and a larger size would not fit in memory.
+MAX_IMGSZ = 8192

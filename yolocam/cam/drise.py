@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -35,6 +36,7 @@ from .engine import EngineResult
 from .fusion import normalise_
 
 GREY = 114 / 255.0
+UP_CHUNK_BYTES = 256 * 2**20  # the upsampled grids `MaskSource.masks` holds at a time (at least one mask's)
 
 
 @dataclass(frozen=True)
@@ -60,19 +62,86 @@ class DriseConfig:
             raise bad("cell", "None or an integer >= 2 (pixels)")
         if not isinstance(self.keep, (int, float)) or isinstance(self.keep, bool) or not 0 < self.keep < 1:
             raise bad("keep", "a probability strictly between 0 and 1")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise bad("seed", "an integer")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not -2**63 <= self.seed < 2**64:
+            raise bad("seed", "an integer in [-2**63, 2**64)")
         return self
 
 
-class MaskSource:
-    """The N masks of one input size, generated `batch` at a time on `device` (see the module docstring)."""
+def mask_cell(size: tuple[int, int], cfg: DriseConfig) -> int:
+    """The grid cell in input pixels: `cfg.cell`, or the long side / 16 (the paper's 16 x 16 grid)."""
+    return cfg.cell or max(2, math.ceil(max(size) / 16))
 
-    def __init__(self, size: tuple[int, int], cfg: DriseConfig, device):
-        h, w = size
+
+def mask_grid(size: tuple[int, int], cell: int) -> tuple[int, int]:
+    """Grid cells (rows, columns) of a mask: one more than cover the input, for the random shift."""
+    return math.ceil(size[0] / cell) + 1, math.ceil(size[1] / cell) + 1
+
+
+def mask_bytes(size: tuple[int, int], cfg: DriseConfig, targets: int = 1) -> tuple[int, int]:
+    """(bytes of the N grids, drawn up front on the CPU; bytes of one batch on the model's device: its masks,
+    masked images, upsampled grids and the `targets` saliency maps), as `drise_saliency` allocates them."""
+    h, w = size
+    cell = mask_cell(size, cfg)
+    gh, gw = mask_grid(size, cell)
+    grids = cfg.masks * gh * gw * 5  # float32 draws, then their bool
+    batch = min(cfg.batch, cfg.masks)
+    one_up = 4 * gh * cell * gw * cell
+    up = min(batch, max(1, UP_CHUNK_BYTES // one_up)) * one_up
+    return grids, 4 * h * w * (9 * batch + 3 * targets + 1) + up  # masks + masked images: 9 planes per mask
+
+
+def memory_bytes(device) -> int | None:
+    """Total memory of `device` in bytes (the CPU's: physical memory, or the cgroup's limit when lower);
+    None when unknown."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    if device.type != "cpu":
+        return None
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+    with contextlib.suppress(OSError, ValueError):
+        with open("/sys/fs/cgroup/memory.max") as f:
+            total = min(total, int(f.read().strip()))  # "max" (no limit) fails int()
+    return total
+
+
+def check_masks(size: tuple[int, int], cfg: DriseConfig, device, targets: int = 1) -> None:
+    """Refuse, before anything is allocated, a cell larger than the input (H, W) and masks that need more
+    memory than the CPU (the grids) or `device` (one batch) has."""
+    h, w = size
+    cell = mask_cell(size, cfg)
+    if cell > max(h, w):
+        raise YolocamError(f"drise cell: expected at most the model input's long side ({max(h, w)} pixels, input "
+                           f"{w}x{h}; default long side / 16 = {mask_cell(size, DriseConfig())}), got {cell}")
+    grids, batch = mask_bytes(size, cfg, targets)
+    gh, gw = mask_grid(size, cell)
+    gb = 2**30
+    have = memory_bytes("cpu")
+    if have is not None and grids > have:
+        raise YolocamError(f"drise: {cfg.masks} masks of {gh}x{gw} cells (cell {cell} at input {w}x{h}) need about "
+                           f"{grids / gb:.1f} GiB, more than the CPU's {have / gb:.1f} GiB; use fewer masks or "
+                           f"a larger cell")
+    have = memory_bytes(device)
+    if have is not None and batch > have:
+        raise YolocamError(f"drise: one batch of {min(cfg.batch, cfg.masks)} masked images at input {w}x{h} "
+                           f"({targets} boxes) needs about {batch / gb:.1f} GiB, more than the "
+                           f"{have / gb:.1f} GiB of {torch.device(device)}; use a smaller mask batch or imgsz")
+
+
+class MaskSource:
+    """The N masks of one input size, generated `batch` at a time on `device` (see the module docstring).
+
+    Sizes are checked first (`check_masks`, with `targets` saliency maps); upsampled grids are made a few at
+    a time (`UP_CHUNK_BYTES`), which gives the same masks as all at once."""
+
+    def __init__(self, size: tuple[int, int], cfg: DriseConfig, device, targets: int = 1):
+        check_masks(size, cfg, device, targets)
         self.size, self.device = size, device
-        self.cell = cfg.cell or max(2, math.ceil(max(h, w) / 16))
-        self.grid = (math.ceil(h / self.cell) + 1, math.ceil(w / self.cell) + 1)
+        self.cell = mask_cell(size, cfg)
+        self.grid = mask_grid(size, self.cell)
         gen = torch.Generator(device="cpu").manual_seed(int(cfg.seed))
         self.grids = torch.rand((cfg.masks, *self.grid), generator=gen) < cfg.keep
         self.shifts = torch.randint(0, self.cell, (cfg.masks, 2), generator=gen)
@@ -82,11 +151,17 @@ class MaskSource:
 
     def masks(self, start: int, stop: int) -> torch.Tensor:
         """Masks start..stop-1: (n, H, W) float in [0, 1] on the device."""
-        grids = self.grids[start:stop].to(self.device, torch.float32).unsqueeze(1)
-        up = F.interpolate(grids, size=(self.grid[0] * self.cell, self.grid[1] * self.cell), mode="bilinear",
-                           align_corners=False)[:, 0]
-        h, w = self.size
-        return torch.stack([m[dy:dy + h, dx:dx + w] for m, (dy, dx) in zip(up, self.shifts[start:stop].tolist())])
+        stop = min(stop, len(self))
+        (h, w), up_size = self.size, (self.grid[0] * self.cell, self.grid[1] * self.cell)
+        step = max(1, UP_CHUNK_BYTES // (4 * up_size[0] * up_size[1]))
+        out = torch.empty((stop - start, h, w), device=self.device)
+        for a in range(start, stop, step):
+            b = min(a + step, stop)
+            grids = self.grids[a:b].to(self.device, torch.float32).unsqueeze(1)
+            up = F.interpolate(grids, size=up_size, mode="bilinear", align_corners=False)[:, 0]
+            for i, (m, (dy, dx)) in enumerate(zip(up, self.shifts[a:b].tolist()), a - start):
+                out[i] = m[dy:dy + h, dx:dx + w]
+        return out
 
 
 def box_iou_batched(targets: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
@@ -122,7 +197,7 @@ def drise_saliency(predict: Callable[[torch.Tensor], tuple[torch.Tensor, torch.T
     size = tuple(image.shape[-2:])
     if k == 0:
         return image.new_zeros((0, *size))
-    source = MaskSource(size, cfg, image.device)
+    source = MaskSource(size, cfg, image.device, targets=k)
     acc = torch.zeros((k, size[0] * size[1]), device=image.device)
     mask_sum = torch.zeros(size[0] * size[1], device=image.device)
     weight_sum = torch.zeros(k, device=image.device)

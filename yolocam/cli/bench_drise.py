@@ -28,9 +28,9 @@ from .bench import _timed, bench_image
 def run_drise_bench(model=None, imgsz: int = 352, device=None, masks: int = 256, batches: Sequence[int] = (8, 32),
                     repeats: int = 3, image: str = "scene", seed: int = 0, per_box: bool = True) -> dict:
     """One row per mask batch size, and the per-box and gradient timings (see the module docstring)."""
-    img = bench_image(imgsz, seed=seed, kind=image)
     exps = {b: Explainer(model, method="drise", imgsz=imgsz, device=device, masks=masks, mask_batch=b, seed=seed)
-            for b in batches}
+            for b in batches}  # first: they check imgsz and the masks' memory
+    img = bench_image(imgsz, seed=seed, kind=image)
     first = exps[batches[0]]
     dev = torch.device(first.adapter.device)
     found = len(first.explain(img)[0].detections)  # also the warm-up

@@ -21,8 +21,9 @@ SAVE_FORMATS = ("jpg", "png")  # = output/export.py's, listed here so that --hel
 from .out_folder import RUNS_DIR, out_dir, outside_out, owned, reuse
 from .ray_commands import add_ray_args
 from .options import (  # noqa: F401  (the option values, also importable from here as before)
-    _Parser, _typed, class_list, device_name, fuse_name, int_list, layers_spec, method_list, method_name,
-    positive_int, resolve_classes, resolve_inputs, target_name, unit_float, warnings_to_stderr,
+    _Parser, _typed, class_list, device_name, fuse_name, imgsz_value, int_list, layers_spec, method_list,
+    method_name, positive_float, positive_int, resolve_classes, resolve_inputs, target_name, unit_float,
+    warnings_to_stderr,
 )
 
 
@@ -229,7 +230,8 @@ def _add_model_args(p, method: bool = True,
         p.add_argument("--mask-seed", type=int, default=0, help="--method drise: mask seed (default 0)")
         p.add_argument("--mask-batch", type=positive_int, default=None,
                        help="--method drise: masked images per forward pass; bounds memory (default 32 on CUDA, 8 on CPU)")
-    p.add_argument("--imgsz", type=positive_int, default=None, help=f"model input size in pixels ({imgsz_help})")
+    p.add_argument("--imgsz", type=imgsz_value, default=None,
+                   help=f"model input size in pixels, at most 8192 ({imgsz_help})")
     p.add_argument("--device", type=device_name, default=None, help="cpu, cuda:0, ... (default: the model's)")
 
 
@@ -312,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=positive_int, default=5,
                    help="timed runs per measurement; the median is reported (default 5)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs before timing (default 1)")
-    p.add_argument("--memory-mb", type=float, default=2048.0,
+    p.add_argument("--memory-mb", type=positive_float, default=2048.0,
                    help="memory bound of the batched replay in MiB, as Explainer(memory_mb=...) (default 2048)")
     p.add_argument("--strategy", choices=("auto", "batched", "loop"), default="auto",
                    help="gradient strategy, as Explainer(strategy=...) (default auto: batched on CUDA, loop on CPU)")

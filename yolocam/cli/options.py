@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import sys
 from typing import Sequence
@@ -118,6 +119,29 @@ def positive_int(text: str) -> int:
     if not text.strip().isdigit() or int(text) < 1:
         raise YolocamError(f"expected a positive integer, got {text!r}")
     return int(text)
+
+
+@_typed
+def imgsz_value(text: str) -> int:
+    """`--imgsz`: a positive integer up to `MAX_IMGSZ` (checked before anything is allocated)."""
+    from ..defaults import MAX_IMGSZ
+
+    digits = text.strip()
+    if not (digits.isascii() and digits.isdigit()) or not 1 <= int(digits) <= MAX_IMGSZ:
+        raise YolocamError(f"expected a positive integer of at most {MAX_IMGSZ} (pixels, long side), got {text!r}")
+    return int(digits)
+
+
+@_typed
+def positive_float(text: str) -> float:
+    """A finite positive number (`--memory-mb`)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise YolocamError(f"expected a finite positive number, got {text!r}")
+    return value
 
 
 @_typed

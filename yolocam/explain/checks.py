@@ -11,6 +11,7 @@ from typing import Iterable
 
 import torch
 
+from ..defaults import MAX_IMGSZ
 from ..errors import YolocamError
 
 log = logging.getLogger("yolocam")
@@ -58,18 +59,31 @@ def check_device(device) -> torch.device | None:
 
 
 def check_imgsz(imgsz) -> None:
-    """A positive int (or None); the stride rounding comes once the model is known (`round_imgsz`)."""
-    if imgsz is not None and (not _is_int(imgsz) or imgsz < 1):
-        raise YolocamError(f"imgsz: expected a positive integer (pixels, long side), got {imgsz!r}")
+    """A positive int up to `MAX_IMGSZ` (or None); the stride rounding comes once the model is known
+    (`round_imgsz`)."""
+    if imgsz is not None and (not _is_int(imgsz) or not 1 <= imgsz <= MAX_IMGSZ):
+        raise YolocamError(f"imgsz: expected a positive integer of at most {MAX_IMGSZ} (pixels, long side; "
+                           f"yolocam.defaults.MAX_IMGSZ), got {imgsz!r}")
 
 
 def round_imgsz(imgsz: int, stride: int) -> int:
     """`imgsz` rounded up to a multiple of the model's largest stride (at least one stride), with one
     warning when that changes it, as ultralytics' `check_imgsz` does."""
     size = max(math.ceil(int(imgsz) / stride) * stride, stride)
+    if size > MAX_IMGSZ:  # e.g. a size recorded in a checkpoint
+        raise YolocamError(f"imgsz {imgsz} (a multiple of the model's stride {stride}: {size}) is over the maximum "
+                           f"of {MAX_IMGSZ} pixels (yolocam.defaults.MAX_IMGSZ); pass a smaller imgsz")
     if size != imgsz:
         log.warning("imgsz=%d must be a multiple of the model's max stride %d, updating to %d", imgsz, stride, size)
     return size
+
+
+def check_memory(memory_mb, max_batch) -> None:
+    """`memory_mb`: a finite positive number (MiB); `max_batch`: None or a positive integer."""
+    if not _is_real(memory_mb) or not math.isfinite(memory_mb) or memory_mb <= 0:
+        raise YolocamError(f"memory_mb: expected a finite positive number (MiB), got {memory_mb!r}")
+    if max_batch is not None and (not _is_int(max_batch) or max_batch < 1):
+        raise YolocamError(f"max_batch: expected None or a positive integer, got {max_batch!r}")
 
 
 def check_thresholds(conf, iou, max_det, batch) -> None:

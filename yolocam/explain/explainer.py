@@ -9,7 +9,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from ..cam.drise import DriseConfig, DriseEngine
+from ..cam.drise import DriseConfig, DriseEngine, check_masks
 from ..cam.engine import CamEngine
 from ..cam.fusion import boxes_to_original, check_fusion
 from ..cam.methods import get_method
@@ -29,7 +29,7 @@ from ..model.targets import get_target
 from ..output.maps import MapRef, MapStack
 from ..output.progress import Progress
 from ..output.results import DetectionExplanation, ImageExplanation
-from .checks import check_device, check_imgsz, check_thresholds, resolve_classes, round_imgsz
+from .checks import check_device, check_imgsz, check_memory, check_thresholds, resolve_classes, round_imgsz
 
 log = logging.getLogger("yolocam")
 
@@ -49,12 +49,13 @@ class Explainer:
             their top classes, each explained by an image-level map (README, "Classification").
         layers: `neck`, `head`, `backbone`, a list of layer indices, or a list of modules.
         fuse: `sum`, `max`, `origin` or `aligned` (how several layers combine).
-        imgsz: model input size (pixels, long side), as ultralytics' `imgsz`; None = the size the
-            checkpoint was trained at when it records one, else 640.
+        imgsz: model input size (pixels, long side), as ultralytics' `imgsz`, at most `yolocam.defaults.MAX_IMGSZ`
+            (8192); None = the size the checkpoint was trained at when it records one, else 640.
         device: None keeps the model's device.
         reshape_transform: turns a layer output into (B, C, H, W) (for list/tuple/dict outputs).
-        memory_mb: bound on the extra memory of one batched backward; more detections are chunked.
-        max_batch: fixed number of jobs per batched backward (overrides `memory_mb`).
+        memory_mb: bound on the extra memory of one batched backward (MiB, finite and positive); more
+            detections are chunked.
+        max_batch: fixed number of jobs per batched backward (a positive integer; overrides `memory_mb`).
         end2end: None uses an end-to-end head's one-to-one branch when there is one.
         strategy: how gradients of many boxes are computed: `batched` (one batched backward),
             `loop` (one retained backward per box), `auto` (batched on CUDA, loop on CPU).
@@ -91,6 +92,7 @@ class Explainer:
                  keep: float = 0.5, seed: int = 0, mask_batch: int | None = None, progress: bool | None = False):
         model = model_source(model)
         check_imgsz(imgsz)
+        check_memory(memory_mb, max_batch)
         device = check_device(device)
         self.method = get_method(method)
         fmt = exported_format(model)
@@ -116,6 +118,7 @@ class Explainer:
             cfg = DriseConfig(masks, cell, keep, seed, mask_batch).check()
             self.layers, self.layers_spec, self.engine = [], None, None
             self.imgsz = round_imgsz(imgsz or self.adapter.train_imgsz or 640, self.adapter.stride)
+            check_masks((self.imgsz, self.imgsz), cfg, self.adapter.device)  # before any image: the largest input
             self.drise = DriseEngine(self.adapter, cfg)
             self.progress = progress
             return

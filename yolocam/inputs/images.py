@@ -16,8 +16,13 @@ import cv2
 import numpy as np
 
 from ..errors import YolocamError
+from .limits import DEFAULT_MAX_IMAGE_PIXELS, check_pixels, image_size, open_unchecked, opencv_max_pixels
 
 log = logging.getLogger("yolocam")
+
+# Pixels (width x height) of the largest image decoded or array taken; None = no limit (as Pillow's
+# attribute). The environment variable YOLOCAM_MAX_IMAGE_PIXELS overrides it (`limits.py`, which says why 200 MP).
+MAX_IMAGE_PIXELS: int | None = DEFAULT_MAX_IMAGE_PIXELS
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".dng", ".mpo", ".pfm")
 
@@ -27,7 +32,8 @@ Source = Union[str, os.PathLike, np.ndarray, Sequence[Union[str, os.PathLike, np
 def to_bgr_uint8(image: np.ndarray, what: str = "image") -> np.ndarray:
     """Return `image` as a contiguous BGR uint8 (H, W, 3) array.
 
-    Shapes: (H, W) or (H, W, 1) grayscale, (H, W, 3) BGR, (H, W, 4) BGRA (alpha dropped). Values are
+    Shapes: (H, W) or (H, W, 1) grayscale, (H, W, 3) BGR, (H, W, 4) BGRA (alpha dropped); at most
+    `MAX_IMAGE_PIXELS` pixels (`limits.py`). Values are
     converted to 8 bits (rounded) or refused with a `YolocamError`, never clipped:
 
     - uint8: as is;
@@ -49,6 +55,7 @@ def to_bgr_uint8(image: np.ndarray, what: str = "image") -> np.ndarray:
             hint = " (this looks like channels first: pass image.transpose(1, 2, 0))"
         raise YolocamError(f"{what}: expected an (H, W, 3) BGR array (or (H, W) / (H, W, 1) gray, (H, W, 4) BGRA), "
                            f"got shape {tuple(image.shape)}{hint}")
+    check_pixels(image.shape[1], image.shape[0], what)  # before any conversion allocates
     image = _to_uint8(image, what)
     if image.shape[2] == 1:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
@@ -119,12 +126,20 @@ def _decode(path: Path, data: np.ndarray) -> np.ndarray | None:
 
 
 def _decode_pil(path: Path) -> np.ndarray | None:
+    """Pillow's decode, EXIF-transposed: BGR, or gray (H, W) (`to_bgr_uint8` turns it to BGR as `convert("RGB")`
+    would, with less memory; 16 bits reduced to the high byte). Pillow's pixel limit is not applied: ours was."""
     try:
-        from PIL import Image, ImageOps
+        from PIL import ImageOps
 
-        with Image.open(path) as im:
-            rgb = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
-        return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        with open_unchecked(path) as im:
+            if im is None:
+                return None
+            im = ImageOps.exif_transpose(im)
+            if im.mode == "L":
+                return np.asarray(im)
+            if im.mode in ("I;16", "I;16L", "I;16B"):
+                return (np.asarray(im).astype(np.uint16) >> 8).astype(np.uint8)
+            return np.asarray(im.convert("RGB"))[..., ::-1]
     except Exception:  # noqa: BLE001 - any decoder failure is "cannot decode"
         return None
 
@@ -139,11 +154,21 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         raise YolocamError(f"image not found: {p}")
     if not p.is_file():
         raise YolocamError(f"not a file: {p}")
+    size = image_size(p)  # from the header: a size over the limit is refused before decoding
+    if size is not None:
+        check_pixels(*size, what=str(p))
     try:
         data = np.fromfile(str(p), dtype=np.uint8)
     except OSError as exc:
         raise YolocamError(f"cannot read image {p}: {exc.strerror or exc}") from None
     image = _decode(p, data) if data.size else None
+    if image is None and size is not None and size[0] * size[1] > opencv_max_pixels():
+        image = _decode_pil(p)  # over OpenCV's own limit (raised by ours): Pillow decodes it
+        if image is None:
+            raise YolocamError(f"cannot decode image: {size[0]} x {size[1]} = {size[0] * size[1]} pixels is over "
+                               f"OpenCV's limit of {opencv_max_pixels()} (set the environment variable "
+                               f"OPENCV_IO_MAX_IMAGE_PIXELS before starting to raise it) and Pillow cannot "
+                               f"decode it: {p}")
     if image is None or image.size == 0:
         raise YolocamError(f"cannot decode image (corrupt or not an image): {p}")
     return to_bgr_uint8(image, what=str(p))
