@@ -20,6 +20,7 @@ from dataclasses import replace
 
 import torch
 
+from ..model.adapter import layer_inputs
 from ..model.hooks import LayerHooks
 from ..model.layers import flatten_output, rebuild_output
 from ..model.targets import Jobs
@@ -191,9 +192,7 @@ class ReplayStrategies:
         """Indices < start whose outputs the layers from `start` on read."""
         needed = set()
         for i in range(start, len(self.adapter.layers)):
-            f = self.adapter.layers[i].f
-            for j in ([f] if isinstance(f, int) else f):
-                j = i - 1 if j == -1 else j
+            for j in layer_inputs(self.adapter.layers[i].f, i):
                 if j < start:
                     needed.add(j)
         if self.seed_root:

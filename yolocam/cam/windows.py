@@ -23,7 +23,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..model.adapter import ModelAdapter
+from ..model.adapter import ModelAdapter, layer_inputs
 from ..model.obb import angle_branch
 from ..model.pose import keypoint_branch
 
@@ -127,8 +127,7 @@ def head_reach(adapter: ModelAdapter) -> list[int | None]:
 
 
 def _inputs(adapter: ModelAdapter, i: int) -> list[int]:
-    f = adapter.layers[i].f
-    return [i - 1 if j == -1 else j for j in ([f] if isinstance(f, int) else f)]
+    return layer_inputs(adapter.layers[i].f, i)
 
 
 def _ancestors(j: int, inputs: dict[int, list[int]], first: int) -> set[int]:

@@ -105,17 +105,19 @@ def resolve_classes(classes, names: dict[int, str], what: str = "classes") -> li
     except TypeError:
         raise YolocamError(f"{what}: expected class indices or names (e.g. [0, 2] or ['person']), "
                            f"got {classes!r}") from None
-    by_name = {str(v): int(k) for k, v in names.items()}
+    by_name: dict[str, list[int]] = {}  # a name selects every class of that name
+    for k, v in sorted(names.items()):
+        by_name.setdefault(str(v).strip(), []).append(int(k))
     valid = ", ".join(f"{k}={v}" for k, v in sorted(names.items()))
     out = []
     for item in items:
         if _is_int(item):
-            cls = int(item)
+            ids = [int(item)]
         elif isinstance(item, str):
-            cls = by_name.get(item.strip(), int(item) if item.strip().isdigit() else None)
+            ids = by_name.get(item.strip()) or ([int(item)] if item.strip().isdigit() else [])
         else:
             raise YolocamError(f"{what}: expected class indices (int) or names (str), got {item!r}")
-        if cls is None or cls not in names:
+        if not ids or any(cls not in names for cls in ids):
             raise YolocamError(f"{what}: unknown class {item!r}; this model's classes are {valid}")
-        out.append(cls)
-    return out
+        out.extend(ids)
+    return list(dict.fromkeys(out))

@@ -20,6 +20,7 @@ from ..errors import YolocamError
 from ..inputs.images import ImageItem, Source, iter_images, resolve_source
 from ..model.adapter import ModelAdapter
 from ..model.backend import ExportedModel, exported_format
+from ..model.checkpoint import load_yolo
 from ..model.classify import TOP_K
 from ..model.layers import resolve_layers
 from ..model.obb import corners, rboxes_to_original
@@ -252,15 +253,11 @@ def polygon_hulls(polygons: list, shape: tuple[int, int]) -> list[list[float]]:
 
 def resolve_model(model):
     """(ultralytics.YOLO wrapper or None, the model for the Explainer, default imgsz)."""
-    from ultralytics import YOLO
-
     model = model_source(model)
     if isinstance(model, (str, Path)):
         if Path(model).suffix in (".yaml", ".yml"):  # a model config (random weights): the adapter builds it
             return None, str(model), 640
-        if not Path(model).exists():
-            raise YolocamError(f"model file not found: {model}")
-        model = YOLO(str(model), task="detect")
+        model = load_yolo(model)  # exactly the named file (`model/checkpoint.py`)
     wrapper = model if type(model).__name__ == "YOLO" else None
     module = wrapper.model if wrapper is not None else model
     train_args = getattr(module, "args", None)

@@ -24,6 +24,8 @@ from .._offline import ultralytics_offline
 from ..errors import YolocamError
 from ..inputs.images import Letterbox, batch_letterboxes, images_to_tensor
 from . import classify, obb, pose, segment
+from .checkpoint import load_checkpoint_module
+from .unsupported import module_types, refuse_unsupported, yaml_module_types
 
 FAMILIES = ("v5u", "v8", "v9", "v10", "11", "12", "26")
 SUPPORTED_HEADS = ("Detect", "v10Detect", "Segment", "Pose", "Segment26", "Pose26") + obb.OBB_HEADS
@@ -99,6 +101,7 @@ def _load_module(model) -> tuple[nn.Module, object | None, str]:
             bundled = not path.exists() and os.sep not in str(model)  # an ultralytics config name, e.g. yolov8n.yaml
             if not path.exists() and not bundled:
                 raise YolocamError(f"model config not found: {path}")
+            refuse_unsupported(yaml_module_types(path), str(path))
             try:
                 return classify.model_class(path)(str(path), verbose=False), None, str(path)
             except FileNotFoundError:
@@ -107,15 +110,7 @@ def _load_module(model) -> tuple[nn.Module, object | None, str]:
             except Exception as exc:  # a broken YAML or an unknown module in it
                 raise YolocamError(f"cannot build a model from {model}: {type(exc).__name__}: "
                                    f"{' '.join(str(exc).split())}") from None
-        if not path.exists():
-            raise YolocamError(f"model file not found: {path}")
-        from ultralytics.nn.tasks import load_checkpoint
-
-        try:
-            module, _ = load_checkpoint(str(path), device="cpu")
-        except Exception as exc:
-            raise YolocamError(f"cannot load model checkpoint {path}: {type(exc).__name__}: {exc}") from None
-        return module, None, str(path)
+        return load_checkpoint_module(model), None, os.fspath(model)  # exactly the named file (`checkpoint.py`)
     inner = getattr(model, "model", None)
     if isinstance(inner, nn.Module) and any(c.__name__ == "Model" for c in type(model).__mro__):
         name = getattr(model, "ckpt_path", None) or getattr(model, "model_name", None) or type(inner).__name__
@@ -163,6 +158,7 @@ class ModelAdapter:
 
     def __init__(self, model, device: str | torch.device | None = None, end2end: bool | None = None):
         module, wrapper, name = _load_module(model)
+        refuse_unsupported(module_types(module), name)
         self.module, self.wrapper, self.name = module, wrapper, name
         layers = getattr(module, "model", None)
         if not isinstance(layers, nn.Sequential) or len(layers) == 0:
@@ -190,7 +186,7 @@ class ModelAdapter:
         self.names = dict(names) if isinstance(names, dict) else dict(enumerate(names))
         self.strides = [32.0] if cls_head else [float(s) for s in head.stride]  # classify: measured below
         self.stride = max(int(max(self.strides)), 32)
-        self.head_inputs = _as_list(head.f, len(layers) - 1)
+        self.head_inputs = layer_inputs(head.f, len(layers) - 1)
         yaml = getattr(module, "yaml", None) or {}
         self.n_backbone = len(yaml.get("backbone", [])) or min(self.head_inputs)
         self.train_imgsz = _train_imgsz(module)
@@ -232,7 +228,7 @@ class ModelAdapter:
         neck = [
             i for i in range(self.n_backbone, last) if type(self.layers[i]).__name__ not in _NECK_PLUMBING
         ]
-        consumed = {j for i in range(self.n_backbone, last + 1) for j in _as_list(self.layers[i].f, i)}
+        consumed = {j for i in range(self.n_backbone, last + 1) for j in layer_inputs(self.layers[i].f, i)}
         backbone = sorted(j for j in consumed if 0 <= j < self.n_backbone)
         return {"fine": self._fine_layers(backbone), "backbone": backbone, "neck": neck, "head": list(self.head_inputs)}
 
@@ -279,12 +275,9 @@ class ModelAdapter:
             m = self.layers[i]
             if i == 0:
                 inp = x
-            elif m.f == -1:
-                inp = outputs[i - 1]
-            elif isinstance(m.f, int):
-                inp = outputs[m.f]
             else:
-                inp = [outputs[i - 1] if j == -1 else outputs[j] for j in m.f]
+                sources = [outputs[j] for j in layer_inputs(m.f, i)]
+                inp = sources[0] if isinstance(m.f, int) else sources
             outputs[i] = m(inp)
         return outputs
 
@@ -397,9 +390,12 @@ def _width(out) -> int:
     return 0
 
 
-def _as_list(f, i: int) -> list[int]:
+def layer_inputs(f, i: int) -> list[int]:
+    """Absolute indices of the layers that layer `i` reads, from its `from` field `f` (an int or a list);
+    a negative index counts back from layer `i` (-1 the layer before it, -2 the one before that), as in
+    ultralytics' own forward pass."""
     items = [f] if isinstance(f, int) else list(f)
-    return [i - 1 if j == -1 else j for j in items]
+    return [i + j if j < 0 else j for j in items]
 
 
 def _train_imgsz(module: nn.Module) -> int | None:
