@@ -213,6 +213,24 @@ def test_header_sizes_without_pillows_bomb_limit(tmp_path):
         Image.open(header_only)
 
 
+def test_header_probe_of_a_damaged_file_adds_no_warning(tmp_path):
+    """Pillow warns on a truncated TIFF's header ("Truncated File Read"); the probe keeps quiet and the
+    decoder's verdict is the one message."""
+    import warnings
+
+    cv2.imwrite(str(tmp_path / "t.tif"), np.zeros((40, 60, 3), np.uint8) + 9)
+    damaged = tmp_path / "damaged.tif"
+    damaged.write_bytes((tmp_path / "t.tif").read_bytes()[:-20])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert image_size(damaged) is None
+        try:
+            load_image(damaged)
+        except YolocamError:
+            pass
+    assert not caught, [str(w.message) for w in caught]
+
+
 def test_over_opencvs_own_limit_decodes_with_pillow(tmp_path):
     """An image under our limit but over OpenCV's (`CV_IO_MAX_IMAGE_PIXELS`, lowered here to 1000 pixels
     in a subprocess) decodes with Pillow to the same pixels; one Pillow cannot decode says why."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -88,8 +89,10 @@ def image_size(path: Path) -> tuple[int, int] | None:
             return _webp_size(head)
         if head[:2] in (b"PF", b"Pf"):
             return _pfm_size(head)
-        with open_unchecked(path) as im:
-            return None if im is None else tuple(im.size)
+        with warnings.catch_warnings():  # a damaged header is reported once, by the decoder's verdict
+            warnings.simplefilter("ignore")
+            with open_unchecked(path) as im:
+                return None if im is None else tuple(im.size)
     except (OSError, ValueError, IndexError, struct.error):
         return None
 
