@@ -1,8 +1,10 @@
-"""Models and names a careless or hostile user may hand yolocam (issue 21, items 6, 8 and 10): the
+"""Models and names a careless or hostile user may hand yolocam (issue 21, items 6, 8, 10 and 13): the
 checkpoint loaded is exactly the file named, a class name selects every class of that name, YOLOv3
-configs explain (relative `from` indices), open-vocabulary and RT-DETR models are refused in one line."""
+configs explain (relative `from` indices), open-vocabulary and RT-DETR models are refused in one line,
+and control characters in names reach the terminal escaped."""
 
 import json
+import warnings
 
 import cv2
 import numpy as np
@@ -11,6 +13,8 @@ import torch
 
 from yolocam import Explainer
 from yolocam.cli.main import main
+from yolocam.cli.options import warnings_to_stderr
+from yolocam.cli.terminal import printable
 from yolocam.errors import YolocamError
 from yolocam.explain.checks import resolve_classes
 from yolocam.explain.explainer import resolve_model
@@ -18,6 +22,8 @@ from yolocam.model.adapter import ModelAdapter, layer_inputs
 from ultralytics.nn.tasks import DetectionModel
 
 from conftest import build_model
+
+RAW = ("\x1b", "\x07")
 
 
 def _save(model, path) -> None:
@@ -167,3 +173,61 @@ def test_the_cli_refuses_a_world_model_in_one_line(tmp_path, capsys):
                  str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("yolocam: error: open-vocabulary models") and "guide" not in err[0]
+
+
+# ------------------------------------------------ item 13: control characters reach the terminal escaped
+def test_printable_escapes_controls_and_keeps_unicode():
+    assert printable("a\x1b]0;pwn\x07b") == "a\\x1b]0;pwn\\x07b"
+    assert printable("x\x1b[2J.png") == "x\\x1b[2J.png"
+    assert printable("日本 ✓ 🐱 é") == "日本 ✓ 🐱 é"
+    assert printable("a\nb\tc\x9b\u202e") == "a\\x0ab\\x09c\\x9b\\u202e"
+    assert printable("a\nb", keep="\n") == "a\nb"
+    assert printable(12) == "12"
+
+
+def _no_raw(text: str) -> None:
+    assert not any(c in text for c in RAW), repr(text)
+
+
+def test_the_cli_prints_hostile_file_and_class_names_escaped(tmp_path, capfd):
+    model = build_model("yolov8n.yaml", nc=2)
+    model.names = {0: "a\x1b]0;pwn\x07", 1: "b\x1b[31m"}
+    _save(model, tmp_path / "evil.pt")
+    src = tmp_path / "src"
+    src.mkdir()
+    cv2.imwrite(str(src / "x\x1b[2J.png"), (np.random.RandomState(0).rand(64, 64, 3) * 255).astype(np.uint8))
+    (src / "bad\x1b[2J.png").write_bytes(b"not an image")
+    out = tmp_path / "out\x1b[2J"
+    argv = ["explain", str(src), "--model", str(tmp_path / "evil.pt"), "--imgsz", "64", "--conf", "0.01",
+            "--max-det", "2", "--out", str(out)]
+    assert main(argv) == 0
+    printed = "".join(capfd.readouterr())
+    _no_raw(printed)
+    assert "a\\x1b]0;pwn\\x07" in printed  # the model's classes note
+    assert "skipped " in printed and "bad\\x1b[2J.png" in printed  # the unreadable image's warning
+    assert "out\\x1b[2J" in printed  # the summary line's output folder
+    manifest = json.loads((out / "manifest.json").read_text())  # files keep the real names
+    assert [im["path"] for im in manifest["images"]] == [str(src / "x\x1b[2J.png")]
+    assert {d["name"] for d in manifest["images"][0]["detections"]} <= {"a\x1b]0;pwn\x07", "b\x1b[31m"}
+    assert manifest["errors"][0]["path"] == str(src / "bad\x1b[2J.png")
+
+    # error lines: an unknown class, a missing source, an unknown option
+    for argv, shown in ((argv[:-1] + [str(tmp_path / "o2"), "--classes", "zz\x1b[2J"], "zz\\x1b[2J"),
+                        (["explain", str(tmp_path / "missing\x1b[2J.png")], "missing\\x1b[2J.png"),
+                        (["explain", str(src), "--bogus\x07"], "--bogus\\x07")):
+        assert main(argv) == 2
+        printed = "".join(capfd.readouterr())
+        _no_raw(printed)
+        assert shown in printed and "error: " in printed
+
+
+def test_logged_and_python_warnings_reach_the_terminal_escaped(capfd):
+    import logging
+
+    with warnings_to_stderr(), warnings.catch_warnings():
+        warnings.simplefilter("always")
+        logging.getLogger("yolocam").warning("image x\x1b[2J.png: odd")
+        warnings.warn("Glyph 27 (\x1b) missing", UserWarning)
+    err = capfd.readouterr().err
+    _no_raw(err)
+    assert "yolocam: warning: image x\\x1b[2J.png: odd" in err and "Glyph 27 (\\x1b) missing" in err

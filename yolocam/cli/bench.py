@@ -41,6 +41,7 @@ from ..explain.explainer import Explainer
 from ..model.detections import select_detections
 from ..model.layers import align_levels, flatten_output, rebuild_output
 from ..model.targets import Jobs
+from .terminal import printable
 
 IOU = 0.7
 VARIANTS = {
@@ -197,12 +198,12 @@ def _reference_cam(exp: Explainer, outs: list, grads: list, det, size) -> torch.
 # ------------------------------------------------------------- ultralytics
 def _ultralytics_model(exp: Explainer, folder: str):
     """`ultralytics.YOLO` on a checkpoint holding a copy of the model (predict fuses it in place)."""
-    from ultralytics import YOLO
+    from ..model.checkpoint import load_yolo
 
     path = Path(folder) / "bench_model.pt"
     module = copy.deepcopy(exp.adapter.module).float().cpu()
     torch.save({"model": module, "train_args": {}}, path)
-    return YOLO(str(path), task="detect")
+    return load_yolo(path)
 
 
 def _predict_kwargs(exp: Explainer, n: int) -> dict:
@@ -337,7 +338,7 @@ def main_bench(args) -> int:
                          image=getattr(args, "image", "noise"), strategy=getattr(args, "strategy", "auto"),
                          variants=getattr(args, "variants", "abcde"))
     except YolocamError as exc:
-        print(f"yolocam bench: {exc}", file=sys.stderr)
+        print(f"yolocam bench: {printable(exc)}", file=sys.stderr)
         return 2
     print(format_table(rows))
     return 0

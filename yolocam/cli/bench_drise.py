@@ -23,6 +23,7 @@ from ..defaults import DEFAULT_METHOD
 from ..errors import YolocamError
 from ..explain.explainer import Explainer
 from .bench import _timed, bench_image
+from .terminal import printable
 
 
 def run_drise_bench(model=None, imgsz: int = 352, device=None, masks: int = 256, batches: Sequence[int] = (8, 32),
@@ -84,7 +85,7 @@ def main_drise_bench(args) -> int:
         res = run_drise_bench(model=args.model, imgsz=args.imgsz or 352, device=args.device, masks=args.masks,
                               batches=batches, repeats=args.repeats, image=getattr(args, "image", "scene"))
     except YolocamError as exc:
-        print(f"yolocam bench: {exc}", file=sys.stderr)
+        print(f"yolocam bench: {printable(exc)}", file=sys.stderr)
         return 2
     print(format_drise(res))
     return 0

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import YolocamError
+from .terminal import printable
 
 VAL_FOLDERS = ("worst", "data", "val")  # the folders `yolocam val` writes inside --out
 SAVE_FORMATS = ("jpg", "png")  # = output/export.py's, listed here so that --help needs no numpy or OpenCV
@@ -72,13 +73,14 @@ def _explain_into(args, entries: list, out: Path, existed: bool) -> int:
         writer.fail()  # no manifest that looks like a finished run
         raise
     for line in counts["error_lines"][:20]:
-        print(f"yolocam: warning: skipped {line}", file=sys.stderr)
+        print(f"yolocam: warning: skipped {printable(line)}", file=sys.stderr)
     if counts["errors"] > 20:
-        print(f"yolocam: warning: ... and {counts['errors'] - 20} more (see {out / 'manifest.json'})", file=sys.stderr)
+        print(f"yolocam: warning: ... and {counts['errors'] - 20} more (see {printable(out / 'manifest.json')})",
+              file=sys.stderr)
     n_err = counts["errors"]
     print(f"yolocam: {counts['images']} images, {counts['detections']} detections, "
-          f"{n_err} error{'s' if n_err != 1 else ''} -> {out}" + (f" (gallery: {out / 'index.html'})" if args.html
-                                                                  else ""))
+          f"{n_err} error{'s' if n_err != 1 else ''} -> {printable(out)}"
+          + (f" (gallery: {printable(out / 'index.html')})" if args.html else ""))
     if counts["images"] and not counts["detections"]:
         notes.note(notes.nothing_found_hint(args.model, args.conf, classes, exp.names))
     if counts["images"] == 0:
@@ -155,13 +157,13 @@ def _demo_into(args, out: Path, existed: bool) -> int:
         raise
     writer.finish()
     found = ", ".join(f"{d.name} {d.conf:.2f}" for d in result.detections) or "nothing"
-    print(f"yolocam demo: scene {args.seed} ({len(scene.boxes)} objects), model {exp.meta['model']}, "
-          f"method {exp.meta['method']}, target {exp.meta['target']}: found {found}")
+    print(printable(f"yolocam demo: scene {args.seed} ({len(scene.boxes)} objects), model {exp.meta['model']}, "
+                    f"method {exp.meta['method']}, target {exp.meta['target']}: found {found}"))
     if not result.detections:
         notes.note(notes.nothing_found_hint(args.model, args.conf, None, exp.names))
-    print(f"  summary:  {out / 'summary.png'}")
-    print(f"  gallery:  {out / 'index.html'}")
-    print(f"  manifest: {out / 'manifest.json'}")
+    print(f"  summary:  {printable(out / 'summary.png')}")
+    print(f"  gallery:  {printable(out / 'index.html')}")
+    print(f"  manifest: {printable(out / 'manifest.json')}")
     return 0
 
 
@@ -343,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings_to_stderr():
             return args.func(args)
     except YolocamError as exc:
-        print(f"yolocam: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"yolocam: error: {printable(' '.join(str(exc).split()))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("yolocam: interrupted", file=sys.stderr)
@@ -351,6 +353,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
         if os.environ.get("YOLOCAM_DEBUG"):
             raise
-        print(f"yolocam: unexpected error: {type(exc).__name__}: {' '.join(str(exc).split())} "
+        print(f"yolocam: unexpected error: {type(exc).__name__}: {printable(' '.join(str(exc).split()))} "
               "(set YOLOCAM_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1

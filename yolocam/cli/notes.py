@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 from ..demo.models import DEFAULT_MODEL, MODEL_INFO
+from .terminal import printable
 
 
 def is_model_yaml(model) -> bool:
@@ -50,4 +51,4 @@ def nothing_found_hint(model_arg, conf: float, classes=None, names: dict | None 
 
 
 def note(line: str) -> None:
-    print(f"yolocam: {line}", file=sys.stderr)
+    print(f"yolocam: {printable(line)}", file=sys.stderr)

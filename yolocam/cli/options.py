@@ -12,13 +12,14 @@ import sys
 from typing import Sequence
 
 from ..errors import YolocamError
+from .terminal import printable
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (`yolocam explain: error: ...`) and exit status 2."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        self.exit(2, f"{self.prog}: error: {printable(message)} (see '{self.prog} --help')\n")
 
 
 def _typed(fn):
@@ -182,15 +183,28 @@ def resolve_inputs(sources: Sequence[str], recursive: bool = False) -> list[str]
 
 @contextlib.contextmanager
 def warnings_to_stderr():
-    """While a command runs, the package's logged warnings go to stderr as `yolocam: warning: ...` lines."""
+    """While a command runs, the package's logged warnings go to stderr as `yolocam: warning: ...` lines;
+    they and Python warnings (of any library) reach the terminal with control characters escaped."""
     import logging
+    import warnings
+
+    class Escaped(logging.Formatter):  # names and paths in a message reach the terminal escaped
+        def format(self, record):
+            return printable(super().format(record))
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        text = warnings.formatwarning(message, category, filename, lineno, line)
+        with contextlib.suppress(OSError, AttributeError):
+            (file or sys.stderr).write(printable(text, keep="\n"))
 
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("yolocam: warning: %(message)s"))
+    handler.setFormatter(Escaped("yolocam: warning: %(message)s"))
     handler.setLevel(logging.WARNING)
     logger = logging.getLogger("yolocam")
     logger.addHandler(handler)
+    shown, warnings.showwarning = warnings.showwarning, show_warning
     try:
         yield
     finally:
+        warnings.showwarning = shown
         logger.removeHandler(handler)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..errors import YolocamError
 from .options import positive_int
+from .terminal import printable
 
 
 def add_ray_args(p, resume: bool) -> None:
@@ -47,12 +48,12 @@ def explain_on_ray(args, entries: list[str], out: Path, drise: dict) -> int:
                              save_format=args.save_format, resume=args.resume, progress=None,
                              explainer_options={k: v for k, v in drise.items() if k != "progress"})
     for line in counts["error_lines"][:20]:
-        print(f"yolocam: warning: skipped {line}", file=sys.stderr)
+        print(f"yolocam: warning: skipped {printable(line)}", file=sys.stderr)
     n_err = counts["errors"]
     skipped = f", {counts['skipped']} already done" if counts["skipped"] else ""
     print(f"yolocam: {counts['images']} images, {counts['detections']} detections, {n_err} error"
-          f"{'s' if n_err != 1 else ''}{skipped} in {counts['seconds']:.1f} s on Ray -> {out}"
-          + (f" (gallery: {out / 'index.html'})" if args.html else ""))
+          f"{'s' if n_err != 1 else ''}{skipped} in {counts['seconds']:.1f} s on Ray -> {printable(out)}"
+          + (f" (gallery: {printable(out / 'index.html')})" if args.html else ""))
     if counts["images"] + counts["skipped"] == 0:
         raise YolocamError(f"no image could be explained ({n_err} unusable input{'s' if n_err != 1 else ''})")
     return 0
@@ -77,5 +78,5 @@ def val_on_ray(args, drise: dict) -> int:
                      address=args.ray or None, method=args.method, target=args.target, layers=_layers_arg(args.layers),
                      fuse=args.fuse, imgsz=args.imgsz, conf=args.conf, iou=args.iou, device=args.device, out=args.out,
                      scenes=args.scenes, drise=drise)
-    print(f"saved to {args.out} (metrics.csv, metrics.json, predictions.csv, worst/index.html)")
+    print(f"saved to {printable(args.out)} (metrics.csv, metrics.json, predictions.csv, worst/index.html)")
     return 0

@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
+from ..cli.terminal import printable
 from ..defaults import DEFAULT_FUSE, DEFAULT_LAYERS, DEFAULT_METHOD
 from ..errors import YolocamError
 from .cluster import check_workers, connect, placement, worker_cpus
@@ -144,7 +145,7 @@ def validate_dataset(model=None, data=None, workers: int = 1, gpus_per_worker: f
         if out is not None:
             report.save(root)
         if verbose:
-            print(report.format())
+            print(printable(report.format(), keep="\n"))
         return report
     finally:
         if tmp is not None:

@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..cli.terminal import printable
 from ..errors import YolocamError
 from ..defaults import DEFAULT_FUSE, DEFAULT_LAYERS, DEFAULT_METHOD
 from ..explain.explainer import Explainer, resolve_model
@@ -283,7 +284,7 @@ def validate(model=None, data=None, method: str = DEFAULT_METHOD, target="class"
         if out is not None:
             report.save(root)
         if verbose:
-            print(report.format())
+            print(printable(report.format(), keep="\n"))
         return report
     finally:
         if tmp is not None:
@@ -357,13 +358,13 @@ def main_val(args) -> int:
                                    conf=get("conf", 0.25), iou=get("iou", 0.7), methods=names,
                                    drise={("batch" if k == "mask_batch" else k): v for k, v in drise.items()}, **common)
             print(format_comparison(rows))
-            print(f"saved to {save_comparison(rows, out)}")
+            print(f"saved to {printable(save_comparison(rows, out))}")
             return 0
         validate(get("model"), data=get("data"), method=get("method", DEFAULT_METHOD), target=get("target", "class"),
                  conf=get("conf", 0.25), iou=get("iou", 0.7), max_images=get("max_images"),
                  max_explanations=get("max_explanations"), out=out, scenes=get("scenes"), drise=drise, **common)
-        print(f"saved to {out} (metrics.csv, metrics.json, predictions.csv, worst/index.html)")
+        print(f"saved to {printable(out)} (metrics.csv, metrics.json, predictions.csv, worst/index.html)")
         return 0
     except YolocamError as exc:
-        print(f"yolocam val: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"yolocam val: error: {printable(' '.join(str(exc).split()))}", file=sys.stderr)
         return 2
