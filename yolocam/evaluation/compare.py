@@ -5,7 +5,8 @@ once; every method then explains the same detections. Per method: pointing game,
 energy on the other objects (true positives against their matched ground truth), deletion and
 insertion AUC (the `faithful` highest-confidence detections per scene), and the model-randomisation
 rank correlations on the whole map and inside the box (all detections; the same re-initialised copy
-of the model for every method; lower is better).
+of the model for every method; lower is better). Optionally (`stability=True`) each method's
+stability under a JPEG-90 re-save and a 2-px shift (`evaluation/stability.py`).
 """
 
 from __future__ import annotations
@@ -28,12 +29,18 @@ from ..output.files import atomic_write_bytes, prepare_out_dir
 from .evidence import evidence_scores, gaussian_box_map
 from .metrics import box_spearman, deletion_insertion, explain_fixed, localise, randomised_copy, spearman
 from .report import csv_bytes, format_rows, mean_of
+from .stability import aggregate
+from .stability import stability as stability_records
 
 COLUMNS = ("method", "detections", "tp", "pointing", "energy", "energy_other", "deletion_auc", "insertion_auc",
            "randomisation", "randomisation_box", "seconds")
 HEADER = ("Method", "Dets", "TP", "PG", "EiB", "EoO", "Del-AUC", "Ins-AUC", "Rand-rho", "Rand-box", "Seconds")
 EVIDENCE_COLUMNS = ("evidence_pointing", "evidence_share", "evidence_x_gauss")
 EVIDENCE_HEADER = ("EvPG", "EvShare", "xGauss")
+# stability=True: column prefix -> perturbation; per prefix the median map correlation and the peak-kept share
+STABILITY_CHECKS = {"jpeg90": "jpeg90", "shift2": "shift2_1"}
+STABILITY_COLUMNS = ("jpeg90_r", "jpeg90_peak", "shift2_r", "shift2_peak")
+STABILITY_HEADER = ("JPEG-r", "JPEG-pk", "Shift-r", "Shift-pk")
 
 
 # -------------------------------------------------------- method comparison
@@ -50,12 +57,17 @@ def _unique_methods(methods) -> list[str]:
 def compare_methods(model=None, scenes: int = 16, imgsz: int | None = None, layers=DEFAULT_LAYERS,
                     fuse: str = DEFAULT_FUSE, target="class", conf: float = 0.25, iou: float = 0.7, device=None,
                     methods: Sequence[str] | None = None, steps: int = 16, faithful: int = 2,
-                    seed: int = 0, drise: dict | None = None, evidence: bool = False) -> list[dict]:
+                    seed: int = 0, drise: dict | None = None, evidence: bool = False,
+                    stability: bool = False) -> list[dict]:
     """One row per method (see COLUMNS) measured on `scenes` generated scenes.
 
     evidence: use the evidence scenes (`yolocam.demo.evidence`, for a detector such as `demo-marks`)
     and add EVIDENCE_COLUMNS per method over the true positives: evidence pointing, evidence share,
     and that share over a box-centred Gaussian's on the same boxes (`evaluation/evidence.py`).
+
+    stability: add STABILITY_COLUMNS per method: each scene re-explained as a JPEG-90 copy and shifted by
+    (2, 1) px, the detections matched again; the median map correlation in the box grown by 25 % and the
+    share whose peak moves at most 8 px (`evaluation/stability.py`). Costs three more explanations per scene.
 
     model: as `Explainer` (None = bundled demo detector); imgsz: None = the model's training size (else 640);
     steps: deletion/insertion steps; faithful: detections per scene given deletion/insertion curves;
@@ -83,11 +95,14 @@ def compare_methods(model=None, scenes: int = 16, imgsz: int | None = None, laye
         return CamEngine(adapter, get_method(m), exp.target, layers, fuse=fuse)
 
     engines = {m: engine(adapter, exp.layers, m) for m in names}
+    drise_args = dict(masks=cfg.masks, cell=cfg.cell, keep=cfg.keep, seed=cfg.seed, mask_batch=cfg.batch)
+    stable = {m: Explainer(model, method=m, target=target, layers=layers, fuse=fuse, imgsz=exp.imgsz, device=device,
+                           **(drise_args if get_method(m).black_box else {})) for m in names} if stability else {}
     rand = randomised_copy(exp.engine, seed=seed)
     rand_engines = {m: engine(rand.adapter, rand.layers, m) for m in names}
     acc = {m: {"pointing": [], "energy": [], "energy_other": [], "deletion_auc": [], "insertion_auc": [],
                "randomisation": [], "randomisation_box": [], "seconds": 0.0, "detections": 0, "tp": 0,
-               "evidence_pointing": [], "evidence_share": [], "gauss_share": []} for m in names}
+               "evidence_pointing": [], "evidence_share": [], "gauss_share": [], "stability": []} for m in names}
     for i in range(int(scenes)):
         scene = make(scene_seed(seed, "test", i))
         x, (lb,) = adapter.preprocess([scene.image], exp.imgsz)
@@ -121,6 +136,9 @@ def compare_methods(model=None, scenes: int = 16, imgsz: int | None = None, laye
             a["randomisation"] += [spearman(u, v) for u, v in zip(maps.cpu(), after.cpu())]
             a["randomisation_box"] += box_spearman(maps.cpu(), after.cpu(), dets[0])
             a["seconds"] += time.perf_counter() - t0
+            if stability:
+                a["stability"] += stability_records(stable[m], scene.image, list(STABILITY_CHECKS.values()),
+                                                    conf=conf, iou=iou)
     rows = []
     for m in names:
         a = acc[m]
@@ -132,7 +150,20 @@ def compare_methods(model=None, scenes: int = 16, imgsz: int | None = None, laye
             rows[-1].update(evidence_pointing=mean_of(a["evidence_pointing"]),
                             evidence_share=mean_of(a["evidence_share"]),
                             evidence_x_gauss=mean_of(a["evidence_share"]) / gauss if gauss else float("nan"))
+        if stability:
+            rows[-1].update(_stability_columns(a["stability"]))
     return rows
+
+
+def _stability_columns(records: list[dict]) -> dict:
+    """STABILITY_COLUMNS from per-detection stability records (NaN when no detection was found)."""
+    by_name = {r["perturbation"]: r for r in aggregate(records)}
+    out = {}
+    for prefix, name in STABILITY_CHECKS.items():
+        row = by_name.get(name, {})
+        out[f"{prefix}_r"] = row.get("r_median", float("nan"))
+        out[f"{prefix}_peak"] = row.get("peak_kept", float("nan"))
+    return out
 
 
 def _evidence(acc: dict, maps: torch.Tensor, boxes: torch.Tensor, loc, scene, gain: tuple[float, float]) -> None:
@@ -153,18 +184,27 @@ def _evidence(acc: dict, maps: torch.Tensor, boxes: torch.Tensor, loc, scene, ga
     acc["gauss_share"] += gauss_share.tolist()
 
 
+def _extra_columns(rows: list[dict]) -> tuple[tuple, tuple]:
+    """(header, keys) of the optional columns the rows hold: evidence, then stability."""
+    header, keys = (), ()
+    if rows and "evidence_pointing" in rows[0]:
+        header, keys = header + EVIDENCE_HEADER, keys + EVIDENCE_COLUMNS
+    if rows and STABILITY_COLUMNS[0] in rows[0]:
+        header, keys = header + STABILITY_HEADER, keys + STABILITY_COLUMNS
+    return header, keys
+
+
 def format_comparison(rows: list[dict]) -> str:
     """The comparison as an ultralytics-style table (PG/EiB/EoO on true positives; higher is better
-    except EoO, Del-AUC and Rand-rho; evidence columns when measured)."""
-    if rows and "evidence_pointing" in rows[0]:
-        return format_rows(HEADER[:-1] + EVIDENCE_HEADER + HEADER[-1:], rows, COLUMNS[:-1] + EVIDENCE_COLUMNS + COLUMNS[-1:])
-    return format_rows(HEADER, rows, COLUMNS)
+    except EoO, Del-AUC and Rand-rho; evidence and stability columns when measured)."""
+    header, keys = _extra_columns(rows)
+    return format_rows(HEADER[:-1] + header + HEADER[-1:], rows, COLUMNS[:-1] + keys + COLUMNS[-1:])
 
 
 def save_comparison(rows: list[dict], out) -> Path:
     """Write compare_methods.csv and compare_methods.json into `out`."""
     out = prepare_out_dir(out)
-    columns = COLUMNS + EVIDENCE_COLUMNS if rows and "evidence_pointing" in rows[0] else COLUMNS
+    columns = COLUMNS + _extra_columns(rows)[1]
     atomic_write_bytes(out / "compare_methods.csv", csv_bytes(rows, columns))
     atomic_write_bytes(out / "compare_methods.json", json.dumps(rows, indent=1).encode())
     return out

@@ -15,6 +15,10 @@ Evidence (against a user-given mask or disc of the part that decides the class):
 `evidence` and re-exported here. Instance regions (a mask, a rotated box, a keypoint): `pointing_in_mask`,
 `energy_in_mask`, `rbox_mask`, `peak_distance`, defined in `instance_metrics` and re-exported here.
 
+Stability under changes that should not matter (JPEG, shifts, resizing, noise): `stability`,
+`aggregate`, `map_correlation`, `peak_kept`, `shift_image`, `unshift_map`, defined in `stability`
+and re-exported here.
+
 Inputs may be numpy arrays or torch tensors; everything is computed in torch.
 """
 
@@ -34,6 +38,8 @@ from ..model.layers import TargetLayer
 from .evidence import (DEFAULT_DILATE, disc_mask, evidence_pointing, evidence_region,  # noqa: F401 (re-exported)
                        evidence_scores, evidence_share, gaussian_box_map, uniform_box_map)
 from .instance_metrics import energy_in_mask, peak_distance, pointing_in_mask, rbox_mask  # noqa: F401 (re-exported)
+from .stability import (DEFAULT_PERTURBATIONS, aggregate, map_correlation, peak_kept,  # noqa: F401 (re-exported)
+                        shift_image, stability, unshift_map)
 
 PAD_VALUE = 114.0 / 255.0  # the letterbox grey: the "removed pixel" baseline
 
