@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -178,18 +179,147 @@ def test_old_import_paths_are_the_same_modules(old, new):
     assert getattr(yolocam, old.split(".")[1]) is importlib.import_module(new)
 
 
-def test_readme_api_names_resolve():
-    import yolocam
-    from yolocam.layers import align_levels
-    from yolocam.training import add_explain_callbacks
+README = PACKAGE.parent / "README.md"
 
-    assert callable(align_levels) and callable(add_explain_callbacks)
-    for name in ("Explainer", "validate", "load_output", "list_methods", "list_models", "ImageExplanation",
-                 "DetectionExplanation", "YolocamError"):
-        assert getattr(yolocam, name) is not None
-    assert callable(yolocam.metrics.energy_in_box) and callable(yolocam.compare.compare_methods)
+
+def _resolve(chain: list[str], env: dict):
+    """The object `a.b.c` names (a submodule imported when it is not an attribute yet); raises LookupError."""
+    if chain[0] not in env:
+        raise LookupError(chain[0])
+    obj = env[chain[0]]
+    for k, part in enumerate(chain[1:], 1):
+        if hasattr(obj, part):
+            obj = getattr(obj, part)
+        elif isinstance(obj, type) and any(part in getattr(c, "__annotations__", {}) for c in obj.__mro__):
+            return None  # a dataclass field: an attribute of instances only, nothing further to resolve
+        elif hasattr(obj, "__path__"):  # a package: its submodule
+            try:
+                obj = importlib.import_module(f"{obj.__name__}.{part}")
+            except ImportError:
+                raise LookupError(".".join(chain[:k + 1])) from None
+        else:
+            raise LookupError(".".join(chain[:k + 1]))
+    return obj
+
+
+def _parameters(fn):
+    """(names, takes **kwargs) of a callable; a `(*args, **kwargs)` wrapper whose docstring says
+    "See `a.b.f`" is followed to `a.b.f`."""
+    import inspect
+
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None, True
+    kinds = {p.kind for p in sig.parameters.values()}
+    if kinds == {inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD}:
+        target = re.search(r"See `([\w.]+)`", fn.__doc__ or "")
+        if target:
+            module, _, name = target.group(1).rpartition(".")
+            return _parameters(getattr(importlib.import_module(module), name))
+    return set(sig.parameters), inspect.Parameter.VAR_KEYWORD in kinds
+
+
+def _chain(node) -> list[str] | None:
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    return [node.id, *reversed(parts)] if isinstance(node, ast.Name) else None
+
+
+def check_python(code: str, env: dict) -> tuple[list[str], list[str]]:
+    """(problems, checked names) of one piece of README Python: every import of yolocam resolves, every
+    `yolocam...` name (or name imported from it) resolves, and every keyword passed to one of them is a
+    parameter of it. Names bound to a call's result (`exp = yolocam.Explainer(...)`) stand for its class."""
+    problems, checked = [], []
+    tree = ast.parse(code)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "yolocam":
+                    importlib.import_module(alias.name)
+                    env[alias.asname or alias.name.split(".")[0]] = importlib.import_module(alias.name.split(".")[0])
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "yolocam":
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                try:
+                    env[alias.asname or alias.name] = _resolve(["m", alias.name], {"m": module})
+                    checked.append(f"{node.module}.{alias.name}")
+                except LookupError:
+                    problems.append(f"from {node.module} import {alias.name}: no such name")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and len(node.targets) == 1 \
+                and isinstance(node.targets[0], ast.Name) and (chain := _chain(node.value.func)) and chain[0] in env:
+            try:
+                cls = _resolve(chain, env)
+            except LookupError:
+                continue  # reported below
+            if isinstance(cls, type):
+                env[node.targets[0].id] = cls
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and (chain := _chain(node)) and chain[0] in env:
+            try:
+                _resolve(chain, env)
+                checked.append(".".join(chain))
+            except LookupError as exc:
+                problems.append(f"{'.'.join(chain)}: {exc} does not exist")
+        if isinstance(node, ast.Call) and (chain := _chain(node.func)) and chain[0] in env:
+            try:
+                fn = _resolve(chain, env)
+            except LookupError:
+                continue  # reported above
+            names, var_kw = _parameters(fn) if callable(fn) else (None, True)
+            for kw in node.keywords:
+                if kw.arg is not None and not var_kw and kw.arg not in names:
+                    problems.append(f"{'.'.join(chain)}(..., {kw.arg}=...): no such parameter")
+                elif kw.arg is not None:
+                    checked.append(f"{'.'.join(chain)}({kw.arg}=)")
+    return problems, checked
+
+
+def check_readme(text: str) -> tuple[list[str], list[str]]:
+    """check_python over the README's ```python blocks (one namespace, in order) and over its inline code spans
+    that name `yolocam.` or one of its public names (each on its own)."""
+    import yolocam
+
+    public = {name: getattr(yolocam, name) for name in yolocam.__all__}
+    problems, checked, env = [], [], {}
+    for block in re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M):
+        found = check_python(block, env)
+        problems += found[0]
+        checked += found[1]
+    prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+    for span in set(re.findall(r"`([^`\n]+)`", prose)):
+        if not re.search(r"\byolocam\.\w|\b(%s)\b" % "|".join(public), span):
+            continue
+        try:
+            found = check_python(span, {"yolocam": yolocam, **public})
+        except SyntaxError:  # prose such as `yolocam.scenes`-like names with words around: names only
+            found = check_python(" ; ".join(re.findall(r"\byolocam(?:\.\w+)+", span)) or "pass", {"yolocam": yolocam})
+        problems += [f"`{span}`: {p}" for p in found[0]]
+        checked += found[1]
+    return problems, checked
+
+
+def test_readme_api_names_resolve():
+    """Every yolocam name the README's Python and inline code uses exists, and every keyword it passes to one
+    is a parameter of it."""
+    problems, checked = check_readme(README.read_text(encoding="utf-8"))
+    assert not problems, problems
+    assert "yolocam.Explainer" in checked and len(set(checked)) >= 15, sorted(set(checked))
+
+
+def test_the_readme_checker_finds_wrong_names_and_keywords():
+    text = ("```python\nimport yolocam\nexp = yolocam.Explainer(methd='gradcam')\nyolocam.explain_all()\n"
+            "exp.explian('a.jpg')\nfrom yolocam.distributed import explain_dataset\n"
+            "explain_dataset('a', 'b', worker=2)\n```\n"
+            "Call `yolocam.validate(model, dta=...)` or `yolocam.metrics.pointing`; `ImageExplanation.saev(out)`.\n")
+    problems, _ = check_readme(text)
+    for wrong in ("methd", "explain_all", "explian", "worker", "dta", "pointing", "saev"):
+        assert any(wrong in p for p in problems), (wrong, problems)
     with pytest.raises(AttributeError):
-        yolocam.no_such_name  # noqa: B018
+        __import__("yolocam").no_such_name  # noqa: B018
 
 
 def test_import_yolocam_does_not_load_torch():
