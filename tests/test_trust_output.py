@@ -321,5 +321,5 @@ def test_load_output_refuses_an_impossible_image_size(tmp_path):
         load_output(out)
     img["width"] = img["height"] = 200000
     (out / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(YolocamError, match="exceeds"):
+    with pytest.raises(YolocamError, match="image too large"):
         load_output(out)

@@ -11,11 +11,8 @@ import numpy as np
 from ..errors import YolocamError
 from ..model.segment import PolygonMask
 from .maps import MapRef, MapStack
+from ..inputs.limits import check_pixels
 from .paths import inside
-
-# The largest image a manifest may describe (width x height): a hostile or corrupt file claiming more is
-# refused before any full-size map is made (as large as the largest image `load_image` decodes by default).
-MAX_MANIFEST_PIXELS = 2**31
 from .results import DetectionExplanation, ImageExplanation
 
 
@@ -70,16 +67,14 @@ def load_output(out_dir) -> list[ImageExplanation]:
 
 
 def _check_size(size: tuple, img: dict, out: Path) -> None:
-    """The maps' image size must be the manifest's own, and of an image that can exist (`MAX_MANIFEST_PIXELS`)."""
+    """The maps' image size must be the manifest's own, and within the decoded-image pixel limit."""
     if len(size) != 2 or min(size) < 1:
         raise YolocamError(f"{img.get('heatmaps')} in {out}: expected an image size (H, W), got {tuple(size)}")
     h, w = int(size[0]), int(size[1])
     if (img.get("height"), img.get("width")) != (h, w):
         raise YolocamError(f"{img.get('heatmaps')} in {out}: maps for a {w}x{h} image, but the manifest says "
                            f"{img.get('width')}x{img.get('height')}")
-    if h * w > MAX_MANIFEST_PIXELS:
-        raise YolocamError(f"{img.get('heatmaps')} in {out}: image size {w}x{h} = {h * w} pixels exceeds "
-                           f"{MAX_MANIFEST_PIXELS} (a corrupt or hostile file)")
+    check_pixels(w, h, f"{img.get('heatmaps')} in {out}")  # the limit images are decoded under (`inputs.limits`)
 
 
 def _polygon_mask(det: dict, img: dict) -> PolygonMask | None:
