@@ -60,15 +60,66 @@ def test_odam_is_hirescam_alias_and_registry_lists_everything():
     assert get_method("odam") is get_method("hirescam")
 
 
-def test_smooth_gradcampp_averages_gradient_powers():
-    # Two samples whose mean is G: powers are averaged before alpha (SmoothGrad-CAM++).
-    noise = torch.randn_like(G[0]) * 0.1
-    g2 = torch.stack([G[0] + noise, G[0] - noise])
-    cam = get_method("smoothgradcam++")(A, g2)
-    g1, gg, ggg = g2.mean(0), g2.pow(2).mean(0), g2.pow(3).mean(0)
-    alpha = gg / (2 * gg + ggg * A.sum((-2, -1), keepdim=True))
-    w = (alpha * g1.clamp(min=0)).sum((-2, -1), keepdim=True)
-    torch.testing.assert_close(cam, (w * A).sum(1))
+def test_smooth_gradcampp_averages_gradient_powers_by_hand():
+    """Two samples G + N and G - N (mean G): mean g = G, mean g^2 = G^2 + N^2, mean g^3 = G^3 + 3 G N^2.
+    N is 1 at ch0 (0, 1), where g = 0, and at ch1 (1, 1), where g = 1; 0 elsewhere.
+    ch0: (0, 1) gets alpha 1 / (2 + 0) = 1/2 but relu(mean g) = 0, so w0 = 1/12 + 1/12 = 1/6 as without noise.
+    ch1: (1, 1): alpha = 2 / (2*2 + 4*3) = 1/8 (1/5 without noise), times relu(1); (0, 1) as before 1/4 -> w1 = 3/8.
+    Map: (1/6) A0 + (3/8) A1."""
+    noise = torch.zeros_like(G[0])
+    noise[0, 0, 0, 1] = 1.0
+    noise[0, 1, 1, 1] = 1.0
+    cam = get_method("smoothgradcam++")(A, torch.stack([G[0] + noise, G[0] - noise]))
+    torch.testing.assert_close(cam[0], torch.tensor([[13 / 24, 17 / 24], [21 / 24, 2 / 3]]))
+    torch.testing.assert_close(gradcampp_weights(A, torch.stack([G[0] + noise, G[0] - noise])).flatten(),
+                               torch.tensor([1 / 6, 3 / 8]))
+
+
+P_RANK1 = torch.tensor([[0.0, 1.0], [2.0, 3.0]])
+
+
+def test_eigengradcam_by_hand():
+    """A*G is rank one: ch0 = 3P, ch1 = -4P with P = [[0, 1], [2, 3]]. Centred over positions, each position's
+    channel vector is (P - 1.5) (3, -4): first axis (3, -4) / 5, projection +-5 (P - 1.5). The channel mean of
+    A*G is -P / 2, so the sign that correlates positively with it gives -5 (P - 1.5)."""
+    acts = torch.tensor([[[[1.0, 1.0], [2.0, 3.0]], [[1.0, 2.0], [1.0, 3.0]]]])
+    grads = torch.tensor([[[[0.0, 3.0], [3.0, 3.0]], [[0.0, -2.0], [-8.0, -4.0]]]])[None]
+    torch.testing.assert_close(acts * grads[0], torch.stack([3 * P_RANK1, -4 * P_RANK1])[None])
+    cam = get_method("eigengradcam")(acts, grads)
+    torch.testing.assert_close(cam[0], torch.tensor([[7.5, 2.5], [-2.5, -7.5]]), rtol=1e-5, atol=1e-5)
+
+
+# A second example where a channel's gradient is negative on average (G2_1 = [[-4, 0], [0, 0]], G2_0 = G0), so the
+# signed maps have negative cells: methods return signed evidence, and the rectification comes after the channel sum.
+G2 = torch.tensor([[[[1.0, 0.0], [0.0, 1.0]], [[-4.0, 0.0], [0.0, 0.0]]]])[None]
+EXPECTED_SIGNED = {
+    # w = (0.5, -1): 0.5*A0 - A1
+    "gradcam": [[-0.5, 0.0], [0.5, 2.0]],
+    # [[1,0],[0,4]] + [[-4,0],[0,0]]
+    "hirescam": [[-3.0, 0.0], [0.0, 4.0]],
+    # w = (5/10, -4/3): 0.5*A0 - (4/3)*A1
+    "xgradcam": [[0.5 - 4 / 3, 1 - 4 / 3], [1.5 - 4 / 3, 2.0]],
+    # the ReLU sits on the gradient: relu(G2)*A, ch1 contributes nothing
+    "layercam": [[1.0, 0.0], [0.0, 4.0]],
+    # ch1's only gradient is negative: relu(g) = 0, w1 = 0; w0 = 1/6 as before
+    "gradcam++": [[1 / 6, 2 / 6], [3 / 6, 4 / 6]],
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_SIGNED))
+def test_methods_return_signed_maps_by_hand(name):
+    torch.testing.assert_close(get_method(name)(A, G2)[0], torch.tensor(EXPECTED_SIGNED[name]), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("fuse", ["sum", "max", "gate", "origin"])
+def test_rectification_comes_after_the_channel_sum(fuse):
+    """Grad-CAM's signed map [[-0.5, 0], [0.5, 2]] becomes relu / max = [[0, 0], [0.25, 1]]. Rectifying each
+    channel before the sum would give 0.5*A0 / 2 = [[0.25, 0.5], [0.75, 1]]; not rectifying keeps -0.25."""
+    from yolocam.cam.fusion import fuse_layer_maps
+
+    raw = get_method("gradcam")(A, G2)
+    fused = fuse_layer_maps([raw], fuse, (2, 2), [8.0], torch.tensor([8.0]))
+    torch.testing.assert_close(fused[0], torch.tensor([[0.0, 0.0], [0.25, 1.0]]))
 
 
 def test_eigencam_recovers_a_rank_one_pattern():
