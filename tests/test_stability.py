@@ -191,3 +191,17 @@ def test_compare_methods_stability_columns(tmp_path):
     assert "JPEG-r" in format_comparison(rows) and "Shift-pk" in format_comparison(rows)
     header = (save_comparison(rows, tmp_path / "cmp") / "compare_methods.csv").read_text().splitlines()[0]
     assert header.endswith(",".join(STABILITY_COLUMNS))
+
+
+def test_val_compare_methods_passes_stability(tmp_path, capsys):
+    import argparse
+
+    from yolocam.evaluation.validation import main_val
+
+    args = argparse.Namespace(model="demo-v8", data=None, method=None, target="class", layers="neck", fuse="sum",
+                              imgsz=160, conf=0.25, iou=0.7, device="cpu", out=str(tmp_path / "cmp"),
+                              max_images=None, max_explanations=None, compare_methods=["hirescam"], scenes=1,
+                              stability=True)
+    assert main_val(args) == 0
+    assert "JPEG-r" in capsys.readouterr().out
+    assert "shift2_peak" in (tmp_path / "cmp" / "compare_methods.csv").read_text()

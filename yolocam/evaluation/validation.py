@@ -356,6 +356,7 @@ def main_val(args) -> int:
             names = None if methods is True or methods == "all" else list(methods)
             rows = compare_methods(get("model"), scenes=get("scenes", 16), target=get("target", "class"),
                                    conf=get("conf", 0.25), iou=get("iou", 0.7), methods=names,
+                                   stability=bool(get("stability", False)),  # --stability: JPEG-90 / shift columns
                                    drise={("batch" if k == "mask_batch" else k): v for k, v in drise.items()}, **common)
             print(format_comparison(rows))
             print(f"saved to {printable(save_comparison(rows, out))}")
