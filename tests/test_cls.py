@@ -109,11 +109,14 @@ def test_top5_classes_and_probabilities_equal_ultralytics_predict(family, images
     # gives the same maps (Grad-CAM: see the strategies test for why not the default ssgradcam++ to 1e-4)
     single = yolocam.Explainer(yolo, imgsz=IMGSZ, method="gradcam").explain(images)
     batched = yolocam.Explainer(yolo.ckpt_path, imgsz=IMGSZ, method="gradcam").explain(images, batch=2)
+    assert len(single) == len(batched) == 2
     for one, two in zip(single, batched):
-        assert [d.cls for d in one.detections] == [d.cls for d in two.detections]
-        np.testing.assert_allclose([d.conf for d in one.detections], [d.conf for d in two.detections], atol=1e-6)
+        # batched kernels differ in the last bits; measured: probabilities 1.5e-7 apart (tolerance 1e-5), maps
+        # 1.1e-5 (tolerance 1e-3); the top five are at least 0.14 apart, so their order is exact
+        assert [d.cls for d in one.detections] == [d.cls for d in two.detections] and len(one.detections) == 5
+        np.testing.assert_allclose([d.conf for d in one.detections], [d.conf for d in two.detections], atol=1e-5)
         np.testing.assert_allclose(np.stack([d.heatmap for d in one.detections]),
-                                   np.stack([d.heatmap for d in two.detections]), atol=1e-4)
+                                   np.stack([d.heatmap for d in two.detections]), atol=1e-3)
     # conf is the least probability explained; max_det the number of classes; classes filters first
     top = results[0].detections
     few = exp.explain(images[0], conf=top[2].conf - 1e-6, max_det=10)[0].detections
@@ -156,8 +159,9 @@ def test_maps_are_unit_float32_zero_outside_the_centre_crop_and_agree_across_str
     # Both strategies give the same gradients: Grad-CAM, linear in them, agrees to float rounding. (The default
     # ssgradcam++ is not compared: Grad-CAM++'s alpha = 1 / (2 + g sum A) has a pole, and on these random
     # classifiers 2 + g sum A comes within 1e-3 of it, which turns float rounding into differences of 1e-3.)
+    assert len(linear[0]) == len(linear[1]) == len(maps[0]) == len(maps[1]) == len(images)
     for a, b in zip(*linear):
-        np.testing.assert_allclose(a, b, atol=1e-4)
+        np.testing.assert_allclose(a, b, atol=1e-4)  # measured: 8e-6
     for image, stack, plain in zip(images, maps[0], linear[0]):
         for m in (stack, plain):
             assert m.shape == (5, *image.shape[:2]) and m.dtype == np.float32
@@ -171,6 +175,46 @@ def test_maps_are_unit_float32_zero_outside_the_centre_crop_and_agree_across_str
         assert (stack[:, outside] == 0).all() and (plain[:, outside] == 0).all()
         assert (stack[:, inside].max(1) == 1).all()
         assert not np.allclose(stack[0], stack[1])  # a map per class
+
+
+def gradcampp_conditioning(model, x, layer_ids, classes) -> float:
+    """The largest |g sum A| / |2 + g sum A| over the positions with g > 0 of the layers, for each class logit:
+    how much Grad-CAM++'s alpha = 1 / (2 + g sum A) magnifies a relative change of the gradient."""
+    store, worst = {}, 0.0
+    handles = [model.model[i].register_forward_hook(lambda m, i_, o, k=i: store.__setitem__(k, o)) for i in layer_ids]
+    try:
+        with torch.enable_grad():
+            logits = model(x)[1]
+            for c in classes:
+                grads = torch.autograd.grad(logits[0, c], [store[i] for i in layer_ids], retain_graph=True)
+                for i, g in zip(layer_ids, grads):
+                    gsa = g * store[i].detach().sum((2, 3), keepdim=True)
+                    worst = max(worst, float((gsa.abs() / (2 + gsa).abs())[g > 0].max()))
+    finally:
+        for h in handles:
+            h.remove()
+    return worst
+
+
+@pytest.mark.parametrize("family", ["v8", "11"])
+def test_the_default_method_agrees_across_strategies_away_from_the_pole(family, images):
+    """The default method (ssgradcam++, gate fusion) on the backbone layers, where 2 + g sum A stays away from 0
+    (measured conditioning at most 4.4 there, against up to 3e5 on the stride-4 layer): loop and batched
+    maps agree to 1e-5 (measured 2.4e-6)."""
+    model = cls_model(family)
+    maps = []
+    for strategy in ("loop", "batched"):
+        exp = yolocam.Explainer(model, imgsz=IMGSZ, strategy=strategy, layers="backbone")
+        assert exp.method.name == yolocam.DEFAULT_METHOD and exp.fuse == "gate"
+        results = exp.explain(images)
+        maps.append([np.stack([d.heatmap for d in r.detections]) for r in results])
+    layer_ids = [t.top for t in exp.layers]
+    for image, res in zip(images, results):
+        x, _ = exp.adapter.preprocess([image], IMGSZ)
+        assert gradcampp_conditioning(model, x, layer_ids, [d.cls for d in res.detections]) < 10
+    for a, b in zip(*maps):
+        assert a.shape == b.shape and a.shape[0] == 5 and np.isclose(a.max(axis=(1, 2)), 1.0).all()
+        np.testing.assert_allclose(a, b, atol=1e-5)
 
 
 def test_gradcam_equals_a_hand_computation(images):
