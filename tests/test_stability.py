@@ -153,6 +153,60 @@ def test_reexported_from_metrics():
     assert M.stability is S.stability and M.map_correlation is S.map_correlation
 
 
+class SquareExplainer:
+    """A stand-in `Explainer`: detects the bright square(s) of an image (one box over all bright pixels) and
+    explains it by the blurred image itself, so its map moves with the content exactly (or, `fixed`, stays
+    put: a map that ignores the image)."""
+
+    def __init__(self, fixed: bool = False):
+        self.fixed = fixed
+
+    def explain(self, image, conf=None, iou=0.7):
+        from types import SimpleNamespace
+
+        import cv2
+
+        ys, xs = np.nonzero(image[..., 0] > 127)
+        if not len(xs):
+            return [SimpleNamespace(detections=[])]
+        box = [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+        heat = cv2.GaussianBlur(image[..., 0].astype(np.float32) / 255, (0, 0), 3)
+        if self.fixed:
+            heat = np.asarray(bump(40, 30, sigma=6, shape=image.shape[:2]))
+        return [SimpleNamespace(detections=[SimpleNamespace(box=box, cls=0, conf=0.9, heatmap=heat)])]
+
+
+def square_image():
+    image = np.zeros((H, W, 3), np.uint8)
+    image[24:44, 30:52] = 255
+    image[30:34, 36:40] = 120  # a darker notch: the map has a structure inside the box
+    return image
+
+
+def test_stability_maps_boxes_and_maps_back_into_the_original_frame():
+    records = S.stability(SquareExplainer(), square_image(), ["shift2_1", "shift-7_3", "resize0.95", "jpeg90"])
+    by = {r["perturbation"]: r for r in records}
+    assert list(by) == ["shift2_1", "shift-7_3", "resize0.95", "jpeg90"]
+    for name in ("shift2_1", "shift-7_3"):  # the content moved exactly: the same box and map after mapping back
+        assert by[name]["matched"] and by[name]["box_iou"] == pytest.approx(1.0)
+        assert by[name]["r"] == pytest.approx(1.0, abs=1e-6) and by[name]["peak_kept"] and by[name]["peak_shift"] == 0
+        assert by[name]["dconf"] == 0.0
+    assert by["resize0.95"]["box_iou"] > 0.9 and by["resize0.95"]["r"] > 0.95
+    assert by["jpeg90"]["r"] > 0.95 and by["jpeg90"]["peak_kept"]
+    # a map that stays where it was while the content moves is not stable under the shift
+    fixed = {r["perturbation"]: r for r in S.stability(SquareExplainer(fixed=True), square_image(), ["shift7_3"])}
+    assert fixed["shift7_3"]["r"] < 0.9
+    assert S.stability(SquareExplainer(), np.zeros((H, W, 3), np.uint8), ["jpeg90"]) == []  # nothing detected
+
+
+def test_a_detection_the_change_removes_is_lost():
+    image = square_image()
+    image[24:44, 30:33] = 0  # the square now spans x 33..52: moved 52 px left, it leaves the image
+    (rec,) = S.stability(SquareExplainer(), image, ["shift-52_0"])
+    assert not rec["matched"] and math.isnan(rec["r"]) and rec["peak_kept"] is None
+    assert S.aggregate([rec])[0]["matched"] == 0.0
+
+
 @pytest.fixture(scope="module")
 def default_explainer():
     import yolocam
