@@ -30,6 +30,10 @@ from .options import (  # noqa: F401  (the option values, also importable from h
 
 # --------------------------------------------------------------------------- commands
 def cmd_explain(args) -> int:
+    from .video_command import cmd_explain_media, media_sources
+
+    if media_sources(args.source):  # videos, URLs, streams, webcams, screen, .txt/.streams lists
+        return cmd_explain_media(args)
     entries = resolve_inputs(args.source, recursive=args.recursive)
     if args.ray is not None:
         from .ray_commands import explain_on_ray, require_ray
@@ -243,7 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("explain", help="explain every detection in images", allow_abbrev=False)
-    p.add_argument("source", nargs="+", metavar="SOURCE", help="image file, folder or glob (several allowed)")
+    p.add_argument("source", nargs="+", metavar="SOURCE",
+                   help="image or video file, folder, glob, image/video URL, rtsp/rtmp/http stream, webcam index (0), "
+                        "screen, or a .txt/.streams list (several allowed)")
     p.add_argument("--recursive", action="store_true", help="also take the images in folders' sub-folders")
     _add_model_args(p)
     p.add_argument("--conf", type=unit_float, default=None,
@@ -262,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "gallery shows them as the detections' cards")
     p.add_argument("--save-format", choices=SAVE_FORMATS, default="jpg",
                    help="overlays and crops as jpg (default: about 8x smaller) or png (lossless)")
+    from .video_command import add_video_args
+
+    add_video_args(p)
     add_ray_args(p, resume=True)
     p.set_defaults(func=cmd_explain)
 

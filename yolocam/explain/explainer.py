@@ -146,8 +146,18 @@ class Explainer:
                 "layers": self.layers_spec}
 
     def explain(self, source: Source, conf: float | None = None, iou: float = 0.7, classes=None,
-                max_det: int | None = None, batch: int = 1, recursive: bool = False) -> list[ImageExplanation]:
+                max_det: int | None = None, batch: int = 1, recursive: bool = False, vid_stride: int = 1,
+                stream: bool = False, track: bool = False, tracker: str = "bytetrack.yaml",
+                stream_buffer: bool = False) -> list[ImageExplanation] | Iterator[ImageExplanation]:
         """Explain every detection in every image of `source`; one `ImageExplanation` per image, in order.
+
+        `source` may also be anything `YOLO.predict` reads (README, "Videos and streams"): a video file, an
+        image or video URL, an rtsp/rtmp/http stream, a webcam index (`0`), `screen`, a .txt list or a .streams
+        file; each frame is one `ImageExplanation` with `frame` and `source` set, `vid_stride` takes every n-th
+        frame, `stream_buffer` keeps every frame of a live stream (as ultralytics' `stream_buffer`). With
+        `stream=True` a generator is returned, explaining frames as it is consumed (memory stays flat over a
+        long video; without it all frames are kept). `track=True` runs ultralytics' `tracker` (bytetrack.yaml,
+        botsort.yaml) over the frames and sets each box's `track_id`.
 
         `conf` and `max_det`: None = 0.25 and 300; classification models (README, "Classification"), whose
         detections are their top classes, each an image-level explanation: 0 and 5 (`Probs.top5`), `conf`
@@ -159,6 +169,19 @@ class Explainer:
         """
         conf, max_det = self.thresholds(conf, max_det)
         check_thresholds(conf, iou, max_det, batch)
+        from ..inputs.streams import has_media
+
+        if stream or track or has_media(source):
+            from .video import explain_stream
+
+            frames = explain_stream(self, source, conf, iou, classes, max_det, batch, recursive, vid_stride, track,
+                                    tracker, stream_buffer)
+            if stream:
+                return frames
+            results = list(frames)
+            if len(results) == 1 and results[0].error is not None:
+                raise YolocamError(results[0].error)
+            return results
         entries = resolve_source(source, recursive=recursive)
         if not entries:
             raise YolocamError(f"no images found in source {source!r}")
@@ -166,6 +189,22 @@ class Explainer:
         if len(results) == 1 and results[0].error is not None:
             raise YolocamError(results[0].error)
         return results
+
+    def export(self, source: Source, out_dir, conf: float | None = None, iou: float = 0.7, classes=None,
+               max_det: int | None = None, batch: int = 1, recursive: bool = False, vid_stride: int = 1,
+               track: bool = False, tracker: str = "bytetrack.yaml", stream_buffer: bool = False, html: bool = False,
+               crops: bool = False, save_format: str = "png", progress: bool | None = False) -> dict:
+        """Explain `source` (any source `explain` takes) straight into the folder `out_dir`, one image or frame
+        at a time: the files of `ImageExplanation.save` per image; for a video or stream its frames'
+        folders, the annotated video `<stem>.mp4` and, with `track`, tracks.csv (README, "Videos and streams").
+        Returns the counts (images, frames, detections, errors)."""
+        from ..output.lock import owning
+        from .video import export_source
+
+        with owning(out_dir):
+            return export_source(self, source, out_dir, conf, iou, classes, max_det, batch, recursive, vid_stride,
+                                 track, tracker, stream_buffer, html=html, crops=crops, save_format=save_format,
+                                 progress=progress)
 
     def iter_explain(self, entries: Sequence, conf: float | None = None, iou: float = 0.7, classes=None,
                      max_det: int | None = None, batch: int = 1) -> Iterator[ImageExplanation]:
@@ -179,7 +218,8 @@ class Explainer:
             if item.error is not None:
                 yield from self._explain_items(pending, conf, iou, classes, max_det, counts)
                 pending = []
-                yield ImageExplanation(item.path, None, [], error=item.error, meta=self.meta)
+                yield ImageExplanation(item.path, None, [], error=item.error, meta=self.meta,
+                                       frame=getattr(item, "frame", None), source=getattr(item, "source", None))
                 continue
             pending.append(item)
             if len(pending) >= batch:
@@ -230,7 +270,8 @@ class Explainer:
             if counts is not None:
                 counts[0] += len(dets)
                 counts[1] += sum(r is not None for r in why)
-            out.append(ImageExplanation(item.path, item.image, explained, meta=self.meta))
+            out.append(ImageExplanation(item.path, item.image, explained, meta=self.meta,
+                                        frame=getattr(item, "frame", None), source=getattr(item, "source", None)))
         return out
 
 

@@ -106,6 +106,10 @@ class ExportWriter:
         self.stems.add(stem.casefold())
         return stem
 
+    def stem_for(self, result) -> str:
+        """The folder (relative path) of `result`'s files: a new unique stem (video frames: `output/video.py`)."""
+        return self.unique_stem(result.path)
+
     def _taken_on_disk(self, stem: str) -> bool:
         path = self.out / stem
         return os.path.lexists(path) and (path.is_symlink() or not path.is_dir())
@@ -126,7 +130,7 @@ class ExportWriter:
         if result.error is not None or result.image is None:
             self.add_error(result.path, result.error or "no image")
             return None
-        stem = self.unique_stem(result.path)
+        stem = self.stem_for(result)
         names = self.file_names(result, stem)
         self.manifest["pending"] = names
         self.write_manifest()  # lists the files about to be written, in case the run is killed meanwhile

@@ -30,9 +30,10 @@ class Progress:
     between lines off a terminal.
     """
 
-    def __init__(self, total: int, desc: str = "", stream=None, enabled: bool | None = None,
+    def __init__(self, total: int | None, desc: str = "", stream=None, enabled: bool | None = None,
                  interval: float = 0.1, width: int | None = None, unit: str = "images", log_interval: float = 10.0):
-        self.total, self.desc, self.unit = max(int(total), 0), desc, unit
+        self.total = None if total is None else max(int(total), 0)  # None: not known (a live stream)
+        self.desc, self.unit = desc, unit
         self.stream = stream if stream is not None else sys.stderr
         terminal = bool(getattr(self.stream, "isatty", lambda: False)())
         self.mode = "off" if enabled is False else ("bar" if enabled or terminal else "lines")
@@ -71,7 +72,7 @@ class Progress:
                 self._bar.update(n)
             elif self.mode == "lines":
                 now = time.monotonic()
-                if now - self._last_line >= self.log_interval and self.n < self.total:
+                if now - self._last_line >= self.log_interval and (self.total is None or self.n < self.total):
                     self._last_line = now
                     self._write(self.line())
 
@@ -79,13 +80,16 @@ class Progress:
         """The status as one line, e.g. `explain: 9/20 images (45%), 1.3/s, detections=12, 7s elapsed, 8s left`."""
         elapsed = max(time.monotonic() - self._start, 1e-9)
         rate = self.n / elapsed
-        parts = [f"{self.desc + ': ' if self.desc else ''}{self.n}/{self.total} {self.unit}"
-                 f" ({self.n / self.total * 100 if self.total else 100:.0f}%)"]
+        if self.total is None:
+            parts = [f"{self.desc + ': ' if self.desc else ''}{self.n} {self.unit}"]
+        else:
+            parts = [f"{self.desc + ': ' if self.desc else ''}{self.n}/{self.total} {self.unit}"
+                     f" ({self.n / self.total * 100 if self.total else 100:.0f}%)"]
         if self.n:
             parts.append(f"{rate:.1f}/s")
         parts += [f"{k}={v}" for k, v in self.postfix.items()]
         parts.append(f"{_duration(elapsed)} elapsed")
-        if self.n and self.n < self.total:
+        if self.n and self.total is not None and self.n < self.total:
             parts.append(f"{_duration((self.total - self.n) / rate)} left")
         return ", ".join(parts)
 

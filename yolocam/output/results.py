@@ -61,6 +61,7 @@ class DetectionExplanation:
     keypoints: list[list[float]] | None = None  # pose models: K x [x, y, visibility score], original-image pixels
     # segmentation models: the mask, compact (or its outlines, `PolygonMask`, when read back from a manifest)
     instance_mask: InstanceMask | PolygonMask | None = field(default=None, repr=False)
+    track_id: int | None = None  # `explain(track=True)` on a video or stream: the tracker's id for this box
 
     @property
     def mask(self) -> np.ndarray | None:
@@ -82,6 +83,8 @@ class DetectionExplanation:
             out["keypoints"] = [[float(v) for v in row] for row in self.keypoints]
         if self.instance_mask is not None:
             out["segments"] = [[[round(float(x), 2), round(float(y), 2)] for x, y in seg] for seg in self.segments]
+        if self.track_id is not None:
+            out["track"] = int(self.track_id)
         return out if self.reason is None else {**out, "reason": self.reason}
 
     @property
@@ -122,6 +125,8 @@ class ImageExplanation:
     detections: list[DetectionExplanation] = field(default_factory=list)
     error: str | None = None
     meta: dict = field(default_factory=dict)
+    frame: int | None = None  # videos and streams: the frame's number in its source (video files: 0-based position)
+    source: str | None = None  # videos and streams: the source as given (`path` is the video or stream read)
 
     @property
     def ok(self) -> bool:

@@ -1,0 +1,273 @@
+"""Videos, URLs and streams: frames read by ultralytics' loaders, explained one by one, written per frame with an
+annotated video; boxes equal `YOLO.predict` on the same source. All offline: a generated mp4, a local HTTP server."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import yolocam
+from yolocam.cli import main
+from yolocam.demo.models import demo_model_path
+from yolocam.demo.scenes import make_scene
+from yolocam.errors import YolocamError
+
+IMGSZ = 160
+FRAMES = 10
+SIDE = 160
+
+
+def write_clip(path: Path, frames: int = FRAMES, side: int = SIDE, seed: int = 3) -> Path:
+    """A `frames`-frame mp4 (mp4v): a window sliding 3 px a frame over a generated scene of shapes."""
+    scene = make_scene(seed, size=(side, side + 3 * frames)).image
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (side, side))
+    assert writer.isOpened()
+    for k in range(frames):
+        writer.write(np.ascontiguousarray(scene[:, 3 * k:3 * k + side]))
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return write_clip(tmp_path_factory.mktemp("video") / "clip.mp4")
+
+
+@pytest.fixture(scope="module")
+def exp():
+    return yolocam.Explainer("demo-v8", imgsz=IMGSZ)
+
+
+@pytest.fixture(scope="module")
+def predicted(clip):
+    """`YOLO(demo-v8).predict` on the clip: per stride, each frame's boxes (xyxy) and classes."""
+    from ultralytics import YOLO
+
+    yolo = YOLO(str(demo_model_path()))
+    out = {}
+    for stride in (1, 2):
+        res = yolo.predict(str(clip), imgsz=IMGSZ, vid_stride=stride, verbose=False, stream=True)
+        out[stride] = [(r.boxes.xyxy.numpy(), r.boxes.cls.int().tolist()) for r in res]
+    return out
+
+
+def assert_boxes_equal(results, predicted) -> None:
+    assert len(results) == len(predicted)
+    for r, (boxes, classes) in zip(results, predicted):
+        ours = np.asarray([d.box for d in r.detections], np.float32).reshape(-1, 4)
+        assert ours.shape == boxes.shape, (r.frame, ours, boxes)
+        np.testing.assert_allclose(ours, boxes, atol=1e-2)
+        assert [d.cls for d in r.detections] == classes
+
+
+def read_video(path: Path) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    assert cap.isOpened(), path
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            return frames
+        frames.append(frame)
+
+
+def run(argv, capsys) -> tuple[int, str, str]:
+    rc = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+# ------------------------------------------------------------------ API
+def test_video_frames_equal_ultralytics_predict(exp, clip, predicted):
+    results = exp.explain(str(clip))
+    assert [r.frame for r in results] == list(range(FRAMES))
+    assert {r.path for r in results} == {str(clip)} and {r.source for r in results} == {str(clip)}
+    assert sum(len(r.detections) for r in results) > 0
+    assert_boxes_equal(results, predicted[1])
+    assert results[0].detections[0].heatmap.shape == (SIDE, SIDE)
+
+
+def test_vid_stride_takes_every_second_frame_as_predict_does(exp, clip, predicted):
+    results = exp.explain(str(clip), vid_stride=2)
+    assert [r.frame for r in results] == [1, 3, 5, 7, 9]  # as ultralytics' loader: the last frame of each pair
+    assert_boxes_equal(results, predicted[2])
+    with pytest.raises(YolocamError, match="vid_stride"):
+        exp.explain(str(clip), vid_stride=0)
+
+
+def test_stream_true_explains_frames_as_they_are_consumed(exp, clip):
+    frames = exp.explain(str(clip), stream=True, vid_stride=5)
+    assert not isinstance(frames, list)
+    first = next(frames)
+    assert first.frame == 4 and first.image.shape == (SIDE, SIDE, 3)
+    assert [r.frame for r in frames] == [9]
+
+
+def test_export_writes_frames_video_and_manifest(exp, clip, tmp_path):
+    out = tmp_path / "out"
+    counts = exp.export(str(clip), out, vid_stride=2)
+    assert counts["frames"] == 5 and counts["errors"] == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] is True
+    [video] = manifest["videos"]
+    assert video["stem"] == "clip" and video["video"] == "clip.mp4" and video["frames"] == 5
+    assert video["vid_stride"] == 2 and video["fps"] == pytest.approx(5.0)
+    assert [img["frame"] for img in manifest["images"]] == [1, 3, 5, 7, 9]
+    for img in manifest["images"]:
+        assert img["stem"] == f"clip/frames/{img['frame']:06d}" and img["source"] == str(clip)
+        with np.load(out / img["heatmaps"]) as npz:
+            assert len(npz["heatmaps"]) == len(img["detections"])
+        assert all((out / d["overlay"]).is_file() for d in img["detections"])
+    frames = read_video(out / "clip.mp4")
+    assert len(frames) == 5 and frames[0].shape == (SIDE, SIDE, 3)
+    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != ".yolocam.lock"]  # no temporaries
+    loaded = yolocam.load_output(out)  # frames read back like images
+    assert [len(r.detections) for r in loaded] == [len(img["detections"]) for img in manifest["images"]]
+
+
+# ------------------------------------------------------------------ CLI
+def test_cli_explains_a_video_end_to_end(clip, predicted, tmp_path, capsys):
+    out = tmp_path / "cli"
+    rc, stdout, err = run(["explain", clip, "--out", out, "--imgsz", IMGSZ, "--html"], capsys)
+    assert rc == 0, err
+    assert f"{FRAMES} frames" in stdout and "clip.mp4" in stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["images"]) == FRAMES
+    boxes = [[d["box"] for d in img["detections"]] for img in manifest["images"]]
+    for ours, (theirs, _) in zip(boxes, predicted[1]):
+        np.testing.assert_allclose(np.asarray(ours, np.float32).reshape(-1, 4), theirs, atol=1e-2)
+    assert len(read_video(out / "clip.mp4")) == FRAMES
+    assert (out / "index.html").is_file()
+    # a rerun into the same folder removes what this one wrote, the video included
+    rc, _, err = run(["explain", clip, "--out", out, "--imgsz", IMGSZ, "--vid-stride", "5", "--exist-ok"], capsys)
+    assert rc == 0, err
+    assert sorted(p.name for p in (out / "clip" / "frames").iterdir()) == ["000004", "000009"]
+    assert len(read_video(out / "clip.mp4")) == 2
+
+
+def test_cli_tracks_write_track_ids_and_table(clip, tmp_path, capsys):
+    pytest.importorskip("lap")
+    out = tmp_path / "track"
+    rc, _, err = run(["explain", clip, "--out", out, "--imgsz", IMGSZ, "--track"], capsys)
+    assert rc == 0, err
+    manifest = json.loads((out / "manifest.json").read_text())
+    ids = [d.get("track") for img in manifest["images"] for d in img["detections"]]
+    assert any(i is not None for i in ids)
+    lines = (out / "clip" / "tracks.csv").read_text().splitlines()
+    assert lines[0] == "track,class,name,frames,first_frame,last_frame,mean_conf,stability,mean_box_iou"
+    rows = [dict(zip(lines[0].split(","), line.split(","))) for line in lines[1:]]
+    assert {int(r["track"]) for r in rows} == {i for i in ids if i is not None}
+    longest = max(rows, key=lambda r: int(r["frames"]))
+    assert int(longest["frames"]) >= FRAMES // 2 and -1 <= float(longest["stability"]) <= 1
+    with np.load(out / "clip" / "tracks" / f"{int(longest['track']):06d}.npz") as npz:
+        assert npz["maps"].shape[0] == int(longest["frames"]) == len(npz["frames"])
+
+
+def test_cli_unknown_tracker_is_one_line(clip, tmp_path, capsys):
+    rc, _, err = run(["explain", clip, "--out", tmp_path / "t", "--track", "--tracker", "nosuch.yaml"], capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "tracker 'nosuch.yaml' not found" in err
+
+
+def test_missing_webcam_is_one_line_and_leaves_no_folder(tmp_path, capsys):
+    out = tmp_path / "cam"
+    rc, _, err = run(["explain", "9", "--out", out], capsys)
+    assert rc == 2
+    assert err.strip().splitlines() == ["yolocam: error: webcam 9 cannot be opened (no camera at index 9 on this "
+                                        "machine, or it is in use)"]
+    assert not out.exists()
+
+
+def test_missing_video_and_missing_package_are_one_line(tmp_path, capsys):
+    rc, _, err = run(["explain", tmp_path / "nope.mp4", "--out", tmp_path / "o"], capsys)
+    assert rc == 2 and err.strip().splitlines() == [f"yolocam: error: video not found: {tmp_path / 'nope.mp4'}"]
+    import importlib.util
+
+    if importlib.util.find_spec("mss") is None:  # ultralytics would pip-install it: refused instead
+        rc, _, err = run(["explain", "screen", "--out", tmp_path / "s"], capsys)
+        assert rc == 2 and len(err.strip().splitlines()) == 1 and "needs the Python package 'mss'" in err
+
+
+def test_interrupt_leaves_a_valid_manifest_and_video_of_the_frames_done(clip, tmp_path, capsys, monkeypatch):
+    import yolocam.explain.video as video
+
+    real = video.iter_explanations
+
+    def interrupted(*args, **kwargs):
+        for k, result in enumerate(real(*args, **kwargs)):
+            if k == 4:
+                raise KeyboardInterrupt
+            yield result
+
+    monkeypatch.setattr(video, "iter_explanations", interrupted)
+    out = tmp_path / "int"
+    rc, _, err = run(["explain", clip, "--out", out, "--imgsz", IMGSZ], capsys)
+    assert rc == 130 and "interrupted" in err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] is False
+    assert [img["frame"] for img in manifest["images"]] == [0, 1, 2, 3]
+    assert all((out / img["heatmaps"]).is_file() for img in manifest["images"])
+    assert manifest["videos"][0]["frames"] == 4 and len(read_video(out / "clip.mp4")) == 4
+
+
+def test_images_and_a_video_in_one_run(clip, tmp_path, capsys):
+    image = tmp_path / "scene.png"
+    cv2.imwrite(str(image), make_scene(1, size=(SIDE, SIDE)).image)
+    out = tmp_path / "mixed"
+    rc, stdout, err = run(["explain", image, clip, "--out", out, "--imgsz", IMGSZ, "--vid-stride", "5"], capsys)
+    assert rc == 0, err
+    assert "1 images, 2 frames" in stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [img["stem"] for img in manifest["images"]] == ["scene", "clip/frames/000004", "clip/frames/000009"]
+    assert "frame" not in manifest["images"][0]
+
+
+# ------------------------------------------------------------------ URLs
+@pytest.fixture(scope="module")
+def server(clip, tmp_path_factory):
+    """An HTTP server on 127.0.0.1 serving a folder with an image and the clip (started here, stopped after)."""
+    root = tmp_path_factory.mktemp("served")
+    cv2.imwrite(str(root / "scene.png"), make_scene(2, size=(SIDE, SIDE)).image)
+    (root / "clip.mp4").write_bytes(clip.read_bytes())
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_image_url_is_fetched_not_mangled(exp, server):
+    root, base = server
+    [result] = exp.explain(f"{base}/scene.png")
+    assert result.path == f"{base}/scene.png"  # not http:/127.0.0.1...
+    [local] = exp.explain(str(root / "scene.png"))
+    assert [d.box for d in result.detections] == [d.box for d in local.detections]
+    with pytest.raises(YolocamError, match="HTTP 404"):
+        exp.explain(f"{base}/missing.png")
+
+
+def test_video_url_is_explained_frame_by_frame(server, predicted, tmp_path, capsys, monkeypatch):
+    _, base = server
+    monkeypatch.chdir(tmp_path)  # nothing may be downloaded into the working folder
+    out = tmp_path / "url"
+    rc, stdout, err = run(["explain", f"{base}/clip.mp4", "--out", out, "--imgsz", IMGSZ], capsys)
+    assert rc == 0, err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {img["path"] for img in manifest["images"]} == {f"{base}/clip.mp4"}
+    boxes = [[d["box"] for d in img["detections"]] for img in manifest["images"]]
+    for ours, (theirs, _) in zip(boxes, predicted[1], strict=True):
+        np.testing.assert_allclose(np.asarray(ours, np.float32).reshape(-1, 4), theirs, atol=1e-2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["url"]
+    assert sorted(p.name for p in out.iterdir()) == ["clip", "clip.mp4", "manifest.json"]

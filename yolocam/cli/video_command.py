@@ -1,0 +1,111 @@
+"""`yolocam explain` for videos, streams, webcams, the screen, URLs and source lists (`explain/video.py`).
+
+`cmd_explain` hands a run over here when any SOURCE is not an image file, folder or glob; the image
+sources beside them are explained as usual, into the same folder. Nothing here imports torch until the
+run starts (`--help` stays fast).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..errors import YolocamError
+from .terminal import printable
+
+
+def add_video_args(p) -> None:
+    """The explain command's options for videos and streams (names as ultralytics' predict arguments)."""
+    from .options import positive_int
+
+    p.add_argument("--vid-stride", type=positive_int, default=1,
+                   help="videos and streams: explain every n-th frame (default 1: every frame)")
+    p.add_argument("--stream-buffer", action="store_true",
+                   help="live streams and webcams: explain every frame, falling behind if need be (default: the "
+                        "latest frame, as ultralytics)")
+    p.add_argument("--track", action="store_true",
+                   help="videos and streams: give boxes track ids with ultralytics' tracker; writes "
+                        "<stem>/tracks.csv (needs the package lap)")
+    p.add_argument("--tracker", default="bytetrack.yaml",
+                   help="with --track: bytetrack.yaml (default), botsort.yaml, or a tracker YAML file")
+    p.add_argument("--no-video", dest="annotate", action="store_false",
+                   help="do not write the annotated video OUT/<stem>.mp4")
+
+
+def media_sources(sources) -> bool:
+    """True when a SOURCE is a video, URL, stream, webcam, `screen` or a .txt/.streams list."""
+    from ..inputs.streams import has_media
+
+    return has_media(list(sources))
+
+
+def cmd_explain_media(args) -> int:
+    from ..inputs.streams import media_kind
+    from .options import resolve_inputs
+    from .out_folder import out_dir, owned
+
+    if args.ray is not None:
+        raise YolocamError("--ray explains image files; videos, streams, webcams and URLs are explained in one "
+                           "process (drop --ray)")
+    if args.resume:
+        raise YolocamError("--resume is for --ray runs of image folders; a video or stream run starts afresh")
+    for src in args.source:  # the image sources among them: a missing path is the same one line as before
+        if media_kind(src) is None:
+            resolve_inputs([src], recursive=args.recursive)
+    out, existed = out_dir(args.out, "explain", args.exist_ok)
+    with owned(out, existed, args.exist_ok):
+        return _explain_media_into(args, out, existed)
+
+
+def _explain_media_into(args, out: Path, existed: bool) -> int:
+    from . import notes
+    from ..explain.explainer import Explainer
+    from ..explain.video import Sources, check_vid_stride, export_source
+    from ..output.video import MediaExportWriter
+    from .main import drise_options
+    from .options import resolve_classes
+    from .out_folder import reuse
+
+    check_vid_stride(args.vid_stride)
+    if args.track:
+        from ..explain.tracks import load_tracker_config
+
+        load_tracker_config(args.tracker)  # before anything is opened or loaded
+    crops = args.html if args.crops is None else args.crops
+    writer = MediaExportWriter(out, html=args.html, crops=crops, append=False, save_format=args.save_format,
+                               tracker=args.tracker if args.track else None, annotate=args.annotate)
+    # opened before the model loads: a missing webcam or an unreachable stream is answered at once
+    sources = Sources(list(args.source), vid_stride=args.vid_stride, buffer=args.stream_buffer, out_dir=out,
+                      recursive=args.recursive)
+    try:
+        exp = Explainer(model=args.model, method=args.method, target=args.target, layers=args.layers,
+                        fuse=args.fuse, imgsz=args.imgsz, device=args.device, **drise_options(args))
+        classes = resolve_classes(args.classes, exp.names)
+        for line in notes.model_notes(args.model, exp.names, exp.adapter.task):
+            notes.note(line)
+        reuse(out, existed)
+        args.conf, args.max_det = exp.thresholds(args.conf, args.max_det)
+        writer.manifest.update(exp.meta)
+        writer.names = dict(exp.names)
+        counts = export_source(exp, None, out, args.conf, args.iou, classes, args.max_det, args.batch,
+                               vid_stride=args.vid_stride, track=args.track, tracker=args.tracker,
+                               progress=None, writer=writer, sources=sources)
+    finally:
+        sources.close()
+    for line in counts["error_lines"][:20]:
+        print(f"yolocam: warning: skipped {printable(line)}", file=sys.stderr)
+    if counts["errors"] > 20:
+        print(f"yolocam: warning: ... and {counts['errors'] - 20} more (see {printable(out / 'manifest.json')})",
+              file=sys.stderr)
+    n_err = counts["errors"]
+    done = [f"{counts['images']} images"] if counts["images"] else []
+    done += [f"{counts['frames']} frames"] if counts["frames"] or not counts["images"] else []
+    videos = [v["video"] for v in writer.manifest.get("videos", []) if v.get("video") and (out / v["video"]).is_file()]
+    print(f"yolocam: {', '.join(done)}, {counts['detections']} detections, {n_err} error{'s' if n_err != 1 else ''} "
+          f"-> {printable(out)}" + (f" (video: {printable(', '.join(str(out / v) for v in videos))})" if videos else "")
+          + (f" (gallery: {printable(out / 'index.html')})" if args.html else ""))
+    if (counts["images"] or counts["frames"]) and not counts["detections"]:
+        notes.note(notes.nothing_found_hint(args.model, args.conf, classes, exp.names))
+    if counts["images"] + counts["frames"] == 0:
+        raise YolocamError(f"nothing could be explained ({n_err} unusable input{'s' if n_err != 1 else ''})")
+    return 0

@@ -1,0 +1,215 @@
+"""Writing explained videos and streams: per-frame folders, an annotated video, and per-track files.
+
+    OUT/<stem>/frames/<frame:06d>/heatmaps.npz    each frame as an image folder (`export.py`), its manifest entry
+    OUT/<stem>/frames/<frame:06d>/<k:03d>_<name>.jpg   with `frame` (its number in the source) and `source`
+    OUT/<stem>.mp4                                the frames with every box's heat and box drawn (mp4v, OpenCV)
+    OUT/<stem>/tracks.csv                         with tracking: one row per track (`explain/tracks.py`)
+    OUT/<stem>/tracks/<id:06d>.npz                with tracking: the track's maps in box coordinates
+
+The manifest's `videos` list has one entry per video or stream: `path`, `source`, `stem`, `video`,
+`fps`, `vid_stride`, `frames` (written so far), `width`, `height`, and with tracking `tracker` and `tracks`.
+The annotated video is written into a temporary folder inside the output folder (`.<stem>.mp4.tmp<pid>-<n>`)
+and renamed to its final name when the source ends, when the run is interrupted (then it holds the frames
+done), or fails; every other file is written by `atomic_write_bytes`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import YolocamError
+from .export import ExportWriter
+from .files import atomic_write_bytes, encode_npz
+from .labels import class_colour, draw_labelled_boxes
+from .paths import checked_dir, inside
+from .render import blend_heatmap, draw_keypoints
+
+VIDEO_SUFFIX = ".mp4"
+VIDEO_FOURCC = "mp4v"
+TRACK_COLUMNS = ("track", "class", "name", "frames", "first_frame", "last_frame", "mean_conf", "stability",
+                 "mean_box_iou")
+
+
+class AnnotatedVideo:
+    """An mp4 (OpenCV `VideoWriter`, mp4v) at `out / rel`, written under a temporary folder in `out` and renamed
+    into place by `close`; frames of another size than the first are resized to it."""
+
+    def __init__(self, out: Path, rel: str, fps: float, size: tuple[int, int]):
+        self.out, self.rel, self.size = Path(out), rel, (int(size[0]), int(size[1]))
+        if inside(self.out, rel) is None:
+            raise YolocamError(f"refusing to write {self.out / rel}: it is a symbolic link or leaves the output folder")
+        self.tmp_dir = checked_dir(self.out, f".{rel}.tmp{os.getpid()}-{threading.get_ident()}")
+        self.tmp = self.tmp_dir / Path(rel).name
+        if os.path.lexists(self.tmp):
+            os.unlink(self.tmp)
+        fps = float(fps) if fps and 0 < fps < 1000 else 30.0
+        self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*VIDEO_FOURCC), fps, self.size)
+        if not self.writer.isOpened():
+            self._remove_tmp()
+            raise YolocamError(f"cannot write {self.out / rel}: OpenCV's VideoWriter has no {VIDEO_FOURCC} encoder "
+                               "here (an opencv-python build with FFmpeg has one)")
+        self.frames = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        if (frame.shape[1], frame.shape[0]) != self.size:
+            frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
+        self.writer.write(frame)
+        self.frames += 1
+
+    def close(self) -> None:
+        """Finish the file and rename it to its final name (nothing is left when no frame was written)."""
+        if self.writer is None:
+            return
+        self.writer.release()
+        self.writer = None
+        if self.frames and inside(self.out, self.rel) is not None and self.tmp.is_file():
+            os.replace(self.tmp, self.out / self.rel)
+        self._remove_tmp()
+
+    def _remove_tmp(self) -> None:
+        for path in (self.tmp,):
+            if os.path.lexists(path):
+                os.unlink(path)
+        if self.tmp_dir.is_dir() and not self.tmp_dir.is_symlink():
+            os.rmdir(self.tmp_dir)
+
+
+def annotate_frame(result, maps: list[np.ndarray]) -> np.ndarray:
+    """The frame with the element-wise max of its boxes' maps as heat, every box drawn and labelled
+    (`#track name conf` when tracked; one colour per track, else per class)."""
+    image = result.image
+    heat = np.zeros(image.shape[:2], np.float32)
+    for m in maps:
+        np.maximum(heat, np.clip(m, 0.0, 1.0), out=heat)  # signed maps: the positive part
+    out = blend_heatmap(image, heat)
+    dets = result.detections
+    labels = [(f"#{d.track_id} " if d.track_id is not None else "") + f"{d.name} {d.conf:.2f}" for d in dets]
+    colours = [class_colour(d.track_id if d.track_id is not None else d.cls) for d in dets]
+    draw_labelled_boxes(out, [d.box for d in dets], labels, colours, polygons=[getattr(d, "polygon", None) for d in dets])
+    for d in dets:
+        draw_keypoints(out, getattr(d, "keypoints", None))
+    return out
+
+
+class _Video:
+    """One video's or stream's state while it is written."""
+
+    def __init__(self, writer: "MediaExportWriter", result):
+        from ..explain.tracks import TrackLog
+        from ..inputs.streams import stem_hint
+
+        self.writer, info = writer, writer.infos.get(result.path)
+        hint = stem_hint(result.path or "video")
+        stem = writer.unique_stem(hint)
+        k = 2
+        while os.path.lexists(writer.out / f"{stem}{VIDEO_SUFFIX}"):  # never over a file that is not ours
+            stem, k = writer.unique_stem(f"{hint}_{k}"), k + 1
+        self.stem = stem
+        self.rel = f"{stem}{VIDEO_SUFFIX}" if writer.annotate else None
+        if self.rel:
+            writer.add_file(self.rel)
+        self.video: AnnotatedVideo | None = None
+        self.tracks = TrackLog() if writer.tracker else None
+        self.record = {"path": result.path, "source": result.source, "stem": stem, "video": self.rel,
+                       "fps": round(float(info.fps), 3) if info else None,
+                       "vid_stride": info.vid_stride if info else 1, "frames": 0,
+                       "width": int(result.image.shape[1]), "height": int(result.image.shape[0])}
+        if writer.tracker:
+            self.record.update(tracker=writer.tracker, tracks=f"{stem}/tracks.csv")
+        writer.manifest["videos"].append(self.record)
+
+    def add(self, result) -> None:
+        h, w = result.image.shape[:2]
+        maps = [d.heatmap_at((h, w)) for d in result.detections]
+        if self.rel:
+            if self.video is None:
+                self.video = AnnotatedVideo(self.writer.out, self.rel, self.record["fps"] or 30.0, (w, h))
+            self.video.write(annotate_frame(result, maps))
+        if self.tracks is not None:
+            for d, m in zip(result.detections, maps):
+                if d.track_id is not None:
+                    self.tracks.add(result.frame, d, m)
+        self.record["frames"] += 1
+
+    def close(self) -> None:
+        """Finish the annotated video; write the track files."""
+        if self.video is not None:
+            self.video.close()
+            self.video = None
+        if self.tracks is not None:
+            self._write_tracks()
+            self.tracks = None
+
+    def _write_tracks(self) -> None:
+        names = self.writer.names
+        buf = io.StringIO()
+        table = csv.DictWriter(buf, fieldnames=TRACK_COLUMNS, lineterminator="\n")
+        table.writeheader()
+        rows = self.tracks.rows(names)
+        for row in rows:
+            table.writerow({k: (f"{v:.4f}" if isinstance(v, float) else "" if v is None else v) for k, v in row.items()})
+        self.writer.add_file(f"{self.stem}/tracks.csv")
+        folder = checked_dir(self.writer.out, self.stem)
+        atomic_write_bytes(folder / "tracks.csv", buf.getvalue().encode())
+        if rows:
+            tracks_dir = checked_dir(self.writer.out, f"{self.stem}/tracks")
+            for tid, track in sorted(self.tracks.tracks.items()):
+                self.writer.add_file(f"{self.stem}/tracks/{tid:06d}.npz")
+                atomic_write_bytes(tracks_dir / f"{tid:06d}.npz", encode_npz(**track.arrays()))
+        self.record["track_count"] = len(rows)
+
+
+class MediaExportWriter(ExportWriter):
+    """`ExportWriter` for runs with videos and streams (images beside them are written as usual).
+
+    `infos`: frame path -> `MediaInfo` (fps, stride) from the opened sources; `annotate`: write the annotated
+    video; `tracker`: the tracker's name when the run tracks (tracks.csv and the tracks' npz are written);
+    `names`: class names (tracks.csv)."""
+
+    def __init__(self, out_dir, infos: dict | None = None, annotate: bool = True, tracker: str | None = None,
+                 names: dict | None = None, **kwargs):
+        super().__init__(out_dir, **kwargs)
+        self.infos = infos if infos is not None else {}
+        self.annotate, self.tracker, self.names = annotate, tracker, dict(names or {})
+        if not isinstance(self.manifest.get("videos"), list):
+            self.manifest["videos"] = []
+        self._videos: dict[str, _Video] = {}
+
+    def _video(self, result) -> _Video:
+        key = result.path or ""
+        if key not in self._videos:
+            self._videos[key] = _Video(self, result)
+        return self._videos[key]
+
+    def stem_for(self, result) -> str:
+        if getattr(result, "frame", None) is None:
+            return super().stem_for(result)
+        return f"{self._video(result).stem}/frames/{int(result.frame):06d}"
+
+    def write_files(self, result, stem: str) -> dict:
+        entry = super().write_files(result, stem)
+        if getattr(result, "frame", None) is not None:
+            entry["frame"], entry["source"] = int(result.frame), result.source
+            self._video(result).add(result)
+        return entry
+
+    def close_videos(self) -> None:
+        """Finish every annotated video and write the track files (idempotent)."""
+        videos, self._videos = list(self._videos.values()), {}
+        for video in videos:
+            video.close()
+
+    def finish(self) -> None:
+        self.close_videos()
+        super().finish()
+
+    def fail(self) -> None:
+        self.close_videos()  # an interrupted run keeps a playable video of the frames done
+        super().fail()
