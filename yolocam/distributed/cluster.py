@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from ..errors import YolocamError
 
@@ -37,16 +38,41 @@ def connect(address: str | None = None):
     return ray
 
 
-def worker_cpus(ray, workers: int, cpus_per_worker: float | None) -> float:
+def worker_cpus(ray, workers: int, cpus_per_worker: float | None, reserve: float = DECODE_CPUS) -> float:
     """CPUs each worker reserves: given, else a share of the cluster's CPUs that leaves room for decode
-    tasks (on 2 cores and 2 workers: 0.75 each, so reads still get scheduled)."""
+    tasks (on 2 cores and 2 workers: 0.75 each, so reads still get scheduled). Refused in one line when no
+    node can hold a worker, or when the workers Ray can start would leave less than `reserve` CPUs for the
+    decode tasks (Ray would wait for them forever)."""
     if cpus_per_worker is not None:
-        if cpus_per_worker <= 0:
+        if not cpus_per_worker > 0:
             raise YolocamError(f"cpus_per_worker: expected a positive number, got {cpus_per_worker!r}")
-        return float(cpus_per_worker)
-    total = float(ray.cluster_resources().get("CPU", 1.0))
-    share = (total - 2 * DECODE_CPUS) / max(1, workers)
-    return max(0.1, min(1.0, round(share * 20) / 20))
+        cpus = float(cpus_per_worker)
+    else:
+        total = float(ray.cluster_resources().get("CPU", 1.0))
+        share = (total - 2 * DECODE_CPUS) / max(1, workers)
+        cpus = max(0.1, min(1.0, round(share * 20) / 20))
+    nodes = [float(n.get("CPU", 0.0)) for n in _nodes(ray)]
+    room = sum(math.floor(c / cpus + 1e-9) for c in nodes)
+    if room == 0:
+        raise YolocamError(f"cpus_per_worker: asked for {cpus:g} CPUs per worker, the largest node of the Ray "
+                           f"cluster has {max(nodes, default=0.0):g}")
+    started = min(workers, room)
+    if reserve > 0 and sum(nodes) - started * cpus < reserve - 1e-9:
+        most = (sum(nodes) - reserve) / workers
+        raise YolocamError(f"cpus_per_worker: {started} worker{'s' if started != 1 else ''} of {cpus:g} CPUs take "
+                           f"all {sum(nodes):g} CPUs of the Ray cluster, leaving none to read images ({reserve:g} "
+                           f"per read task): ask for fewer workers or at most {math.floor(most * 100) / 100:g} CPUs "
+                           "per worker")
+    return cpus
+
+
+def _nodes(ray) -> list[dict]:
+    """The total resources of each live node of the cluster (the whole cluster as one when Ray cannot say)."""
+    try:
+        nodes = [n.get("Resources") or {} for n in ray.nodes() if n.get("Alive", True)]
+    except Exception:  # noqa: BLE001 - a client connection without the state API
+        nodes = []
+    return nodes or [ray.cluster_resources()]
 
 
 def check_workers(workers, gpus_per_worker) -> tuple[int, float | None]:
@@ -66,9 +92,18 @@ def check_workers(workers, gpus_per_worker) -> tuple[int, float | None]:
 
 def placement(ray, gpus: float | None, device):
     """(GPUs per worker, device for its Explainer): None GPUs = 1 when the cluster has any, else 0; a GPU
-    worker's model goes to the GPU Ray gave it (`cuda:0` in its own numbering) unless a device is given."""
+    worker's model goes to the GPU Ray gave it (`cuda:0` in its own numbering) unless a device is given.
+    More GPUs per worker than any node of the cluster has are refused in one line (Ray would wait forever)."""
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    if gpus > 0:
+        per_node = [float(n.get("GPU", 0.0)) for n in _nodes(ray)]
+        if max(per_node, default=0.0) < gpus - 1e-9:
+            total = sum(per_node)
+            where = f" (at most {max(per_node):g} on one node)" if len(per_node) > 1 and total >= gpus else ""
+            raise YolocamError(f"gpus_per_worker: asked for {gpus:g} GPU{'s' if gpus != 1 else ''} per worker, the "
+                               f"Ray cluster has {total:g}{where}: pass gpus_per_worker=0 (--gpus-per-worker 0) "
+                               "for CPU workers")
     if gpus > 0 and device is None:
         device = "cuda:0"
     return gpus, device

@@ -1,8 +1,9 @@
 """`validate_dataset`: `yolocam val` with the validation set split over Ray workers, merged exactly.
 
-The driver lists the validation images as ultralytics does, orders them by aspect ratio as its
-rectangular validator does, and cuts that order into shards of whole validator batches (so every
-image is letterboxed to the same batch shape as in one process). Each shard is validated by
+The driver lists the validation images as ultralytics' dataset scan keeps them (the images it leaves
+out are counted once, in the report's `skipped`), orders them by aspect ratio as its rectangular
+validator does, and cuts that order into shards of whole validator batches (so every image is
+letterboxed to the same batch shape as in one process). Each shard is validated by
 `evaluation.validation.validate` in a Ray task (retried if its worker dies) on a folder of links to
 its images and labels. The driver then merges the shards from sums and counts, never from averages:
 ultralytics' metrics are recomputed from the concatenated per-prediction statistics (tp, conf, class),
@@ -25,17 +26,11 @@ from ..errors import YolocamError
 from .cluster import check_workers, connect, placement, worker_cpus
 
 
-def list_val_images(info: dict) -> list[str]:
-    """The validation images of a checked dataset (`check_dataset`), listed and sorted as ultralytics lists them."""
-    from ultralytics.data.base import BaseDataset
+def list_val_images(info: dict, data=None) -> list[str]:
+    """The validation images of a checked dataset (`dataset_scan.val_images`)."""
+    from ..evaluation.dataset_scan import val_images
 
-    val = info.get("val")
-    if not val:
-        raise YolocamError("data: the dataset YAML names no 'val' images")
-    try:
-        return BaseDataset.get_img_files(SimpleNamespace(prefix="", fraction=1.0), val)
-    except FileNotFoundError as exc:
-        raise YolocamError(f"data: no validation images: {' '.join(str(exc).split())}") from None
+    return val_images(info, data)
 
 
 def shards_by_batch(paths: list[str], batch: int, shards: int) -> list[list[str]]:
@@ -94,7 +89,7 @@ def validate_shard(paths: list[str], names: dict, options: dict, threads: int = 
     tmp = Path(tempfile.mkdtemp(prefix="yolocam_shard_"))
     try:
         data = _shard_data(tmp / "data", paths, names, extra)
-        report = validate(data=str(data), out=None, verbose=False, **options)
+        report = validate(data=str(data), out=None, verbose=False, _shard=True, **options)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     links = {str(tmp / "data" / "images" / f"{k:07d}{Path(p).suffix}"): p for k, p in enumerate(paths)}
@@ -104,6 +99,24 @@ def validate_shard(paths: list[str], names: dict, options: dict, threads: int = 
     return {"predictions": report.predictions, "missed": report.missed, "stats": report.stats,
             "worst": (report.worst_cases.fp, report.worst_cases.tp), "counts": report.counts,
             "settings": report.settings, "names": names}
+
+
+def scan_val_images(task: str, data, info: dict, batch: int) -> tuple[list[str], dict]:
+    """(the validation images ultralytics' dataset scan keeps, in its order; what it left out, as
+    `dataset_scan.skipped_by_scan` counts it): the task's validator builds its dataset here, in the driver, as
+    one process would, so the shards hold only the images a single-process run validates (the same batches)
+    and nothing usable is refused as there."""
+    from ..evaluation.task_validators import explaining_validator
+
+    save = Path(tempfile.mkdtemp(prefix="yolocam_scan_"))
+    try:
+        validator = explaining_validator(task)(save_dir=save, args=dict(
+            task=task, data=str(data), mode="val", rect=True, batch=batch, plots=False))
+        validator.data, validator.stride = info, 32  # the stride shapes rect batches only, not the scan
+        dataset = validator.build_dataset(info["val"], mode="val", batch=batch)
+    finally:
+        shutil.rmtree(save, ignore_errors=True)
+    return list(dataset.im_files), validator.skipped
 
 
 def validate_dataset(model=None, data=None, workers: int = 1, gpus_per_worker: float | None = None,
@@ -118,8 +131,9 @@ def validate_dataset(model=None, data=None, workers: int = 1, gpus_per_worker: f
     Arguments as `validate` plus workers, gpus_per_worker, cpus_per_worker, address (as `explain_dataset`).
     Not written: ultralytics' own val/ folder (each shard's is temporary). Returns a `ValidationReport`.
     """
+    from ..evaluation.dataset_scan import check_names
     from ..evaluation.report import WorstCases, build_report
-    from ..evaluation.validation import check_dataset, default_dataset, model_task
+    from ..evaluation.validation import check_dataset, default_dataset, model_task, warn_about_dataset
 
     workers, gpus = check_workers(workers, gpus_per_worker)
     ray = connect(address)
@@ -128,20 +142,31 @@ def validate_dataset(model=None, data=None, workers: int = 1, gpus_per_worker: f
     root = Path(out) if out is not None else tmp
     try:
         root.mkdir(parents=True, exist_ok=True)
-        if data is None:
-            data = default_dataset(root / "data", scenes or 32, task=model_task(model))
-        info = check_dataset(data)
+        generated = data is None
+        info = None if generated else check_dataset(data)
+        task, model_names = model_task(model, with_names=True)
+        if not generated:  # as `validate` checks them
+            list_val_images(info, data)
+        data_names = None if generated else check_names(info["names"], model_names, data)
+        if generated:
+            data = default_dataset(root / "data", scenes or 32, task=task)
+            info = check_dataset(data)
         names = {int(k): str(v) for k, v in info["names"].items()}
         extra = {k: list(info[k]) for k in ("kpt_shape", "flip_idx") if info.get(k) is not None}  # pose
-        parts = shards_by_batch(list_val_images(info), batch, shards or 2 * workers)
+        kept, skipped = scan_val_images(task, data, info, batch)
+        parts = shards_by_batch(kept, batch, shards or 2 * workers)
         options = dict(model=model, method=method, target=target, layers=layers, fuse=fuse, imgsz=imgsz, conf=conf,
                        iou=iou, device=device, batch=batch, val_conf=val_conf, worst=worst, drise=drise)
-        cpus = worker_cpus(ray, workers, cpus_per_worker)
+        cpus = worker_cpus(ray, workers, cpus_per_worker, reserve=0.0)  # no decode tasks here
         task = ray.remote(num_cpus=cpus, num_gpus=gpus or 0, max_retries=3, retry_exceptions=False)(validate_shard)
         threads = max(1, round(cpus))
         results = _run_bounded(ray, [lambda p=p: task.remote(p, names, options, threads, extra) for p in parts],
                                workers)
         report = _merge(results, names, data, WorstCases(worst), build_report)
+        report.skipped = skipped
+        if data_names is not None:
+            report.settings["data_names"] = data_names
+        warn_about_dataset(report, model_names)
         if out is not None:
             report.save(root)
         if verbose:

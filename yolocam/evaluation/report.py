@@ -25,6 +25,7 @@ from ..output.export import ExportWriter
 from ..output.files import atomic_write_bytes
 from ..output.paths import checked_dir
 from ..output.results import DetectionExplanation, ImageExplanation
+from .dataset_scan import NO_SKIPS
 from .task_validators import corners
 
 
@@ -138,7 +139,8 @@ class ValidationReport:
     table (TABLE_COLUMNS, per class then `all`); predictions: one record per explained prediction;
     missed: ground truths no prediction with confidence >= conf matched; counts: images seen/explained
     and consistency counters; worst: the gallery's cases (after `save`); stats: ultralytics' raw
-    per-prediction statistics (tp, conf, pred_cls, target_cls, target_img)."""
+    per-prediction statistics (tp, conf, pred_cls, target_cls, target_img); skipped: images (and their label
+    lines) ultralytics' dataset scan left out, with the first reason (`dataset_scan`)."""
 
     metrics: dict
     classes: list[dict]
@@ -151,6 +153,7 @@ class ValidationReport:
     worst: list[dict] = field(default_factory=list)
     out: Path | None = None
     stats: dict | None = None  # the validator's per-prediction statistics (merging shards; not saved)
+    skipped: dict = field(default_factory=lambda: dict(NO_SKIPS))  # images ultralytics' dataset scan left out
 
     def format(self) -> str:
         """ultralytics' metrics table, then the localisation table."""
@@ -172,7 +175,8 @@ class ValidationReport:
 
     def to_dict(self) -> dict:
         return {"settings": self.settings, "metrics": self.metrics, "classes": self.classes, "table": self.table,
-                "counts": self.counts, "missed": self.missed, "predictions": self.predictions, "worst": self.worst}
+                "counts": self.counts, "skipped": self.skipped, "missed": self.missed, "predictions": self.predictions,
+                "worst": self.worst}
 
     def save(self, out) -> Path:
         """Write metrics.csv, predictions.csv, metrics.json, worst/ and the plots (per_class.png,
@@ -215,4 +219,4 @@ def build_report(validator, collector, names: dict, settings: dict) -> Validatio
     table = class_table(collector.records, collector.missed, names, instances)
     metrics = {k: float(v) for k, v in m.results_dict.items()}
     return ValidationReport(metrics, classes, table, collector.records, collector.missed, settings, counts,
-                            worst_cases=collector.worst)
+                            worst_cases=collector.worst, skipped=dict(getattr(validator, "skipped", None) or NO_SKIPS))

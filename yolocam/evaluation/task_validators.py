@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import YolocamError
+from .dataset_scan import NO_SKIPS, listed_images, no_usable_images, skipped_by_scan
 from .instance_metrics import energy_in_mask, pointing_in_mask, rbox_mask
 from .metrics import Localisation
 
@@ -63,6 +64,22 @@ class ExplainingMixin:
         super().__init__(dataloader, save_dir, args, _callbacks)
         self.collector = collector
         self._pending: list = []
+        self.skipped = dict(NO_SKIPS)  # what ultralytics' dataset scan left out (`dataset_scan.skipped_by_scan`)
+
+    def build_dataset(self, img_path, mode: str = "val", batch=None):
+        """ultralytics' dataset; what its scan left out is kept in `skipped` (`dataset_scan`), and no image, or
+        no usable one, is one `YolocamError`."""
+        try:
+            dataset = super().build_dataset(img_path, mode=mode, batch=batch)
+        except FileNotFoundError:
+            listed_images(img_path, data=self.args.data)  # says which folder has no images
+            raise
+        except RuntimeError as exc:
+            if "No valid images" not in str(exc):
+                raise
+            raise no_usable_images(img_path, exc, self.args.data) from None
+        self.skipped = skipped_by_scan(dataset)
+        return dataset
 
     def init_metrics(self, model) -> None:
         super().init_metrics(model)

@@ -14,6 +14,7 @@ Files written to `out`: see `compare.ValidationReport.save`, plus ultralytics' o
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 import tempfile
@@ -29,11 +30,13 @@ from ..defaults import DEFAULT_FUSE, DEFAULT_LAYERS, DEFAULT_METHOD
 from ..explain.explainer import Explainer, resolve_model
 from ..model.detections import Detection
 from .metrics import Localisation, explain_fixed, localise, match_ground_truth
+from .dataset_scan import check_names, names_warning, skipped_warning, val_images
 from .report import ValidationReport, WorstCases, build_report
 from .task_validators import (ANCHOR_TOLERANCE_PX, ANCHOR_TOLERANCE_REL, check_pose_dataset, explaining_validator,
                               greedy_match, localise_rotated, rbox_distance, rbox_hull, rbox_to_original, rotated_iou)
 
 
+log = logging.getLogger("yolocam")
 ExplainingValidator = explaining_validator("detect")  # DetectionValidator + recording (see task_validators)
 
 
@@ -221,7 +224,7 @@ def validate(model=None, data=None, method: str = DEFAULT_METHOD, target="class"
              fuse: str = DEFAULT_FUSE, imgsz: int | None = None, conf: float = 0.25, iou: float = 0.7,
              device=None, max_images: int | None = None, max_explanations: int | None = None, out=None,
              scenes: int | None = None, batch: int = 16, val_conf: float | None = None, worst: int = 12,
-             verbose: bool = True, drise: dict | None = None) -> ValidationReport:
+             verbose: bool = True, drise: dict | None = None, _shard: bool = False) -> ValidationReport:
     """Run ultralytics' validator on `data` and explain every prediction it keeps with confidence >= `conf`.
 
     model: as `Explainer` (None = the bundled demo detector). data: dataset YAML; None generates
@@ -230,19 +233,24 @@ def validate(model=None, data=None, method: str = DEFAULT_METHOD, target="class"
     metrics equal `model.val(data=..., imgsz=..., batch=..., conf=val_conf, iou=iou)`. out: folder for
     metrics.csv, predictions.csv, metrics.json, worst/ (HTML gallery) and the validator's own files.
     drise: for `method="drise"`, Explainer's masks, cell, keep, seed and mask_batch (a dict).
+    A `data` whose `names` has another number of classes than the model is refused; images ultralytics' dataset
+    scan leaves out (an unreadable image, a malformed label line) are counted in `report.skipped` and said in one
+    warning (`_shard`: a Ray shard, whose driver says it once for the whole dataset).
     Returns a `ValidationReport`.
     """
     for name, v in (("max_images", max_images), ("max_explanations", max_explanations)):
         if v is not None and (not isinstance(v, int) or v < 0):
             raise YolocamError(f"{name}: expected a non-negative int or None, got {v!r}")
-    if data is not None:
-        check_dataset(data)
+    info = check_dataset(data) if data is not None else None
     wrapper, model, train_imgsz = resolve_model(model)
     _refuse_classifier(wrapper.model if wrapper is not None else model)
     drise = dict(drise or {})  # method="drise": Explainer's masks, cell, keep, seed, mask_batch
     exp = Explainer(model, method=method, target=target, layers=layers, fuse=fuse,
                     imgsz=train_imgsz if imgsz is None else imgsz, device=device, **drise)
     task = getattr(exp.adapter, "task", "detect")
+    if info is not None:
+        val_images(info, data)  # no image at all: one line before any work
+    data_names = check_names(info["names"], exp.names, data) if info is not None else None
     validator_cls = explaining_validator(task)  # the task's ultralytics validator, recording for the collector
     if data is None and task == "pose":
         from ..demo.task_labels import KEYPOINT_NAMES
@@ -280,7 +288,11 @@ def validate(model=None, data=None, method: str = DEFAULT_METHOD, target="class"
             "layers": exp.layers_spec, "fuse": fuse, "imgsz": imgsz, "conf": conf, "iou": iou,
             "val_conf": holder["v"].args.conf, "batch": batch,
             "head": collector.exp.adapter.head_kind})
+        if data_names is not None:
+            report.settings["data_names"] = data_names  # matched to the model's classes by index
         report.stats = getattr(holder["v"], "raw_stats", None)
+        if not _shard:
+            warn_about_dataset(report, exp.names)
         if out is not None:
             report.save(root)
         if verbose:
@@ -291,15 +303,25 @@ def validate(model=None, data=None, method: str = DEFAULT_METHOD, target="class"
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def model_task(model) -> str:
-    """The task (detect, segment, pose, obb) of `model` (as `validate` takes it; None = the demo detector)."""
+def warn_about_dataset(report: ValidationReport, model_names: dict) -> None:
+    """After a validation: one warning when the dataset names other classes than the model, one when
+    ultralytics' dataset scan left images out."""
+    for line in (names_warning(report.settings.get("data_names"), model_names, report.settings.get("data")),
+                 skipped_warning(report.skipped, int(report.counts.get("images", 0)))):
+        if line:
+            log.warning("%s", line)
+
+
+def model_task(model, with_names: bool = False):
+    """The task (detect, segment, pose, obb) of `model` (as `validate` takes it; None = the demo detector);
+    with_names: (task, the model's class names)."""
     from ..model.adapter import ModelAdapter
 
     wrapper, model, _ = resolve_model(model)
     _refuse_classifier(wrapper.model if wrapper is not None else model)
-    task = ModelAdapter(model).task
-    explaining_validator(task)  # an unsupported task: one clear line
-    return task
+    adapter = ModelAdapter(model)
+    explaining_validator(adapter.task)  # an unsupported task: one clear line
+    return (adapter.task, adapter.names) if with_names else adapter.task
 
 
 def _refuse_classifier(module) -> None:
