@@ -1,6 +1,6 @@
 """What `yolocam val` and the Ray runs trust: a dataset that does not fit the model, images ultralytics'
-dataset scan leaves out, datasets with no usable image, workers a Ray cluster cannot place (issue 21,
-items 7, 10, 11)."""
+dataset scan leaves out, datasets with no usable image, workers a Ray cluster cannot place, and a
+resume over a manifest that does not match the source or is malformed (issue 21, items 7, 10, 11, 12)."""
 
 from __future__ import annotations
 
@@ -173,3 +173,53 @@ def test_val_on_ray_counts_skipped_images_as_val_does(local_ray, scenes_data, tm
         validate_dataset(data=str(data), workers=1, shards=2, **kw)
     with pytest.raises(YolocamError, match=r"names 2 classes, the model predicts 4"):
         validate_dataset(data=str(copy_data(scenes_data, tmp_path / "two", names=["a", "b"])), **kw)
+
+
+# ------------------------------------------------------------------ 12: resume
+def listed(out: Path, manifest: dict) -> set[str]:
+    rels = {"manifest.json", *manifest.get("files", [])}
+    for img in manifest["images"]:
+        rels.add(img["heatmaps"])
+        for det in img["detections"]:
+            rels.update(det[k] for k in ("overlay", "crop") if k in det)
+    return rels
+
+
+def on_disk(out: Path) -> set[str]:
+    return {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")}
+
+
+def test_resume_keeps_stems_and_redoes_malformed_entries(local_ray, tmp_path, capsys):
+    """A resume after: a detection of b lost its box, A.png was added beside a.png, d.png (finished) and
+    e.png (its entry malformed) left the source. b is explained again, a keeps its stem and A gets another,
+    d stays listed, e's files are removed: every file in the folder is listed, the gallery is written."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for k, name in enumerate("abcde"):
+        cv2.imwrite(str(src / f"{name}.png"), make_scene(200 + k).image)
+    out = tmp_path / "out"
+    common = ["--model", "demo-v8", "--imgsz", "160", "--html", "--save-format", "png"]
+    assert main(["explain", str(src), "--out", str(out), *common]) == 0
+    first = json.loads((out / "manifest.json").read_text())
+    by_stem = {img["stem"]: img for img in first["images"]}
+    assert all(by_stem[s]["detections"] for s in "be"), "the scenes give detections to break"
+    del by_stem["b"]["detections"][0]["box"]
+    del by_stem["e"]["detections"][0]["box"]
+    (out / "manifest.json").write_text(json.dumps(first))
+    b_count = len(by_stem["b"]["detections"])
+    (src / "d.png").unlink()
+    (src / "e.png").unlink()
+    shutil.copy(src / "a.png", src / "A.png")
+    rc = main(["explain", str(src), "--out", str(out), "--ray", "--resume", *common])
+    text = capsys.readouterr()
+    assert rc == 0, text.err
+    assert "2 images" in text.out and "2 already done" in text.out, text.out
+    after = json.loads((out / "manifest.json").read_text())
+    stems = {Path(img["path"]).name: img["stem"] for img in after["images"]}
+    assert stems["a.png"] == "a" and stems["A.png"].casefold() != "a" and stems["d.png"] == "d"
+    assert "e.png" not in stems and not (out / "e").exists()
+    b = next(img for img in after["images"] if img["stem"] == "b")
+    assert all("box" in det for det in b["detections"])
+    assert len(b["detections"]) == b_count
+    assert on_disk(out) == listed(out, after) | {"index.html"}, "a file nobody lists"
+    assert (out / "index.html").is_file() and after["complete"] is True

@@ -11,8 +11,9 @@ every few seconds, and at the end writes it in the source's order.
 
 Faults: actors are restarted and their batches retried (Ray's `max_restarts` / `max_task_retries`);
 a retried image is simply written again. Resume: a rerun into the same folder keeps every image whose
-manifest entry was recorded and whose files all exist, and explains the rest (temporary files of dead
-runs are removed; a file is never trusted unless the manifest lists it as finished).
+manifest entry was recorded, is well formed and whose files all exist, and explains the rest (temporary
+files of dead runs are removed; a file is never trusted unless the manifest lists it as finished). An
+image keeps the stem the earlier run gave it; the files of an entry not kept are removed (`resume`).
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ import numpy as np
 
 from ..defaults import DEFAULT_FUSE, DEFAULT_LAYERS, DEFAULT_METHOD
 from ..errors import YolocamError
-from ..output.cleanup import clear_previous, read_manifest, remove_temp_files
+from ..output.cleanup import clear_previous, read_manifest, remove_listed, remove_temp_files
 from ..output.lock import owning
 from ..output.paths import outside_folder
 from ..output.export import ExportWriter
 from ..output.progress import Progress
 from .cluster import DECODE_CPUS, check_workers, connect, placement, worker_cpus
+from .resume import files_present, plan_resume, valid_entry
 
 MANIFEST_EVERY_S = 5.0  # the driver rewrites the manifest at most this often during a run
 
@@ -99,20 +101,6 @@ class ExplainWorker:
         return out
 
 
-def finished_entry(out: Path, entry, crops: bool, save_format: str) -> bool:
-    """True when a manifest image entry's files all exist and match this run's crops and save format."""
-    if not isinstance(entry, dict) or not isinstance(entry.get("detections"), list):
-        return False
-    rels = [entry.get("heatmaps")]
-    for det in entry["detections"]:
-        if not isinstance(det, dict) or not str(det.get("overlay", "")).endswith("." + save_format):
-            return False
-        if crops != ("crop" in det):
-            return False
-        rels += [det.get("overlay"), det.get("crop")] if crops else [det.get("overlay")]
-    return all(isinstance(r, str) and (out / r).is_file() and not (out / r).is_symlink() for r in rels)
-
-
 def explain_dataset(source, out, model=None, workers: int = 1, gpus_per_worker: float | None = None,
                     cpus_per_worker: float | None = None, address: str | None = None, method: str = DEFAULT_METHOD,
                     target: str = "class", layers=DEFAULT_LAYERS, fuse: str = DEFAULT_FUSE, imgsz: int | None = None,
@@ -165,11 +153,13 @@ def _explain_into(out, entries, explainer, meta, ray, gpus, workers, cpus_per_wo
     old = read_manifest(out) if resume else None
     writer = ExportWriter(out, html=html, crops=crops, append=False, save_format=save_format)
     remove_temp_files(writer.out)
-    stems = [writer.unique_stem(p) for p in entries]  # in source order, as a single-process run names them
-    done = _finished(writer.out, old, entries, stems, crops, save_format)
-    if done:
+    plan = plan_resume(writer, old, entries, crops, save_format)  # stems follow paths (see `resume`)
+    if plan.done or plan.extras:
         _check_same_run(old, meta)
+    remove_listed(writer.out, plan.drop)  # the files of the earlier entries not kept: never left unlisted
+    stems, done = plan.stems, plan.done
     images = {i: done[i] for i in done}
+    images.update({len(entries) + k: e for k, e in enumerate(plan.extras)})  # finished, no longer in the source
     errors: dict[int, dict] = {}
     todo = [{"i": i, "path": p, "stem": s} for i, (p, s) in enumerate(zip(entries, stems)) if i not in done]
     counts = {"images": 0, "detections": 0, "errors": 0, "skipped": len(done), "error_lines": []}
@@ -234,15 +224,15 @@ def _pipeline(ray, todo: list[dict], out: str, explainer: dict, run: dict, write
 
 
 def _finished(out: Path, old, entries: list[str], stems: list[str], crops: bool, save_format: str) -> dict:
-    """{source index: manifest entry} of the images an earlier run into `out` finished (same path, same stem,
-    all files present); errors are retried."""
+    """{source index: manifest entry} of the images an earlier run into `out` finished: same path, same stem,
+    the entry shaped as `write_files` writes it and all its files present; errors are retried."""
     if not isinstance(old, dict) or not isinstance(old.get("images"), list):
         return {}
     recorded = {(e.get("path"), e.get("stem")): e for e in old["images"] if isinstance(e, dict)}
     done = {}
     for i, (path, stem) in enumerate(zip(entries, stems)):
         entry = recorded.get((path, stem))
-        if entry is not None and finished_entry(out, entry, crops, save_format):
+        if valid_entry(entry, path, stem, crops, save_format) and files_present(out, entry):
             done[i] = entry
     return done
 
