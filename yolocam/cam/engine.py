@@ -35,11 +35,13 @@ from ..model.detections import Detection, select_detections
 from ..model.hooks import LayerHooks
 from ..model.layers import TargetLayer, align_levels, default_reshape
 from ..model.segment import instance_masks
+from ..model.contrast import bind_contrast, prepare_detections
 from ..model.targets import Jobs, Target, for_task
 from .fusion import check_fusion
 from .methods import Method
 from .projection import ProjectorCache, assemble_maps
 from .replay import ReplayStrategies
+from .signed import assemble_signed_maps, check_signed
 from .windows import WindowPlan, head_reach
 
 
@@ -73,6 +75,7 @@ class CamEngine(ReplayStrategies):
         seed: int = 0,
         strategy: str = "auto",
         windows: bool = True,
+        signed: bool = False,
     ):
         if method.black_box:
             raise YolocamError(f"method {method.name!r} is black-box: use Explainer(method={method.name!r}), "
@@ -81,6 +84,8 @@ class CamEngine(ReplayStrategies):
         self.target = for_task(target, getattr(adapter, "task", "detect"),  # OBB: box components with the angle
                                getattr(adapter, "keypoint_names", None),  # pose: keypoint targets resolved
                                getattr(getattr(adapter, "head", None), "kpt_shape", (0, 3))[1])
+        self.target = bind_contrast(self.target, adapter.names, getattr(adapter, "task", "detect"))
+        self.signed = check_signed(signed, method, self.target, fuse)
         self.layers = list(layers)
         self.fuse = check_fusion(fuse)
         self.reshape = reshape_transform or default_reshape
@@ -118,6 +123,7 @@ class CamEngine(ReplayStrategies):
                 dets = [list(d) for d in select(head)]
             else:
                 dets = select_detections(head, adapter.end2end, conf, iou, classes, max_det)
+            dets = prepare_detections(self.target, head.logits, dets)  # contrast: the other class, fixed now
             acts = [self.reshape(hooks.outputs[k]) for k in range(len(self.layers))]
             reached = None
             if not self.method.needs_gradients:
@@ -150,10 +156,11 @@ class CamEngine(ReplayStrategies):
         k = 0
         for b, image_dets in enumerate(dets):
             for i in range(len(image_dets)):
-                if not per_det[k]:
+                refusal = getattr(self.target, "refusal", lambda d: None)(image_dets[i])
+                if refusal is not None or not per_det[k]:
                     maps[b][i].zero_()
-                    out[b][i] = (f"its score does not depend on the explained layers ({names}): no gradient "
-                                 f"reaches them from level {image_dets[i].level}")
+                    out[b][i] = refusal or (f"its score does not depend on the explained layers ({names}): no "
+                                            f"gradient reaches them from level {image_dets[i].level}")
                 k += 1
         return out
 
@@ -233,6 +240,9 @@ class CamEngine(ReplayStrategies):
 
     def _fuse(self, layer_maps, dets, size, letterboxes) -> list[torch.Tensor]:
         n_comp = self.target.n_components if self.method.needs_gradients else 1
+        if self.signed:  # kept signed: no rectification, scaled by the largest magnitude (`signed.py`)
+            return assemble_signed_maps(layer_maps, dets, self.fuse, size, letterboxes, self.adapter.strides,
+                                        self.projectors, self.adapter.device)
         return assemble_maps(layer_maps, dets, n_comp, self.fuse, size, letterboxes, self.adapter.strides,
                              self.projectors, self.adapter.device)
 

@@ -219,6 +219,7 @@ def _add_model_args(p, method: bool = True,
                        help=f"CAM method (default {DEFAULT_METHOD}); 'yolocam methods' lists them")
         p.add_argument("--target", type=target_name, default="class",
                        help="what each map explains: class (default: the class logit), conf, box, all, cluster; "
+                            "contrast (the class logit minus the runner-up class's), contrast:NAME (minus that class's); "
                             "segmentation models: mask (the instance's mask logits); "
                             "pose models: keypoint:K (an index or a name, e.g. keypoint:left_elbow), keypoints")
         p.add_argument("--layers", type=layers_spec, default=DEFAULT_LAYERS,

@@ -14,6 +14,7 @@ from ..cam.engine import CamEngine
 from ..cam.fusion import boxes_to_original, check_fusion
 from ..cam.methods import get_method
 from ..cam.projection import content_region
+from ..cam.signed import check_signed
 from ..defaults import DEFAULT_FUSE, DEFAULT_LAYERS, DEFAULT_METHOD
 from ..demo.models import model_source
 from ..errors import YolocamError
@@ -53,6 +54,8 @@ class Explainer:
         imgsz: model input size (pixels, long side), as ultralytics' `imgsz`, at most `yolocam.defaults.MAX_IMGSZ`
             (8192); None = the size the checkpoint was trained at when it records one, else 640.
         device: None keeps the model's device.
+        signed: keep what lowered the target as negative values: maps in [-1, 1], scaled by the largest
+            magnitude (method hirescam/odam only; fuse sum, aligned or origin; README, "Why not").
         reshape_transform: turns a layer output into (B, C, H, W) (for list/tuple/dict outputs).
         memory_mb: bound on the extra memory of one batched backward (MiB, finite and positive); more
             detections are chunked.
@@ -90,7 +93,8 @@ class Explainer:
                  fuse: str = DEFAULT_FUSE, imgsz: int | None = None, device=None, reshape_transform=None,
                  memory_mb: float = 2048.0, max_batch: int | None = None, end2end: bool | None = None,
                  strategy: str = "auto", windows: bool = True, masks: int = 1000, cell: int | None = None,
-                 keep: float = 0.5, seed: int = 0, mask_batch: int | None = None, progress: bool | None = False):
+                 keep: float = 0.5, seed: int = 0, mask_batch: int | None = None, progress: bool | None = False,
+                 signed: bool = False):
         model = model_source(model)
         check_imgsz(imgsz)
         check_memory(memory_mb, max_batch)
@@ -103,6 +107,7 @@ class Explainer:
         self.target = get_target(target)
         self.fuse = check_fusion(fuse)
         self.drise = None
+        self.signed = check_signed(signed, self.method, self.target, self.fuse)
         if self.method.black_box:
             if self.target.name != "class":  # D-RISE scores a masked detection as a whole (class and box)
                 raise YolocamError(f"method {self.method.name!r} explains each detection as a whole and takes no "
@@ -129,7 +134,7 @@ class Explainer:
         self.imgsz = round_imgsz(imgsz or self.adapter.train_imgsz or 640, self.adapter.stride)
         self.engine = CamEngine(self.adapter, self.method, self.target, self.layers, fuse=fuse,
                                 reshape_transform=reshape_transform, memory_mb=memory_mb, max_batch=max_batch,
-                                strategy=strategy, windows=windows)
+                                strategy=strategy, windows=windows, signed=self.signed)
 
     @property
     def runner(self):
@@ -142,8 +147,17 @@ class Explainer:
 
     @property
     def meta(self) -> dict:
-        return {"model": self.adapter.name, "method": self.method.name, "target": self.target.name,
+        meta = {"model": self.adapter.name, "method": self.method.name, "target": self.target.name,
                 "layers": self.layers_spec}
+        return {**meta, "signed": True} if self.signed else meta
+
+    def explain_missed(self, image, gt_boxes, gt_classes) -> list:
+        """Why not: for each ground truth (xyxy boxes in the image's pixels, class indices), the raw prediction
+        whose box overlaps it best, explained with the ground-truth class's logit; one `MissedExplanation`
+        per ground truth, in order (anchor, level, logit, conf, iou, heatmap, pointing, energy)."""
+        from .missed import explain_missed
+
+        return explain_missed(self, image, gt_boxes, gt_classes)
 
     def explain(self, source: Source, conf: float | None = None, iou: float = 0.7, classes=None,
                 max_det: int | None = None, batch: int = 1, recursive: bool = False, vid_stride: int = 1,
@@ -250,7 +264,7 @@ class Explainer:
         masks = getattr(result, "masks", None) or [None] * len(items)
         for item, lb, dets, maps, why, inst in zip(items, lbs, result.detections, result.heatmaps, result.reasons, masks):
             heat = MapStack(content_region(maps, lb).float().cpu().numpy(), lb.orig_shape,
-                            lb.region if lb.crop else None) if dets else None
+                            lb.region if lb.crop else None, signed=self.signed) if dets else None
             boxes = boxes_to_original(torch.tensor([d.box for d in dets]).view(-1, 4), lb).tolist()
             if self.adapter.task == "classify":  # an image-level explanation: the box is the whole image
                 boxes = [[0.0, 0.0, float(lb.orig_shape[1]), float(lb.orig_shape[0])]] * len(dets)
@@ -269,7 +283,8 @@ class Explainer:
             ]
             if counts is not None:
                 counts[0] += len(dets)
-                counts[1] += sum(r is not None for r in why)
+                refusal = getattr(getattr(self.engine, "target", None), "refusal", lambda d: None)  # contrast
+                counts[1] += sum(r is not None and refusal(d) is None for r, d in zip(why, dets))
             out.append(ImageExplanation(item.path, item.image, explained, meta=self.meta,
                                         frame=getattr(item, "frame", None), source=getattr(item, "source", None)))
         return out

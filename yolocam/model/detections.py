@@ -27,6 +27,7 @@ class Detection:
     `rbox` (OBB heads only, else None): the rotated box cx, cy, w, h (letterbox pixels), angle
     (radians); `box` is then its axis-aligned hull.
     `keypoints` (pose heads only, else None): K rows of x, y (letterbox pixels), visibility score (sigmoid).
+    `versus` (contrastive targets only, else None): the other class, fixed when the detection is selected.
     """
 
     image: int
@@ -37,6 +38,7 @@ class Detection:
     box: tuple[float, float, float, float]
     rbox: tuple[float, float, float, float, float] | None = None
     keypoints: tuple[tuple[float, ...], ...] | None = None
+    versus: int | None = None  # contrastive targets: the class the detected one is contrasted with (`contrast.py`)
 
 
 def select_detections(

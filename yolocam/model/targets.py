@@ -21,13 +21,15 @@ from .pose import resolve_keypoint
 
 @dataclass
 class Jobs:
-    """n jobs: per job the detection, its anchor (n,), class (n,), box (n, 4) and component (n,)."""
+    """n jobs: per job the detection, its anchor (n,), class (n,), box (n, 4) and component (n,); `versus`
+    (n,): the contrasted class of contrastive targets (`contrast.py`), None when the detections carry none."""
 
     detections: list[Detection]
     anchor: torch.Tensor
     cls: torch.Tensor
     box: torch.Tensor
     component: torch.Tensor
+    versus: torch.Tensor | None = None
 
     @classmethod
     def build(cls, detections: Sequence[Detection], components: Sequence[int], device) -> "Jobs":
@@ -39,6 +41,7 @@ class Jobs:
             as_t([d.cls for d in dets]),
             as_t([d.box for d in dets], torch.float32).view(-1, 4),
             as_t(list(components)),
+            None if any(d.versus is None for d in dets) or not dets else as_t([d.versus for d in dets]),
         )
 
 
@@ -211,7 +214,7 @@ def for_task(target: Target, task: str, keypoint_names: list[str] | None = None,
             return target
         if type(target) in (ClassLogit, Confidence):
             return ClassifyLogit() if type(target) is ClassLogit else ClassProbability()
-        if not isinstance(target, CallableTarget):
+        if not isinstance(target, CallableTarget) and not target.name.startswith("contrast"):
             raise YolocamError(f"target {target.name!r} needs boxes, masks or keypoints, which a classification "
                                f"model does not predict; expected 'class', 'conf' or a callable")
         return target
@@ -283,7 +286,8 @@ TARGETS: dict[str, type[Target]] = {t.name: t for t in (ClassLogit, Confidence, 
 
 
 def list_targets() -> list[str]:
-    return list(TARGETS)
+    """Built-in target names (plus the parametrised `contrast:CLASS`, `keypoint:K`)."""
+    return list(TARGETS) + ["contrast"]
 
 
 def get_target(spec) -> Target:
@@ -291,14 +295,18 @@ def get_target(spec) -> Target:
     if isinstance(spec, Target):
         return spec
     if isinstance(spec, str):
+        if spec == "contrast" or spec.startswith("contrast:"):
+            from .contrast import parse_contrast
+
+            return parse_contrast(spec)
         if spec == "keypoints" or spec.startswith("keypoint:"):
             key = spec.partition(":")[2].strip()
             if spec != "keypoints" and not key:
                 raise YolocamError("target 'keypoint:' needs a keypoint index or name, e.g. keypoint:0 or keypoint:nose")
             return Keypoints(key or None)
         if spec not in TARGETS:
-            raise YolocamError(f"unknown target {spec!r}; expected one of {', '.join(TARGETS)}, keypoint:K, "
-                               f"keypoints (pose models) or a callable")
+            raise YolocamError(f"unknown target {spec!r}; expected one of {', '.join(TARGETS)}, contrast, "
+                               f"contrast:CLASS, keypoint:K, keypoints (pose models) or a callable")
         return TARGETS[spec]()
     if callable(spec):
         return CallableTarget(spec)

@@ -7,6 +7,7 @@
                                     classes (N,) int32, scores (N,) float32; OBB models: rboxes (N,5)
                                     float32 cx, cy, w, h, angle
                                     pose models: keypoints (N,K,3) float32 x, y, visibility score
+                                    signed maps (`Explainer(signed=True)`): signed = 1 and maps in [-1, 1]
     OUT/<stem>/<k:03d>_<name>.png   overlay per detection (long side at most `overlay_max_side`;
                                     `.jpg` with save_format="jpg", the CLI's default)
     OUT/<stem>/crops/<k:03d>_<name>.png   (optional) the box's zoomed crop (box plus context)
@@ -35,6 +36,7 @@ from ..errors import YolocamError
 from .files import atomic_write_bytes, encode_png, prepare_out_dir, safe_name
 from .paths import checked_dir
 from .render import CROP_SIDE, blend_heatmap, box_crop, draw_box, draw_keypoints, draw_segments, scale_polygon
+from .signed_render import signed_box_crop, signed_overlay
 
 MANIFEST_VERSION = 1
 SAVE_FORMATS = ("png", "jpg")  # overlays and crops: lossless PNG, or JPEG (quality JPEG_QUALITY, about 8x smaller)
@@ -182,7 +184,7 @@ class ExportWriter:
 
         def overlay_entry(k: int) -> dict:
             d, name = dets[k], names[k]
-            overlay = blend_heatmap(base, d.heatmap_at((oh, ow)))
+            overlay = (signed_overlay if d.signed else blend_heatmap)(base, d.heatmap_at((oh, ow)))
             draw_box(overlay, [d.box[0] * gx, d.box[1] * gy, d.box[2] * gx, d.box[3] * gy], f"{d.name} {d.conf:.2f}",
                      polygon=scale_polygon(getattr(d, "polygon", None), gx, gy))
             draw_keypoints(overlay, getattr(d, "keypoints", None), gx, gy)
@@ -222,8 +224,11 @@ class ExportWriter:
         """A zoomed view of the box plus context at full resolution (`render.box_crop`: only that region
         is blended), long side CROP_SIDE px; the gallery shows it as the detection's card."""
         checked_dir(self.out, f"{stem}/crops")
-        crop = box_crop(image, det.heatmap, det.box, f"{det.name} {det.conf:.2f}", size=CROP_SIDE,
-                        polygon=getattr(det, "polygon", None), keypoints=getattr(det, "keypoints", None))
+        if det.signed:  # diverging colours and a legend
+            crop = signed_box_crop(image, det.heatmap, det.box, f"{det.name} {det.conf:.2f}", size=CROP_SIDE)
+        else:
+            crop = box_crop(image, det.heatmap, det.box, f"{det.name} {det.conf:.2f}", size=CROP_SIDE,
+                            polygon=getattr(det, "polygon", None), keypoints=getattr(det, "keypoints", None))
         atomic_write_bytes(folder / "crops" / name, self._encode(crop))
         return f"{stem}/crops/{name}"
 
@@ -299,6 +304,7 @@ def overlay_size(h: int, w: int, max_side: int | None) -> tuple[int, int]:
 def heatmap_arrays(dets, h: int, w: int) -> dict[str, np.ndarray]:
     """The npz's map arrays: compact maps with the image size when all detections share one compact
     `MapStack` (maps from one `Explainer` or `load_output` call), else full-size maps made one at a time."""
+    signed = {"signed": np.asarray(1, np.int8)} if any(getattr(d, "signed", False) for d in dets) else {}
     refs = [d.map_ref for d in dets]
     stack = refs[0].stack if refs and refs[0] is not None else None
     if (stack is not None and stack.compact and stack.size == (h, w)
@@ -306,11 +312,11 @@ def heatmap_arrays(dets, h: int, w: int) -> dict[str, np.ndarray]:
         index = [r.index for r in refs]
         maps = stack.maps if index == list(range(len(stack))) else stack.maps[index]
         region = {} if stack.region is None else {"region": np.asarray(stack.region, np.int32)}  # classification
-        return {"heatmaps": maps, "image_size": np.asarray([h, w], np.int32), **region}
+        return {"heatmaps": maps, "image_size": np.asarray([h, w], np.int32), **region, **signed}
     heat = np.zeros((len(dets), h, w), np.float16)
     for k, d in enumerate(dets):
         heat[k] = d.heatmap
-    return {"heatmaps": heat}
+    return {"heatmaps": heat, **signed}
 
 
 def encode_maps_npz(heatmaps: np.ndarray, **arrays: np.ndarray) -> bytes:

@@ -13,6 +13,9 @@ larger than the content region, the maps are resized once and kept at full resol
 
 Classification models see only a centre crop of the image (`inputs/images.py`): their maps cover
 that `region` of the original and are exactly zero outside it.
+
+Signed maps (`Explainer(signed=True)`, `cam/signed.py`) are in [-1, 1]: resized the same way, then
+scaled by their largest magnitude instead of rectified.
 """
 
 from __future__ import annotations
@@ -33,16 +36,17 @@ class MapStack:
     model's centre crop); the full map is zero outside it. None: the whole image.
     """
 
-    def __init__(self, maps: np.ndarray, size: tuple[int, int], region=None):
+    def __init__(self, maps: np.ndarray, size: tuple[int, int], region=None, signed: bool = False):
         maps = np.ascontiguousarray(maps)  # (a padded input's maps are cut, so keep only the region)
         if maps.ndim != 3:
             raise ValueError(f"MapStack: expected maps of shape (N, h, w), got {maps.shape}")
         self.size = (int(size[0]), int(size[1]))
+        self.signed = bool(signed)  # maps in [-1, 1], scaled by the largest magnitude (not rectified)
         region = None if region is None else tuple(int(v) for v in region)
         self.region = None if region in (None, (0, 0, self.size[1], self.size[0])) else region
         n, h, w = maps.shape
         if self.region is None and (h, w) != self.size and h * w >= self.size[0] * self.size[1] and n:
-            maps = np.stack([self._resize(m, self.size) for m in maps])  # no larger at full resolution
+            maps = np.stack([self._resize(m, self.size, self.signed) for m in maps])  # no larger at full resolution
         self.maps = maps
 
     def __len__(self) -> int:
@@ -65,20 +69,21 @@ class MapStack:
         if tuple(size) == self.size and not self.compact:
             return self.full(k)
         if self.region is None:
-            return self._resize(self.maps[k], size)
+            return self._resize(self.maps[k], size, self.signed)
         gx, gy = size[1] / self.size[1], size[0] / self.size[0]
         x0, y0, x1, y1 = (round(v * g) for v, g in zip(self.region, (gx, gy, gx, gy)))
         out = np.zeros(size, np.float32)
         if x1 > x0 and y1 > y0:
-            out[y0:y1, x0:x1] = self._resize(self.maps[k], (y1 - y0, x1 - x0))
+            out[y0:y1, x0:x1] = self._resize(self.maps[k], (y1 - y0, x1 - x0), self.signed)
         return out
 
     @staticmethod
-    def _resize(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    def _resize(m: np.ndarray, size: tuple[int, int], signed: bool = False) -> np.ndarray:
         m = m.astype(np.float32, copy=False)
         out = m.copy() if m.shape == tuple(size) else cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-        np.maximum(out, 0, out=out)
-        peak = float(out.max()) if out.size else 0.0
+        if not signed:
+            np.maximum(out, 0, out=out)
+        peak = (float(np.abs(out).max()) if signed else float(out.max())) if out.size else 0.0
         if peak > 0:
             out /= peak
         return out

@@ -45,8 +45,9 @@ def load_output(out_dir) -> list[ImageExplanation]:
                 heatmaps = npz["heatmaps"]
                 size = tuple(int(v) for v in npz["image_size"]) if "image_size" in npz else heatmaps.shape[1:]
                 region = npz["region"].tolist() if "region" in npz else None  # classification: the centre crop
+                signed = bool(npz["signed"]) if "signed" in npz else False  # maps in [-1, 1]
             _check_size(size, img, out)
-            stack = MapStack(heatmaps, size, region)
+            stack = MapStack(heatmaps, size, region, signed=signed)
         except (OSError, KeyError, ValueError, TypeError) as exc:
             raise YolocamError(f"unreadable heatmaps for {img.get('stem')!r} in {out}: {exc}") from None
         if len(heatmaps) != len(img["detections"]):

@@ -88,6 +88,12 @@ class DetectionExplanation:
         return out if self.reason is None else {**out, "reason": self.reason}
 
     @property
+    def signed(self) -> bool:
+        """True when the map is signed (`Explainer(signed=True)`): values in [-1, 1], negative = lowered the target."""
+        ref = self.map_ref
+        return bool(ref is not None and ref.stack.signed)
+
+    @property
     def map_ref(self) -> MapRef | None:
         """Where a compact map is kept (None when `heatmap` is a plain array)."""
         value = self.__dict__["_heatmap"]
@@ -150,14 +156,24 @@ class ImageExplanation:
         """An overlay as a BGR array: detection `index`'s heatmap and box, or all boxes over the max of all maps."""
         if self.image is None:
             raise ValueError(f"no image to plot: {self.error}")
-        if index is None:  # running maximum: one full-resolution map at a time
+        signed = any(d.signed for d in self.detections)
+        if index is None:  # running maximum (signed: of magnitude, sign kept): one full-resolution map at a time
             heat = np.zeros(self.image.shape[:2], np.float32)
             for d in self.detections:
-                np.maximum(heat, d.heatmap, out=heat)
+                m = d.heatmap
+                if signed:
+                    heat = np.where(np.abs(m) > np.abs(heat), m, heat)
+                else:
+                    np.maximum(heat, m, out=heat)
             dets = self.detections
         else:
             heat, dets = self.detections[index].heatmap, [self.detections[index]]
-        out = blend_heatmap(self.image, heat, alpha)
+        if signed:  # diverging colours and a legend (`signed_render.py`)
+            from .signed_render import signed_overlay
+
+            out = signed_overlay(self.image, heat, alpha)
+        else:
+            out = blend_heatmap(self.image, heat, alpha)
         draw_boxes(out, dets)  # one colour per class, labels placed so they do not cover each other
         for d in dets:
             draw_keypoints(out, d.keypoints)
