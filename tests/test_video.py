@@ -168,6 +168,8 @@ def test_cli_tracks_write_track_ids_and_table(clip, tmp_path, capsys):
     assert int(longest["frames"]) >= FRAMES // 2 and -1 <= float(longest["stability"]) <= 1
     with np.load(out / "clip" / "tracks" / f"{int(longest['track']):06d}.npz") as npz:
         assert npz["maps"].shape[0] == int(longest["frames"]) == len(npz["frames"])
+    strip = cv2.imread(str(out / "clip" / "tracks" / f"{int(longest['track']):06d}.jpg"))  # its crops side by side
+    assert strip is not None and strip.shape[1] >= int(longest["frames"]) * 96
 
 
 def test_cli_unknown_tracker_is_one_line(clip, tmp_path, capsys):
@@ -271,3 +273,28 @@ def test_video_url_is_explained_frame_by_frame(server, predicted, tmp_path, caps
         np.testing.assert_allclose(np.asarray(ours, np.float32).reshape(-1, 4), theirs, atol=1e-2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["url"]
     assert sorted(p.name for p in out.iterdir()) == ["clip", "clip.mp4", "manifest.json"]
+
+
+# ------------------------------------------------------------------ track maths
+def test_box_maps_stability_and_bounded_strips():
+    from yolocam.explain.tracks import STRIP_THUMBS, Track, box_map, map_correlation
+    import torch
+
+    heat = np.zeros((100, 120), np.float32)
+    heat[20:60, 30:50] = 1.0
+    inside = box_map(heat, [30, 20, 50, 60])
+    assert inside.shape == (32, 32) and inside[1:-1, 1:-1].min() > 0.99  # the box's own pixels, whatever its size
+    assert inside.min() >= 0.5  # edge cells: bilinear between the box's last pixel and the one outside it
+    moved = np.roll(heat, (7, 11), axis=(0, 1))  # the object moved, and its box with it: the same box map
+    np.testing.assert_allclose(box_map(moved, [41, 27, 61, 67]), inside, atol=1e-4)
+    ramp = torch.linspace(0, 1, 64).view(8, 8)
+    assert map_correlation(ramp, ramp) == pytest.approx(1.0)
+    assert map_correlation(ramp, 1 - ramp) == pytest.approx(-1.0)
+    assert map_correlation(ramp, torch.zeros(8, 8)) is None  # a zero map has nothing to correlate
+    track = Track(1)
+    for frame in range(1000):
+        track.frames.append(frame)
+        if track.wants_thumb():
+            track.add_thumb(frame, np.zeros((4, 4, 3), np.uint8))
+    kept = [f for f, _ in track.thumbs]
+    assert len(kept) <= STRIP_THUMBS and kept[0] == 0 and len(set(np.diff(kept))) == 1  # evenly spaced

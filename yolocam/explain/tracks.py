@@ -21,6 +21,8 @@ import torch
 from ..errors import YolocamError
 
 BOX_MAP_SIDE = 32  # side of a track's maps in box-normalised coordinates
+STRIP_THUMBS = 16  # at most this many crops per track are kept for its strip picture (evenly spaced)
+THUMB_SIDE = 96  # long side of a strip crop, pixels
 TRACKERS = ("bytetrack.yaml", "botsort.yaml")
 _SUPPORTED_TYPES = ("bytetrack", "botsort")
 
@@ -88,9 +90,9 @@ def box_map(heatmap: np.ndarray, box, side: int = BOX_MAP_SIDE) -> np.ndarray:
     h, w = heatmap.shape
     x1, y1, x2, y2 = (float(v) for v in box)
     t = (torch.arange(side, dtype=torch.float32) + 0.5) / side
-    xs, ys = x1 + t * (x2 - x1), y1 + t * (y2 - y1)  # pixel coordinates of the cell centres
-    gx = (xs + 0.5) / w * 2 - 1  # grid_sample, align_corners=False: pixel centres at (i + 0.5) / n
-    gy = (ys + 0.5) / h * 2 - 1
+    xs, ys = x1 + t * (x2 - x1), y1 + t * (y2 - y1)  # the cell centres, in pixels (pixel i spans [i, i + 1))
+    gx = xs / w * 2 - 1  # grid_sample, align_corners=False: -1 and 1 are the outer edges of the image
+    gy = ys / h * 2 - 1
     grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], -1)[None]
     src = torch.from_numpy(np.ascontiguousarray(heatmap, np.float32))[None, None]
     out = torch.nn.functional.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)
@@ -123,6 +125,19 @@ class Track:
     classes: list = field(default_factory=list)
     scores: list = field(default_factory=list)
     maps: list = field(default_factory=list)
+    thumbs: list = field(default_factory=list)  # (frame, BGR crop) of every `thumb_stride`-th observation
+    thumb_stride: int = 1
+
+    def wants_thumb(self) -> bool:
+        """Whether the observation being added gets a crop in the strip (every `thumb_stride`-th one)."""
+        return (len(self.frames) - 1) % self.thumb_stride == 0
+
+    def add_thumb(self, frame: int, crop: np.ndarray) -> None:
+        """Keep `crop`; past `STRIP_THUMBS` crops, every second one is dropped and the spacing doubles
+        (memory stays bounded however long the track)."""
+        self.thumbs.append((int(frame), crop))
+        if len(self.thumbs) > STRIP_THUMBS:
+            self.thumbs, self.thumb_stride = self.thumbs[::2], self.thumb_stride * 2
 
     def summary(self, names: dict) -> dict:
         """The track's row of tracks.csv: id, class (the most frequent), frames, mean confidence, stability."""
@@ -151,14 +166,19 @@ class TrackLog:
     def __init__(self):
         self.tracks: dict[int, Track] = {}
 
-    def add(self, frame: int, det, heatmap: np.ndarray) -> None:
-        """Record one tracked detection (`det.track_id` set) with its full-resolution map."""
+    def add(self, frame: int, det, heatmap: np.ndarray, image: np.ndarray | None = None) -> None:
+        """Record one tracked detection (`det.track_id` set) with its full-resolution map (and, given the frame
+        `image`, a zoomed crop for the track's strip when its turn comes)."""
         track = self.tracks.setdefault(int(det.track_id), Track(int(det.track_id)))
         track.frames.append(int(frame))
         track.boxes.append([float(v) for v in det.box])
         track.classes.append(int(det.cls))
         track.scores.append(float(det.conf))
         track.maps.append(box_map(heatmap, det.box))
+        if image is not None and track.wants_thumb():
+            from ..output.render import box_crop
+
+            track.add_thumb(frame, box_crop(image, heatmap, det.box, None, size=THUMB_SIDE))
 
     def rows(self, names: dict) -> list[dict]:
         return [self.tracks[k].summary(names) for k in sorted(self.tracks)]

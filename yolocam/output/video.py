@@ -5,6 +5,7 @@
     OUT/<stem>.mp4                                the frames with every box's heat and box drawn (mp4v, OpenCV)
     OUT/<stem>/tracks.csv                         with tracking: one row per track (`explain/tracks.py`)
     OUT/<stem>/tracks/<id:06d>.npz                with tracking: the track's maps in box coordinates
+    OUT/<stem>/tracks/<id:06d>.<jpg|png>          with tracking: a strip of the track's crops (heat drawn)
 
 The manifest's `videos` list has one entry per video or stream: `path`, `source`, `stem`, `video`,
 `fps`, `vid_stride`, `frames` (written so far), `width`, `height`, and with tracking `tracker` and `tracks`.
@@ -98,6 +99,31 @@ def annotate_frame(result, maps: list[np.ndarray]) -> np.ndarray:
     return out
 
 
+def track_strip(track, row: dict) -> np.ndarray:
+    """One picture of a track: its kept crops side by side (each with its frame number) under a title line
+    (`#id name · n frames · stability s`)."""
+    from ..explain.tracks import THUMB_SIDE
+    from .labels import label_patch, paste
+
+    side, cap = THUMB_SIDE, 18
+    tiles = []
+    for frame, crop in track.thumbs:
+        tile = np.full((side + cap, side, 3), 32, np.uint8)
+        h, w = crop.shape[:2]
+        y, x = (side - h) // 2, (side - w) // 2
+        tile[y:y + h, x:x + w] = crop[:side, :side]
+        patch = label_patch(f"frame {frame}", 12, (32, 32, 32), (235, 235, 235))
+        paste(tile, patch[:, : side - 4], 2, side + 1)
+        tiles.append(tile)
+    body = np.hstack(tiles) if tiles else np.full((side + cap, side, 3), 32, np.uint8)
+    stability = "-" if row["stability"] is None else f"{row['stability']:.2f}"
+    title = f"#{row['track']} {row['name']} · {row['frames']} frames · stability {stability}"
+    head = np.full((24, body.shape[1], 3), 20, np.uint8)
+    patch = label_patch(title, 14, (20, 20, 20), (240, 240, 240))
+    paste(head, patch[:, : body.shape[1] - 4], 3, 3)
+    return np.vstack([head, body])
+
+
 class _Video:
     """One video's or stream's state while it is written."""
 
@@ -135,7 +161,7 @@ class _Video:
         if self.tracks is not None:
             for d, m in zip(result.detections, maps):
                 if d.track_id is not None:
-                    self.tracks.add(result.frame, d, m)
+                    self.tracks.add(result.frame, d, m, result.image)
         self.record["frames"] += 1
 
     def close(self) -> None:
@@ -160,9 +186,13 @@ class _Video:
         atomic_write_bytes(folder / "tracks.csv", buf.getvalue().encode())
         if rows:
             tracks_dir = checked_dir(self.writer.out, f"{self.stem}/tracks")
-            for tid, track in sorted(self.tracks.tracks.items()):
+            fmt = self.writer.save_format
+            for row in rows:
+                tid, track = row["track"], self.tracks.tracks[row["track"]]
                 self.writer.add_file(f"{self.stem}/tracks/{tid:06d}.npz")
                 atomic_write_bytes(tracks_dir / f"{tid:06d}.npz", encode_npz(**track.arrays()))
+                self.writer.add_file(f"{self.stem}/tracks/{tid:06d}.{fmt}")
+                atomic_write_bytes(tracks_dir / f"{tid:06d}.{fmt}", self.writer._encode(track_strip(track, row)))
         self.record["track_count"] = len(rows)
 
 
