@@ -161,3 +161,54 @@ def assert_explaining_leaves_model_as_found(yolo, explain, predict) -> None:
         inner.eval()
         params[0].requires_grad_(True)
         params[5].grad = None
+
+
+def _field(d, name):
+    return d[name] if isinstance(d, dict) else getattr(d, name)
+
+
+def _iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else float(a == b)
+
+
+def match_detections(got, ref, min_iou: float = 0.9) -> list[tuple[int, int]]:
+    """Pairs (i, j) of the same box in two lists of detections (objects or manifest / report dicts with `box`,
+    `cls`): same class, IoU >= min_iou, best IoU first, each used once."""
+    cands = sorted(((_iou(_field(a, "box"), _field(b, "box")), i, j) for i, a in enumerate(got)
+                    for j, b in enumerate(ref) if _field(a, "cls") == _field(b, "cls")), reverse=True)
+    pairs, used_i, used_j = [], set(), set()
+    for iou, i, j in cands:
+        if iou >= min_iou and i not in used_i and j not in used_j:
+            pairs.append((i, j))
+            used_i.add(i)
+            used_j.add(j)
+    return sorted(pairs, key=lambda p: p[1])
+
+
+def assert_same_detections(got, ref, *, box_px: float, conf: float, threshold: float | None = None,
+                           edge: float = 1e-3, least: float = 0.9) -> list[tuple[int, int]]:
+    """Detections of one image from two runs that differ only in float rounding (batched against single
+    kernels, another process or thread count): the kept sets may differ at their edge, so detections are
+    matched by IoU and class. Matched pairs have the same anchor, level and class (integers: exact), boxes
+    within `box_px` pixels, confidences within `conf`. A detection without a partner must sit at the edge of
+    the kept set (its confidence within `edge` of `threshold` or of the other run's lowest kept one), and at
+    least `least` of the detections match. Returns the pairs (index in got, index in ref)."""
+    pairs = match_detections(got, ref)
+    for i, j in pairs:
+        a, b = got[i], ref[j]
+        assert (_field(a, "anchor"), _field(a, "level"), _field(a, "cls")) == \
+            (_field(b, "anchor"), _field(b, "level"), _field(b, "cls")), (i, j)
+        np.testing.assert_allclose(_field(a, "box"), _field(b, "box"), rtol=0, atol=box_px)
+        assert abs(_field(a, "conf") - _field(b, "conf")) <= conf, (i, j, _field(a, "conf"), _field(b, "conf"))
+    for mine, other, side in ((got, ref, 0), (ref, got, 1)):
+        lowest = min((_field(d, "conf") for d in other), default=0.0)
+        for k in set(range(len(mine))) - {p[side] for p in pairs}:
+            c = _field(mine[k], "conf")
+            at_edge = abs(c - lowest) <= edge or (threshold is not None and abs(c - threshold) <= edge)
+            assert at_edge, f"detection {k} (conf {c:.6f}) of run {side} has no partner and is not at the edge"
+    assert len(pairs) >= least * max(len(got), len(ref)), (len(pairs), len(got), len(ref))
+    return pairs

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 import yolocam
-from conftest import assert_explaining_leaves_model_as_found, build_task_model, checkpoint_yolo_factory
+from conftest import (assert_explaining_leaves_model_as_found, assert_same_detections, build_task_model,
+                      checkpoint_yolo_factory)
 from yolocam.cli import main
 from yolocam.model.adapter import ModelAdapter
 from yolocam.model.detections import select_detections
@@ -91,15 +92,21 @@ def test_rotated_boxes_equal_ultralytics_predict(family, end2end, obb_image, sav
 
 
 def test_a_batch_selects_as_single_images(obb_image):
+    """A batch of two runs other convolution kernels than one image: the last bits differ. Measured, batched
+    against single: rotated boxes 2.7e-3 px apart here (1.8e-3 on another machine; tolerance 0.05 px), angles
+    1.2e-5 rad (1e-3), confidences 8e-7 (1e-4), maps 1.2e-5 (1e-3). Anchors and classes are exact."""
     other = np.ascontiguousarray(obb_image[::-1, ::-1])
     exp = yolocam.Explainer(obb_model("v8"), imgsz=IMGSZ, method="gradcam")
     batched = exp.explain([obb_image, other], conf=0.3, max_det=4, batch=2)
     for res, img in zip(batched, (obb_image, other)):
         single = exp.explain(img, conf=0.3, max_det=4)[0]
         assert len(res.detections) == len(single.detections) == 4
-        np.testing.assert_allclose([d.rbox for d in res.detections], [d.rbox for d in single.detections], rtol=1e-5,
-                                   atol=1e-4)
-        assert [d.anchor for d in res.detections] == [d.anchor for d in single.detections]
+        pairs = assert_same_detections(res.detections, single.detections, box_px=0.05, conf=1e-4, threshold=0.3)
+        for i, j in pairs:
+            a, b = res.detections[i], single.detections[j]
+            np.testing.assert_allclose(a.rbox[:4], b.rbox[:4], rtol=0, atol=0.05)
+            assert abs(a.rbox[4] - b.rbox[4]) <= 1e-3
+            np.testing.assert_allclose(a.heatmap, b.heatmap, rtol=0, atol=1e-3)
 
 
 @pytest.mark.parametrize("family", ["v8", "11", "26"])
