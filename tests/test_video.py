@@ -298,3 +298,25 @@ def test_box_maps_stability_and_bounded_strips():
             track.add_thumb(frame, np.zeros((4, 4, 3), np.uint8))
     kept = [f for f, _ in track.thumbs]
     assert len(kept) <= STRIP_THUMBS and kept[0] == 0 and len(set(np.diff(kept))) == 1  # evenly spaced
+
+
+# ------------------------------------------------------------------ demo --video
+def test_demo_video_writes_clip_annotated_video_tracks_and_gallery(tmp_path, capsys):
+    pytest.importorskip("lap")
+    from yolocam.demo.clips import clip_boxes
+
+    out = tmp_path / "demo"
+    rc, stdout, err = run(["demo", "--video", "--frames", 12, "--imgsz", IMGSZ, "--out", out], capsys)
+    assert rc == 0, err
+    assert "12 frames of moving shapes" in stdout and "tracks" in stdout
+    assert len(read_video(out / "source.mp4")) == 12 and len(read_video(out / "shapes.mp4")) == 12
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {"source.mp4", "shapes.mp4", "index.html", "shapes/tracks.csv"} <= set(manifest["files"])
+    lines = (out / "shapes" / "tracks.csv").read_text().splitlines()[1:]
+    rows = [line.split(",") for line in lines]
+    long_tracks = [r for r in rows if int(r[3]) >= 8]
+    assert {int(r[1]) for r in long_tracks} == {0, 1, 2, 3}  # every shape followed over most of the clip
+    truth = clip_boxes(0, frames=12)
+    first = [d for d in manifest["images"][0]["detections"] if d["conf"] > 0.5]
+    assert sorted(d["cls"] for d in first) == sorted(truth[0][1].tolist())
+    assert (out / "index.html").is_file()

@@ -121,6 +121,10 @@ def cmd_methods(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    if args.video:  # a generated clip of moving shapes, explained with tracks
+        from .video_command import cmd_demo_video
+
+        return cmd_demo_video(args)
     out, existed = out_dir(args.out, "demo", args.exist_ok)
     with owned(out, existed, args.exist_ok):
         return _demo_into(args, out, existed)
@@ -292,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="confidence threshold (default 0.25; demo-cls: least probability, default 0)")
     p.add_argument("--max-det", type=positive_int, default=None,
                    help="detections per image (default 300; demo-cls: top classes, default 5)")
+    from .video_command import add_demo_video_args
+
+    add_demo_video_args(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("val", help="explain what a validator sees (TP/FP, localisation metrics; detect, segment, "

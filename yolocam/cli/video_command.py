@@ -109,3 +109,68 @@ def _explain_media_into(args, out: Path, existed: bool) -> int:
     if counts["images"] + counts["frames"] == 0:
         raise YolocamError(f"nothing could be explained ({n_err} unusable input{'s' if n_err != 1 else ''})")
     return 0
+
+
+# --------------------------------------------------------------------------- yolocam demo --video
+def add_demo_video_args(p) -> None:
+    from .options import positive_int
+
+    p.add_argument("--video", action="store_true",
+                   help="explain a generated clip of moving, rotating and overlapping shapes instead, with tracks: "
+                        "writes the clip (source.mp4), the annotated shapes.mp4, tracks.csv and the gallery")
+    p.add_argument("--frames", type=positive_int, default=48, help="--video: frames in the clip (default 48)")
+
+
+def cmd_demo_video(args) -> int:
+    from .out_folder import out_dir, owned
+
+    out, existed = out_dir(args.out, "demo", args.exist_ok)
+    with owned(out, existed, args.exist_ok):
+        return _demo_video_into(args, out, existed)
+
+
+def _demo_video_into(args, out: Path, existed: bool) -> int:
+    import importlib.util
+
+    from . import notes
+    from ..demo.clips import CLIP_FPS, CLIP_SIZE, make_clip
+    from ..explain.explainer import Explainer
+    from ..explain.video import export_source
+    from ..output.video import AnnotatedVideo, MediaExportWriter
+    from .main import drise_options
+    from .out_folder import reuse
+
+    track = importlib.util.find_spec("lap") is not None
+    if not track:
+        notes.note("tracking needs the Python package 'lap' (pip install lap): the clip is explained without tracks")
+    source = out / "source.mp4"
+    writer = MediaExportWriter(out, html=True, crops=True, append=False, save_format=args.save_format,
+                               tracker="bytetrack.yaml" if track else None, stems={str(source): "shapes"})
+    exp = Explainer(model=args.model, method=args.method, target=args.target, layers=args.layers,
+                    fuse=args.fuse, imgsz=args.imgsz, device=args.device, **drise_options(args))
+    if exp.adapter.task == "classify":
+        raise YolocamError(f"demo --video tracks boxes, which the classification model {args.model} does not "
+                           "predict; expected a detector (demo-v8, demo-26, demo-seg, demo-pose, demo-obb)")
+    reuse(out, existed)
+    args.conf, args.max_det = exp.thresholds(args.conf, args.max_det)
+    writer.manifest.update(exp.meta)
+    writer.names = dict(exp.names)
+    writer.add_file("source.mp4")
+    clip = AnnotatedVideo(out, "source.mp4", CLIP_FPS, (CLIP_SIZE[1], CLIP_SIZE[0]))
+    try:
+        for frame in make_clip(args.seed, frames=args.frames):
+            clip.write(frame)
+    finally:
+        clip.close()
+    counts = export_source(exp, str(source), out, args.conf, 0.7, None, args.max_det, track=track,
+                           progress=None, writer=writer)
+    [video] = writer.manifest["videos"]
+    print(printable(f"yolocam demo --video: {counts['frames']} frames of moving shapes (seed {args.seed}), model "
+                    f"{exp.meta['model']}, method {exp.meta['method']}: {counts['detections']} detections"
+                    + (f" in {video.get('track_count', 0)} tracks" if track else "")))
+    print(f"  video:    {printable(out / video['video'])}")
+    if track:
+        print(f"  tracks:   {printable(out / video['tracks'])}")
+    print(f"  gallery:  {printable(out / 'index.html')}")
+    print(f"  manifest: {printable(out / 'manifest.json')}")
+    return 0

@@ -132,7 +132,7 @@ class _Video:
         from ..inputs.streams import stem_hint
 
         self.writer, info = writer, writer.infos.get(result.path)
-        hint = stem_hint(result.path or "video")
+        hint = writer.stems_wanted.get(result.path) or stem_hint(result.path or "video")
         stem = writer.unique_stem(hint)
         k = 2
         while os.path.lexists(writer.out / f"{stem}{VIDEO_SUFFIX}"):  # never over a file that is not ours
@@ -201,11 +201,13 @@ class MediaExportWriter(ExportWriter):
 
     `infos`: frame path -> `MediaInfo` (fps, stride) from the opened sources; `annotate`: write the annotated
     video; `tracker`: the tracker's name when the run tracks (tracks.csv and the tracks' npz are written);
-    `names`: class names (tracks.csv)."""
+    `names`: class names (tracks.csv); `stems`: frame path -> the name to give its files (default: the
+    video's own stem)."""
 
     def __init__(self, out_dir, infos: dict | None = None, annotate: bool = True, tracker: str | None = None,
-                 names: dict | None = None, **kwargs):
+                 names: dict | None = None, stems: dict | None = None, **kwargs):
         super().__init__(out_dir, **kwargs)
+        self.stems_wanted = dict(stems or {})
         self.infos = infos if infos is not None else {}
         self.annotate, self.tracker, self.names = annotate, tracker, dict(names or {})
         if not isinstance(self.manifest.get("videos"), list):
