@@ -106,9 +106,11 @@ def test_compare_methods_measures_evidence_like_the_explainer():
     from yolocam.demo.scenes import scene_seed
     from yolocam.evaluation.compare import compare_methods, format_comparison
 
-    rows = compare_methods(str(WEIGHTS), scenes=4, imgsz=IMGSZ, methods=["ssgradcam++", "gradcam"], steps=2,
+    from yolocam.defaults import DEFAULT_METHOD
+
+    rows = compare_methods(str(WEIGHTS), scenes=4, imgsz=IMGSZ, methods=[DEFAULT_METHOD, "gradcam"], steps=2,
                            faithful=0, seed=2025, evidence=True)
-    assert [r["method"] for r in rows] == ["ssgradcam++", "gradcam"] and rows[0]["tp"] >= 8
+    assert [r["method"] for r in rows] == [DEFAULT_METHOD, "gradcam"] and rows[0]["tp"] >= 8
     assert "EvPG" in format_comparison(rows)
     default, pooled = rows
     assert seeds()[:4] == [scene_seed(2025, "test", i) for i in range(4)]

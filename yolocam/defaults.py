@@ -1,15 +1,27 @@
 """Defaults chosen by measurement on the bundled demo detectors (README, "Choosing the defaults").
 
-`ssgradcam++` on the backbone's stride-4 stage gated by its stage outputs (`fine+backbone`, `gate`):
-its peak lands on the small mark that decides the class (evidence benchmark, `demo-marks`) while
-keeping the localisation of the shape scenes (`demo-v8`, `demo-26`).
+`aalayercam` (LayerCAM, each layer's map low-passed by one cell of its grid) on the backbone's stride-4
+stage gated by its stage outputs (`fine+backbone`, `gate`): its peak lands on the small mark that decides
+the class (evidence benchmark, `demo-marks`), it keeps the localisation of the shape scenes (`demo-v8`,
+`demo-26`), and, unlike the earlier `ssgradcam++` default, a JPEG re-save or a 2-px shift of the image
+barely changes it (stability benchmark). `PRESETS` name other points of that trade.
 
 A module of its own, with no imports, so that the command line can show them without torch.
 """
 
-DEFAULT_METHOD = "ssgradcam++"
+DEFAULT_METHOD = "aalayercam"
 DEFAULT_LAYERS = "fine+backbone"
 DEFAULT_FUSE = "gate"
+
+# Named points of the evidence / stability / cost trade (`Explainer(preset=...)`, `--preset`): method,
+# layers, fuse. "stable" is the default; "evidence" the earlier default (the largest share of the map on
+# the deciding mark, but a JPEG re-save moves its peak in half the boxes); "fast" the neck-only default
+# before that (cheapest and stable, but blind to evidence smaller than its stride-8 grid).
+PRESETS = {
+    "stable": ("aalayercam", "fine+backbone", "gate"),
+    "evidence": ("ssgradcam++", "fine+backbone", "gate"),
+    "fast": ("hirescam", "neck", "sum"),
+}
 
 # The largest model input size (`imgsz`, pixels, long side) accepted: an 8K frame (7680 x 4320) fits at its
 # native resolution. Memory grows with imgsz squared: explaining one image with the small bundled detector

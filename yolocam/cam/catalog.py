@@ -22,6 +22,8 @@ METHODS: dict[str, tuple[str, str]] = {
     "gradcam++": (CLASS_WIDE, "Grad-CAM++: channel weights from positive gradients, the paper's alpha"),
     "xgradcam": (CLASS_WIDE, "XGrad-CAM: channel weights from gradients times normalised activations"),
     "layercam": (PER_BOX, "LayerCAM: activations times positive gradients, position by position"),
+    "aalayercam": (PER_BOX, "anti-aliased LayerCAM: LayerCAM with each layer's map low-passed by one cell "
+                            "(stable under re-saves and shifts)"),
     "hirescam": (PER_BOX, "HiResCAM (ODAM): activations times gradients, position by position"),
     "eigencam": (IMAGE_LEVEL, "EigenCAM: first principal component of the activations (no gradients)"),
     "eigengradcam": (CLASS_WIDE, "EigenGrad-CAM: first principal component of activations times gradients"),

@@ -37,7 +37,7 @@ from ..model.layers import TargetLayer, align_levels, default_reshape
 from ..model.segment import instance_masks
 from ..model.contrast import bind_contrast, prepare_detections
 from ..model.targets import Jobs, Target, for_task
-from .fusion import check_fusion
+from .fusion import check_fusion, check_smooth, smooth_maps
 from .methods import Method
 from .projection import ProjectorCache, assemble_maps
 from .replay import ReplayStrategies
@@ -76,6 +76,8 @@ class CamEngine(ReplayStrategies):
         strategy: str = "auto",
         windows: bool = True,
         signed: bool = False,
+        smooth: float | None = None,
+        exact: bool = False,
     ):
         if method.black_box:
             raise YolocamError(f"method {method.name!r} is black-box: use Explainer(method={method.name!r}), "
@@ -88,6 +90,8 @@ class CamEngine(ReplayStrategies):
         self.signed = check_signed(signed, method, self.target, fuse)
         self.layers = list(layers)
         self.fuse = check_fusion(fuse)
+        self.smooth = method.smooth if smooth is None else check_smooth(smooth)  # None: the method's own
+        self.exact = bool(exact)
         self.reshape = reshape_transform or default_reshape
         self.memory_mb, self.max_batch, self.seed = memory_mb, max_batch, seed
         self.start = min(t.top for t in self.layers)
@@ -240,11 +244,13 @@ class CamEngine(ReplayStrategies):
 
     def _fuse(self, layer_maps, dets, size, letterboxes) -> list[torch.Tensor]:
         n_comp = self.target.n_components if self.method.needs_gradients else 1
+        if self.smooth:  # each layer's map low-passed at its own grid (`fusion.smooth_maps`)
+            layer_maps = [smooth_maps(m, self.smooth) for m in layer_maps]
         if self.signed:  # kept signed: no rectification, scaled by the largest magnitude (`signed.py`)
             return assemble_signed_maps(layer_maps, dets, self.fuse, size, letterboxes, self.adapter.strides,
                                         self.projectors, self.adapter.device)
         return assemble_maps(layer_maps, dets, n_comp, self.fuse, size, letterboxes, self.adapter.strides,
-                             self.projectors, self.adapter.device)
+                             self.projectors, self.adapter.device, exact=self.exact)
 
 
 def detection_masks(head, dets, shape) -> list[torch.Tensor] | None:

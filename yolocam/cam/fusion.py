@@ -42,6 +42,38 @@ def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(maps[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
 
 
+def smooth_maps(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian low-pass of (N, h, w) maps with standard deviation `sigma` in cells of their own grid
+    (separable, edges replicated; the kernel is cut at 3 sigma). sigma 0: the maps themselves.
+
+    A layer's gradient is aliased by the strided convolutions after it (a stride-2 convolution reads
+    every second cell, so the gradient it sends back carries a 2-cell checkerboard that a 1-px shift of
+    the image rewrites); filtering at the layer's own grid removes that pattern before maps are fused.
+    """
+    if sigma <= 0 or maps.numel() == 0:
+        return maps
+    r = int(math.ceil(3 * sigma))
+    x = torch.arange(-r, r + 1, device=maps.device, dtype=torch.float32)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    k = (k / k.sum()).to(maps.dtype)
+    n, h, w = maps.shape
+    t = maps[:, None]
+    t = F.conv2d(F.pad(t, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+    t = F.conv2d(F.pad(t, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
+    return t[:, 0]
+
+
+def check_smooth(sigma) -> float:
+    """`smooth` as a finite number of cells >= 0 (a YolocamError otherwise)."""
+    try:
+        value = float(sigma)
+    except (TypeError, ValueError):
+        raise YolocamError(f"smooth: expected a number of cells >= 0, got {sigma!r}") from None
+    if not math.isfinite(value) or value < 0 or value > 16:
+        raise YolocamError(f"smooth: expected a number of cells in [0, 16], got {sigma!r}")
+    return value
+
+
 def check_fusion(name: str) -> str:
     if name not in FUSIONS:
         raise YolocamError(f"unknown fuse {name!r}; expected one of {', '.join(FUSIONS)}")

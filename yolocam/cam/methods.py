@@ -24,6 +24,8 @@ class Method:
 
     needs_gradients: False for image-level methods (EigenCAM) that skip the backward pass.
     samples / noise: SmoothGrad sample count and noise std (fraction of the activation range).
+    smooth: standard deviation (cells of each layer's grid) of the Gaussian low-pass applied to each layer's
+        map before fusion (0: none); `Explainer(smooth=...)` overrides it for any method.
     black_box: True for methods that run the model on perturbed images instead (no layers, no engine).
     description: one line for `yolocam methods` (built-in methods: from `catalog.py`, torch-free).
     """
@@ -36,6 +38,7 @@ class Method:
     instance_specific: bool = True
     description: str = ""
     black_box: bool = False  # needs only the model's outputs on perturbed inputs (D-RISE: `drise.py`)
+    smooth: float = 0.0  # Gaussian low-pass (cells) of each layer's map before fusion (`fusion.smooth_maps`)
 
     def __call__(self, acts: torch.Tensor, grads: torch.Tensor | None) -> torch.Tensor:
         return self.fn(acts, grads)
@@ -144,6 +147,14 @@ def xgradcam(acts, grads):
 
 @register_method("layercam")
 def layercam(acts, grads):
+    return (sample_mean(grads).clamp(min=0) * acts).sum(1)
+
+
+@register_method("aalayercam", smooth=1.0)
+def aalayercam(acts, grads):
+    """LayerCAM's map; the engine low-passes it at each layer's grid (sigma one cell): a stride-4 layer's
+    gradient carries the checkerboard of the strided convolutions after it, which a 1-2 px shift or a JPEG
+    re-save rewrites; the filter keeps what is stable (README, "Choosing the defaults")."""
     return (sample_mean(grads).clamp(min=0) * acts).sum(1)
 
 

@@ -139,13 +139,15 @@ class ProjectorCache:
 
 def assemble_maps(layer_maps: Sequence[torch.Tensor], dets: Sequence[Sequence], n_comp: int, fuse: str,
                   size: tuple[int, int], letterboxes, level_strides: Sequence[float], projectors: ProjectorCache,
-                  device) -> list[torch.Tensor]:
+                  device, exact: bool = False) -> list[torch.Tensor]:
     """Per image the fused, normalised maps (n_i, H, W): input space, or original space with letterboxes.
 
     layer_maps: per layer (jobs, h_l, w_l) raw maps, jobs in (detection, component) order over the
     batch; dets: per image its detections. `sum`, `origin` and `aligned` project each job's layer
-    maps straight to the output space in one matrix product; `max`, `gate` and multi-component targets
-    (whose components are max-combined) fuse in input space first.
+    maps straight to the output space in one matrix product; `gate` multiplies at the finest layer's
+    own grid, then projects (`exact`: at input resolution, as `fuse_layer_maps` defines it: the product
+    of the resized maps rather than the resized product, 16x the pixels at stride 4); `max` and
+    multi-component targets (whose components are max-combined) fuse in input space first.
     """
     out, i = [], 0
     for b, image_dets in enumerate(dets):
@@ -156,10 +158,15 @@ def assemble_maps(layer_maps: Sequence[torch.Tensor], dets: Sequence[Sequence], 
             continue
         maps = [m[i:i + n] for m in layer_maps]
         i += n
-        direct = lb is not None and n_comp == 1 and fuse not in ("max", "gate")
+        in_input_space = fuse == "max" or (fuse == "gate" and exact)
+        direct = lb is not None and n_comp == 1 and not in_input_space
         proj = projectors.get(size, lb if direct else None, device)
-        if fuse in ("max", "gate"):
+        if in_input_space:
             fused = fuse_layer_maps(maps, fuse, size, [size[0] / m.shape[-2] for m in maps], None)
+        elif fuse == "gate":
+            grid = max((tuple(m.shape[-2:]) for m in maps), key=lambda g: g[0] * g[1])
+            fused = scale_to_unit_(proj.one(fuse_layer_maps(maps, "gate", grid, [size[0] / m.shape[-2] for m in maps],
+                                                            None)))
         elif fuse == "origin":
             job_strides = [level_strides[d.level] for d in image_dets for _ in range(n_comp)]
             fused = _origin(maps, proj, job_strides, size)

@@ -138,13 +138,14 @@ def explain_dataset(source, out, model=None, workers: int = 1, gpus_per_worker: 
         raise YolocamError(f"every source image is inside the output folder {out}; choose another out")
     ray = connect(address)
     gpus, explainer["device"] = placement(ray, gpus, device)
+    cpus = worker_cpus(ray, workers, cpus_per_worker)  # refused here, before anything in `out` changes
     with owning(out):  # one run owns `out` at a time (re-entrant: the CLI already holds it)
-        return _explain_into(out, entries, explainer, meta, ray, gpus, workers, cpus_per_worker, resume, html,
+        return _explain_into(out, entries, explainer, meta, ray, gpus, workers, cpus, resume, html,
                              crops, save_format, progress, start, _crash_marker,
                              run=dict(conf=conf, iou=iou, classes=classes, max_det=max_det, batch=batch))
 
 
-def _explain_into(out, entries, explainer, meta, ray, gpus, workers, cpus_per_worker, resume, html, crops,
+def _explain_into(out, entries, explainer, meta, ray, gpus, workers, cpus, resume, html, crops,
                   save_format, progress, start, _crash_marker, run: dict) -> dict:
     """`explain_dataset` once `out` is this run's: clear or resume, run the pipeline, write the manifest."""
     batch = run["batch"]
@@ -172,7 +173,6 @@ def _explain_into(out, entries, explainer, meta, ray, gpus, workers, cpus_per_wo
     with Progress(len(entries), desc="explain", enabled=progress) as bar, _record_on_failure(write):
         bar.update(len(done))
         if todo:
-            cpus = worker_cpus(ray, workers, cpus_per_worker)
             ds = _pipeline(ray, todo, str(writer.out), explainer, run,
                            dict(html=False, crops=crops, save_format=save_format), workers, gpus, cpus, batch,
                            _crash_marker)

@@ -343,7 +343,8 @@ def engine_copy(engine: CamEngine) -> CamEngine:
         mod = new.layers[int(top)].get_submodule(sub) if sub else new.layers[int(top)]
         layers.append(TargetLayer(t.name, mod, t.top))
     return CamEngine(new, engine.method, engine.target, layers, fuse=engine.fuse, reshape_transform=engine.reshape,
-                     memory_mb=engine.memory_mb, max_batch=engine.max_batch, seed=engine.seed)
+                     memory_mb=engine.memory_mb, max_batch=engine.max_batch, seed=engine.seed,
+                     smooth=engine.smooth, exact=engine.exact)
 
 
 def randomised_copy(engine: CamEngine, stop: int | None = None, seed: int = 0) -> CamEngine:

@@ -31,7 +31,8 @@ from ..model.targets import get_target
 from ..output.maps import MapRef, MapStack
 from ..output.progress import Progress
 from ..output.results import DetectionExplanation, ImageExplanation
-from .checks import check_device, check_imgsz, check_memory, check_thresholds, resolve_classes, round_imgsz
+from .checks import (apply_preset, check_device, check_imgsz, check_memory, check_thresholds, resolve_classes,
+                     round_imgsz)
 
 log = logging.getLogger("yolocam")
 
@@ -56,6 +57,13 @@ class Explainer:
         device: None keeps the model's device.
         signed: keep what lowered the target as negative values: maps in [-1, 1], scaled by the largest
             magnitude (method hirescam/odam only; fuse sum, aligned or origin; README, "Why not").
+        smooth: Gaussian low-pass of each layer's map at its own grid, standard deviation in cells (None = the
+            method's own: 1 for `aalayercam`, 0 for the others): removes the stride aliasing that makes fine-layer
+            maps change under a 1-2 px shift or a JPEG re-save (README, "Choosing the defaults").
+        preset: `stable` (the default), `evidence` or `fast` (`yolocam.defaults.PRESETS`): a method, layers and
+            fusion chosen together; arguments given explicitly win (README, "Choosing the defaults").
+        exact: fuse `gate` at input resolution as `fuse_layer_maps` defines it (the default fuses at the
+            finest layer's grid and projects once: the same maps to correlation >= 0.99, several times cheaper).
         reshape_transform: turns a layer output into (B, C, H, W) (for list/tuple/dict outputs).
         memory_mb: bound on the extra memory of one batched backward (MiB, finite and positive); more
             detections are chunked.
@@ -94,7 +102,9 @@ class Explainer:
                  memory_mb: float = 2048.0, max_batch: int | None = None, end2end: bool | None = None,
                  strategy: str = "auto", windows: bool = True, masks: int = 1000, cell: int | None = None,
                  keep: float = 0.5, seed: int = 0, mask_batch: int | None = None, progress: bool | None = False,
-                 signed: bool = False):
+                 signed: bool = False, smooth: float | None = None, exact: bool = False,
+                 preset: str | None = None):
+        method, layers, fuse = apply_preset(preset, method, layers, fuse)
         model = model_source(model)
         check_imgsz(imgsz)
         check_memory(memory_mb, max_batch)
@@ -134,7 +144,8 @@ class Explainer:
         self.imgsz = round_imgsz(imgsz or self.adapter.train_imgsz or 640, self.adapter.stride)
         self.engine = CamEngine(self.adapter, self.method, self.target, self.layers, fuse=fuse,
                                 reshape_transform=reshape_transform, memory_mb=memory_mb, max_batch=max_batch,
-                                strategy=strategy, windows=windows, signed=self.signed)
+                                strategy=strategy, windows=windows, signed=self.signed,
+                                smooth=smooth, exact=exact)
 
     @property
     def runner(self):
