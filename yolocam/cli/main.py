@@ -41,9 +41,7 @@ def cmd_explain(args) -> int:
         require_ray()  # before any folder is touched
         out, existed = out_dir(args.out, "explain", args.exist_ok or args.resume)
         entries = outside_out(entries, out)
-        with owned(out, existed, args.exist_ok or args.resume):
-            if existed and not args.resume:
-                reuse(out, existed)
+        with owned(out, existed, args.exist_ok or args.resume):  # explain_dataset clears it once the cluster fits
             return explain_on_ray(args, entries, out, drise_options(args))
     if args.resume:
         raise YolocamError("--resume needs --ray (a single-process run always starts afresh)")
@@ -215,7 +213,7 @@ def drise_options(args) -> dict:
 
 def _add_model_args(p, method: bool = True,
                     imgsz_help: str = "default: the size the checkpoint was trained at, else 640") -> None:
-    from ..defaults import DEFAULT_FUSE, DEFAULT_LAYERS, DEFAULT_METHOD
+    from ..defaults import DEFAULT_FUSE, DEFAULT_LAYERS, DEFAULT_METHOD, PRESETS
 
     p.add_argument("--model", default=None, help="checkpoint path, model YAML or demo name (default: demo-v8)")
     if method:
@@ -229,6 +227,10 @@ def _add_model_args(p, method: bool = True,
         p.add_argument("--layers", type=layers_spec, default=DEFAULT_LAYERS,
                        help=f"layers explained: fine (the backbone's stride-4 stage), backbone, neck, head, several "
                             f"joined by '+', or indices like 15,18,21 (default {DEFAULT_LAYERS})")
+        p.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                       help="a method, layers and fusion chosen together: stable (the default), evidence (the "
+                            "largest share on the deciding part, less stable), fast (neck only); explicit "
+                            "--method/--layers/--fuse win")
         p.add_argument("--fuse", type=fuse_name, default=DEFAULT_FUSE,
                        help=f"how layers combine: gate (the finest layer where the coarser ones agree), sum, max, origin, "
                             f"aligned (default {DEFAULT_FUSE})")
@@ -355,6 +357,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a one-line error (2)
         return int(exc.code or 0)
+    if getattr(args, "preset", None):  # the preset fills what was left at its default (as Explainer(preset=...))
+        from ..defaults import DEFAULT_FUSE, DEFAULT_LAYERS, DEFAULT_METHOD, PRESETS
+
+        method, layers, fuse = PRESETS[args.preset]
+        args.method = method if args.method == DEFAULT_METHOD else args.method
+        args.layers = layers if args.layers == DEFAULT_LAYERS else args.layers
+        args.fuse = fuse if args.fuse == DEFAULT_FUSE else args.fuse
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return 2
