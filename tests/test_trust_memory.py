@@ -28,6 +28,7 @@ from yolocam.errors import YolocamError
 from yolocam.explain.checks import check_imgsz, check_memory, round_imgsz
 from yolocam.inputs import images
 from yolocam.inputs.images import iter_images, load_image, to_bgr_uint8
+from yolocam.inputs import images as images_mod
 from yolocam.inputs.limits import PIXELS_ENV, image_size, max_image_pixels
 
 REPO = Path(__file__).resolve().parents[1]
@@ -165,7 +166,7 @@ def test_limit_override_attribute_and_environment(tmp_path, monkeypatch, no_env_
     monkeypatch.setenv(PIXELS_ENV, "600")  # the environment variable wins over the attribute
     assert load_image(path).shape == (20, 30, 3)
     monkeypatch.setenv(PIXELS_ENV, "none")
-    assert max_image_pixels() is None and load_image(path).shape == (20, 30, 3)
+    assert max_image_pixels(images_mod.MAX_IMAGE_PIXELS) is None and load_image(path).shape == (20, 30, 3)
     monkeypatch.delenv(PIXELS_ENV)
     monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", None)
     assert load_image(path).shape == (20, 30, 3)

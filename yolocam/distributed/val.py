@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
-from ..cli.terminal import printable
+from .._text import printable
 from ..defaults import DEFAULT_FUSE, DEFAULT_LAYERS, DEFAULT_METHOD
 from ..errors import YolocamError
 from .cluster import check_workers, connect, placement, worker_cpus

@@ -31,6 +31,8 @@ import cv2
 import numpy as np
 import torch
 
+from ..cam.box_scores import box_iou, match_ground_truth
+
 from ..errors import YolocamError
 
 __all__ = ["Perturbation", "DEFAULT_PERTURBATIONS", "parse_perturbation", "perturb", "shift_image", "unshift_map",
@@ -234,7 +236,6 @@ def peak_kept(a, b, tol: float = DEFAULT_TOL, region=None) -> bool:
 def match_detections(boxes, classes, new_boxes, new_classes, iou_thr: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
     """Each detection (boxes (N, 4), classes (N,), highest confidence first) matched to one of the new ones
     (same frame): greedy, same class, best IoU >= `iou_thr`. Returns (index (N,) long, -1 = lost; IoU (N,))."""
-    from .metrics import box_iou, match_ground_truth  # metrics re-exports this module
 
     index = match_ground_truth(boxes, classes, new_boxes, new_classes, iou_thr)
     iou = box_iou(boxes, new_boxes) if len(index) and torch.as_tensor(new_boxes).numel() else torch.zeros(len(index), 0)

@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..cli.terminal import printable
+from .._text import printable
 from ..errors import YolocamError
 from ..defaults import DEFAULT_FUSE, DEFAULT_LAYERS, DEFAULT_METHOD
 from ..explain.explainer import Explainer, resolve_model

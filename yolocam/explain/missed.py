@@ -17,7 +17,7 @@ import torch
 from ..cam.fusion import boxes_to_original
 from ..cam.projection import ProjectorCache, content_region
 from ..errors import YolocamError
-from ..evaluation.metrics import box_iou, energy_in_box, pointing_game
+from ..cam.box_scores import box_iou, energy_in_box, pointing_game
 from ..inputs.images import iter_images, resolve_source
 from ..model.detections import Detection
 from ..model.targets import ClassLogit

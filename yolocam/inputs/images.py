@@ -16,13 +16,20 @@ import cv2
 import numpy as np
 
 from ..errors import YolocamError
-from .limits import DEFAULT_MAX_IMAGE_PIXELS, check_pixels, image_size, open_unchecked, opencv_max_pixels
+from . import limits
+from .limits import DEFAULT_MAX_IMAGE_PIXELS, image_size, open_unchecked, opencv_max_pixels
 
 log = logging.getLogger("yolocam")
 
 # Pixels (width x height) of the largest image decoded or array taken; None = no limit (as Pillow's
 # attribute). The environment variable YOLOCAM_MAX_IMAGE_PIXELS overrides it (`limits.py`, which says why 200 MP).
 MAX_IMAGE_PIXELS: int | None = DEFAULT_MAX_IMAGE_PIXELS
+
+
+def check_pixels(width: int, height: int, what: str) -> None:
+    """A `YolocamError` ("image too large") when a `width` x `height` image is over the limit in force
+    (`MAX_IMAGE_PIXELS` here, or `YOLOCAM_MAX_IMAGE_PIXELS`)."""
+    limits.check_pixels(width, height, what, MAX_IMAGE_PIXELS)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".dng", ".mpo", ".pfm")
 

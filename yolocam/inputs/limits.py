@@ -25,13 +25,12 @@ OPENCV_PIXELS_ENV = "OPENCV_IO_MAX_IMAGE_PIXELS"  # OpenCV's own decoding limit,
 OPENCV_DEFAULT_PIXELS = 2**30
 
 
-def max_image_pixels() -> int | None:
-    """The pixel limit in force: `YOLOCAM_MAX_IMAGE_PIXELS` when set, else `images.MAX_IMAGE_PIXELS`."""
-    from . import images  # the limit users set: yolocam.inputs.images.MAX_IMAGE_PIXELS
-
+def max_image_pixels(configured: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> int | None:
+    """The pixel limit in force: `YOLOCAM_MAX_IMAGE_PIXELS` when set, else `configured` (the value users set
+    as `yolocam.inputs.images.MAX_IMAGE_PIXELS`, which `images.check_pixels` passes in)."""
     text = os.environ.get(PIXELS_ENV, "").strip()
     if not text:
-        limit, what = images.MAX_IMAGE_PIXELS, "yolocam.inputs.images.MAX_IMAGE_PIXELS"
+        limit, what = configured, "yolocam.inputs.images.MAX_IMAGE_PIXELS"
     elif text.lower() == "none":
         return None
     else:
@@ -47,9 +46,9 @@ def opencv_max_pixels() -> int:
     return int(text) if text.isdigit() else OPENCV_DEFAULT_PIXELS
 
 
-def check_pixels(width: int, height: int, what: str) -> None:
-    """Raise YolocamError when a `width` x `height` image is over the pixel limit."""
-    limit, n = max_image_pixels(), int(width) * int(height)
+def check_pixels(width: int, height: int, what: str, configured: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+    """Raise YolocamError when a `width` x `height` image is over the pixel limit (`max_image_pixels`)."""
+    limit, n = max_image_pixels(configured), int(width) * int(height)
     if limit is not None and n > limit:
         raise YolocamError(f"image too large: {width} x {height} = {n} pixels exceeds the limit of {limit} (set "
                            f"{PIXELS_ENV} or yolocam.inputs.images.MAX_IMAGE_PIXELS to raise it, none / None "

@@ -19,7 +19,7 @@ import torch
 
 from ..errors import YolocamError
 from .detections import Detection
-from .targets import Jobs, Target
+from .targets import PARAMETRISED, Jobs, Target
 
 
 class Contrast(Target):
@@ -128,3 +128,6 @@ def prepare_detections(target: Target, logits: torch.Tensor, dets) -> list[list[
     if isinstance(target, Contrast):
         return target.prepare(logits, dets)
     return [list(d) for d in dets]
+
+
+PARAMETRISED["contrast"] = parse_contrast

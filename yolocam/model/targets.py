@@ -285,6 +285,11 @@ TARGETS: dict[str, type[Target]] = {t.name: t for t in (ClassLogit, Confidence, 
                                                           MaskLogits)}
 
 
+# Parametrised target families defined in their own modules: name -> parser of "name[:PARAM]". Filled when
+# the module is imported (`yolocam.model` imports them), so this module never imports them back.
+PARAMETRISED: dict[str, Callable[[str], Target]] = {}
+
+
 def list_targets() -> list[str]:
     """Built-in target names (plus the parametrised `contrast:CLASS`, `keypoint:K`)."""
     return list(TARGETS) + ["contrast"]
@@ -295,10 +300,9 @@ def get_target(spec) -> Target:
     if isinstance(spec, Target):
         return spec
     if isinstance(spec, str):
-        if spec == "contrast" or spec.startswith("contrast:"):
-            from .contrast import parse_contrast
-
-            return parse_contrast(spec)
+        family = spec.partition(":")[0].strip()
+        if family in PARAMETRISED:  # contrast, contrast:CLASS (`contrast.py` registers itself)
+            return PARAMETRISED[family](spec)
         if spec == "keypoints" or spec.startswith("keypoint:"):
             key = spec.partition(":")[2].strip()
             if spec != "keypoints" and not key:

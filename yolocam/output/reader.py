@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import YolocamError
 from ..model.segment import PolygonMask
 from .maps import MapRef, MapStack
-from ..inputs.limits import check_pixels
+from ..inputs.images import check_pixels
 from .paths import inside
 from .results import DetectionExplanation, ImageExplanation
 
@@ -75,7 +75,7 @@ def _check_size(size: tuple, img: dict, out: Path) -> None:
     if (img.get("height"), img.get("width")) != (h, w):
         raise YolocamError(f"{img.get('heatmaps')} in {out}: maps for a {w}x{h} image, but the manifest says "
                            f"{img.get('width')}x{img.get('height')}")
-    check_pixels(w, h, f"{img.get('heatmaps')} in {out}")  # the limit images are decoded under (`inputs.limits`)
+    check_pixels(w, h, f"{img.get('heatmaps')} in {out}")  # the limit images are decoded under
 
 
 def _polygon_mask(det: dict, img: dict) -> PolygonMask | None:
