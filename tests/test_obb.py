@@ -153,8 +153,9 @@ def test_angle_maps_agree_across_strategies_and_a_callable_angle_target(obb_imag
         exp = yolocam.Explainer(model, imgsz=IMGSZ, target="box", strategy=strategy, windows=windows,
                                 method="hirescam", layers="neck", fuse="sum")  # windows replay the neck
         maps.append(np.stack([d.heatmap for d in exp.explain(obb_image, conf=0.3, max_det=3)[0].detections]))
-    np.testing.assert_allclose(maps[0], maps[1], atol=1e-4)
-    np.testing.assert_allclose(maps[0], maps[2], atol=1e-4)
+    assert maps[0].shape[0] == 3
+    np.testing.assert_allclose(maps[0], maps[1], atol=1e-3)  # measured: equal
+    np.testing.assert_allclose(maps[0], maps[2], atol=1e-3)  # batched kernels: measured 6.5e-6
     seen = []
 
     def angle(outputs, det):

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 import yolocam
-from conftest import assert_explaining_leaves_model_as_found, build_task_model, checkpoint_yolo_factory, family_model
+from conftest import (assert_explaining_leaves_model_as_found, assert_same_detections, build_task_model,
+                      checkpoint_yolo_factory, family_model)
 from yolocam.cli import main
 from yolocam.errors import YolocamError
 from yolocam.model.adapter import ModelAdapter
@@ -144,8 +145,11 @@ def test_a_batch_gives_the_masks_of_single_images(seg_image):
     for image, res in zip((seg_image, other), batched):
         single = exp.explain(image, conf=0.3, max_det=3)[0].detections
         assert len(single) == len(res.detections) >= 1
-        for a, b in zip(single, res.detections):
-            assert iou(a.mask, b.mask) >= 0.98
+        # batched kernels differ in the last bits (measured: boxes 7.5e-4 px, confidences 1.2e-7), and two of
+        # these confidences are 6e-6 apart, so their order may swap: detections are matched by IoU, not by rank
+        pairs = assert_same_detections(res.detections, single, box_px=0.05, conf=1e-4, threshold=0.3)
+        for i, j in pairs:
+            assert iou(res.detections[i].mask, single[j].mask) >= 0.98  # measured: 1.0
 
 
 @pytest.mark.parametrize("family", ["v8", "11", "26"])
@@ -162,7 +166,7 @@ def test_mask_maps_agree_across_strategies(seg_image):
             for s in ("loop", "batched")]
     assert len(maps[0]) == len(maps[1]) >= 1
     for a, b in zip(*maps):
-        np.testing.assert_allclose(a, b, atol=1e-4)
+        np.testing.assert_allclose(a, b, atol=1e-3)  # batched kernels: measured 1.8e-5
 
 
 def test_a_callable_target_reads_coefficients_and_prototypes(seg_image):
