@@ -25,13 +25,16 @@ from pathlib import Path
 import torch
 
 import yolocam
-from yolocam.defaults import DEFAULT_FUSE, DEFAULT_LAYERS, DEFAULT_METHOD
+from yolocam.defaults import DEFAULT_FUSE, DEFAULT_LAYERS, DEFAULT_METHOD, PRESETS
 from yolocam.demo.evidence import EVIDENCE_CLASSES, make_evidence_scene
 from yolocam.demo.scenes import make_scene, scene_seed
 from yolocam.evaluation.stability import DEFAULT_PERTURBATIONS, aggregate, parse_perturbation, stability
 from yolocam.explain.explainer import resolve_model
 
-DEFAULT_CANDIDATES = f"{DEFAULT_METHOD}:{DEFAULT_LAYERS}:{DEFAULT_FUSE},hirescam:fine+backbone:gate,hirescam:neck:sum"
+# the default, then the presets (`yolocam.defaults.PRESETS`) and hirescam at the default layers
+DEFAULT_CANDIDATES = ",".join(dict.fromkeys(":".join(c) for c in [(DEFAULT_METHOD, DEFAULT_LAYERS, DEFAULT_FUSE),
+                                                                    *PRESETS.values(),
+                                                                    ("hirescam", "fine+backbone", "gate")]))
 COLUMNS = ("detections", "r_median", "r_p10", "peak_kept", "dconf_median", "box_iou_median", "matched")
 HEADER = "| candidate | dets | r median | r p10 | peak kept | model abs dconf | model box IoU | matched |"
 

@@ -215,7 +215,7 @@ def default_explainer():
 
 
 def test_default_is_stable_under_jpeg90_on_generated_scenes(default_explainer):
-    """The bundled default (ssgradcam++, fine+backbone, gate) on three held-out scenes at imgsz 320."""
+    """The bundled default explanation (`yolocam.defaults`) on three held-out scenes at imgsz 320."""
     from yolocam.demo.scenes import make_scene, scene_seed
 
     records = []
@@ -223,12 +223,14 @@ def test_default_is_stable_under_jpeg90_on_generated_scenes(default_explainer):
         scene = make_scene(scene_seed(2026, "test", i))
         records += S.stability(default_explainer, scene.image, perturbations=["jpeg90"])
     (row,) = S.aggregate(records)
-    # measured (17 detections): matched 1.0, r median 0.896, r p10 0.379, peak kept 0.53, |dconf| 0.006,
-    # box IoU 0.987; thresholds well below so float rounding across machines does not flake
+    # measured with the default aalayercam, fine+backbone, gate (17 detections): matched 1.0, r median 0.992,
+    # r p10 0.959, peak kept 0.82, |dconf| 0.006, box IoU 0.987 (the earlier ssgradcam++ default: r 0.896,
+    # p10 0.379, peak kept 0.53, which fails here); thresholds well below so float rounding does not flake
     assert row["detections"] >= 12
     assert row["matched"] >= 0.9
-    assert row["r_median"] >= 0.7
-    assert row["peak_kept"] >= 0.25
+    assert row["r_median"] >= 0.85
+    assert row["r_p10"] >= 0.7
+    assert row["peak_kept"] >= 0.6
     assert row["box_iou_median"] >= 0.9
     assert all(r["perturbation"] == "jpeg90" for r in records)
 
