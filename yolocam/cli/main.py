@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import YolocamError
-from .terminal import printable
+from .terminal import plural, printable
+
+CLASSIFY_DEMO_CONF = 0.01  # the classifier demo draws no map for classes the model gives less probability
 
 VAL_FOLDERS = ("worst", "data", "val")  # the folders `yolocam val` writes inside --out
 SAVE_FORMATS = ("jpg", "png")  # = output/export.py's, listed here so that --help needs no numpy or OpenCV
@@ -80,8 +82,8 @@ def _explain_into(args, entries: list, out: Path, existed: bool) -> int:
         print(f"yolocam: warning: ... and {counts['errors'] - 20} more (see {printable(out / 'manifest.json')})",
               file=sys.stderr)
     n_err = counts["errors"]
-    print(f"yolocam: {counts['images']} images, {counts['detections']} detections, "
-          f"{n_err} error{'s' if n_err != 1 else ''} -> {printable(out)}"
+    print(f"yolocam: {plural(counts['images'], 'image')}, {plural(counts['detections'], 'detection')}, "
+          f"{plural(n_err, 'error')} -> {printable(out)}"
           + (f" (gallery: {printable(out / 'index.html')})" if args.html else ""))
     if counts["images"] and not counts["detections"]:
         notes.note(notes.nothing_found_hint(args.model, args.conf, classes, exp.names))
@@ -143,7 +145,8 @@ def _demo_into(args, out: Path, existed: bool) -> int:
                     fuse=args.fuse, imgsz=args.imgsz, device=args.device, **drise_options(args))
     reuse(out, existed)
     scene = (make_evidence_scene if args.model in EVIDENCE_MODELS else make_scene)(args.seed)
-    if TASK_MODELS.get(args.model) == "classify":  # a classifier sees one crop: the first shape in its middle
+    classifier = TASK_MODELS.get(args.model) == "classify"
+    if classifier:  # a classifier sees one crop: the first shape in its middle
         from ..demo.task_labels import classify_crops
 
         crop, _, box = classify_crops(scene, args.seed)[0]
@@ -152,6 +155,9 @@ def _demo_into(args, out: Path, existed: bool) -> int:
     try:
         writer.add_file("scene.png")
         atomic_write_bytes(image_path, encode_png(scene.image))
+        if classifier and args.conf is None:  # no maps for the classes the model all but rules out
+            args.conf = CLASSIFY_DEMO_CONF
+            notes.note(f"classes of probability below {CLASSIFY_DEMO_CONF:g} get no map (--conf 0 shows them all)")
         args.conf, args.max_det = exp.thresholds(args.conf, args.max_det)  # None: the model's defaults
         [result] = exp.explain(str(image_path), conf=args.conf, max_det=args.max_det)
         writer.manifest.update(exp.meta)
@@ -163,7 +169,8 @@ def _demo_into(args, out: Path, existed: bool) -> int:
         raise
     writer.finish()
     found = ", ".join(f"{d.name} {d.conf:.2f}" for d in result.detections) or "nothing"
-    print(printable(f"yolocam demo: scene {args.seed} ({len(scene.boxes)} objects), model {exp.meta['model']}, "
+    print(printable(f"yolocam demo: scene {args.seed} ({plural(len(scene.boxes), 'object')}), "
+                    f"model {exp.meta['model']}, "
                     f"method {exp.meta['method']}, target {exp.meta['target']}: found {found}"))
     if not result.detections:
         notes.note(notes.nothing_found_hint(args.model, args.conf, None, exp.names))
@@ -295,7 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-format", choices=SAVE_FORMATS, default="jpg",
                    help="overlays and crops as jpg (default: about 8x smaller) or png (lossless)")
     p.add_argument("--conf", type=unit_float, default=None,
-                   help="confidence threshold (default 0.25; demo-cls: least probability, default 0)")
+                   help="confidence threshold (default 0.25; demo-cls: least probability, "
+                        f"default {CLASSIFY_DEMO_CONF:g})")
     p.add_argument("--max-det", type=positive_int, default=None,
                    help="detections per image (default 300; demo-cls: top classes, default 5)")
     from .video_command import add_demo_video_args

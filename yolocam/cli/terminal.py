@@ -9,3 +9,8 @@ from __future__ import annotations
 
 
 from .._text import printable  # noqa: F401  (shared with the layers that print their own lines)
+
+
+def plural(n: int, noun: str) -> str:
+    """`1 image`, `2 images`, `0 images`."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"

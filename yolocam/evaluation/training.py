@@ -27,7 +27,7 @@ from ..errors import YolocamError
 from ..defaults import DEFAULT_FUSE, DEFAULT_LAYERS, DEFAULT_METHOD
 from ..explain.explainer import Explainer
 from ..output.files import atomic_write_bytes
-from ..output.render import blend_heatmap, draw_boxes
+from ..output.render import draw_boxes, draw_heat
 from .metrics import deletion_insertion, localise
 from .plots import training_png
 from .report import csv_bytes
@@ -217,7 +217,7 @@ def panel(x: torch.Tensor, maps: torch.Tensor, dets, lb, tp) -> np.ndarray:
     gain = PANEL_SIDE / max(h, w)
     size = (max(int(round(w * gain)), 1), max(int(round(h * gain)), 1))
     img, heat = cv2.resize(img, size), cv2.resize(heat, size)
-    out = blend_heatmap(img, heat)
+    out = draw_heat(img, heat)  # as every picture yolocam draws: the energy scale, outlined
     shown = list(dets)[:8]
     boxes = [type("D", (), {"box": [(d.box[0] - lb.left) * gain, (d.box[1] - lb.top) * gain,
                                     (d.box[2] - lb.left) * gain, (d.box[3] - lb.top) * gain], "cls": d.cls})

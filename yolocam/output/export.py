@@ -35,7 +35,9 @@ import numpy as np
 from ..errors import YolocamError
 from .files import atomic_write_bytes, encode_png, prepare_out_dir, safe_name
 from .paths import checked_dir
-from .render import CROP_SIDE, blend_heatmap, box_crop, draw_box, draw_keypoints, draw_segments, scale_polygon
+from .labels import class_colour
+from .render import (CROP_SIDE, box_crop, detection_levels, draw_box, draw_heat, draw_heat_legend, draw_keypoints,
+                     draw_segments, scale_polygon, segments_of)
 from .signed_render import signed_box_crop, signed_overlay
 
 MANIFEST_VERSION = 1
@@ -79,7 +81,7 @@ class ExportWriter:
                 self.manifest.update(old)
         self.manifest["complete"] = False  # until `finish`
         self.manifest.pop("pending", None)
-        for key in ("model", "method", "target", "layers"):
+        for key in ("model", "method", "target", "layers", "strides"):
             if meta and key in meta:
                 self.manifest[key] = meta[key]
         self.stems = {img["stem"].casefold() for img in self.manifest["images"]}
@@ -163,7 +165,7 @@ class ExportWriter:
     def write_files(self, result, stem: str) -> dict:
         """Write one image's files under `stem` (each atomically) and return its manifest entry; the manifest
         itself is left alone (`add` records it; a distributed run's driver merges the entries)."""
-        for key in ("model", "method", "target", "layers"):
+        for key in ("model", "method", "target", "layers", "strides"):
             if key in result.meta and not self.manifest.get(key):
                 self.manifest[key] = result.meta[key]
         h, w = result.image.shape[:2]
@@ -184,17 +186,23 @@ class ExportWriter:
 
         def overlay_entry(k: int) -> dict:
             d, name = dets[k], names[k]
-            overlay = (signed_overlay if d.signed else blend_heatmap)(base, d.heatmap_at((oh, ow)))
-            draw_box(overlay, [d.box[0] * gx, d.box[1] * gy, d.box[2] * gx, d.box[3] * gy], f"{d.name} {d.conf:.2f}",
+            levels = None if d.signed else detection_levels(d)  # the whole map's energy scale (overlay and crop)
+            overlay = signed_overlay(base, d.heatmap_at((oh, ow))) if d.signed else \
+                draw_heat(base, d.heatmap_at((oh, ow)), levels)
+            colour = class_colour(d.cls)  # as in the summary and the crops
+            if getattr(d, "instance_mask", None) is not None:  # segmentation: the mask outline
+                draw_segments(overlay, d.segments, colour, gx=gx, gy=gy)
+            box = [d.box[0] * gx, d.box[1] * gy, d.box[2] * gx, d.box[3] * gy]
+            draw_box(overlay, box, f"{d.name} {d.conf:.2f}", colour,
                      polygon=scale_polygon(getattr(d, "polygon", None), gx, gy))
             draw_keypoints(overlay, getattr(d, "keypoints", None), gx, gy)
-            if getattr(d, "instance_mask", None) is not None:  # segmentation: the mask outline
-                draw_segments(overlay, d.segments, gx=gx, gy=gy)
+            if not d.signed:  # what the colours mean
+                draw_heat_legend(overlay, box)
             atomic_write_bytes(folder / name, self._encode(overlay))
             del overlay
             entry = {"index": k, **d.to_dict(), "overlay": f"{stem}/{name}"}
             if self.crops:
-                entry["crop"] = self._write_crop(folder, name, result.image, d, stem)
+                entry["crop"] = self._write_crop(folder, name, result.image, d, stem, levels)
             return entry
 
         # OpenCV drops the GIL while blending and encoding, so overlays are made on a few threads, as
@@ -220,7 +228,7 @@ class ExportWriter:
             raise YolocamError(f"cannot encode JPEG of shape {image.shape}")
         return buf.tobytes()
 
-    def _write_crop(self, folder: Path, name: str, image: np.ndarray, det, stem: str) -> str:
+    def _write_crop(self, folder: Path, name: str, image: np.ndarray, det, stem: str, levels=None) -> str:
         """A zoomed view of the box plus context at full resolution (`render.box_crop`: only that region
         is blended), long side CROP_SIDE px; the gallery shows it as the detection's card."""
         checked_dir(self.out, f"{stem}/crops")
@@ -228,7 +236,8 @@ class ExportWriter:
             crop = signed_box_crop(image, det.heatmap, det.box, f"{det.name} {det.conf:.2f}", size=CROP_SIDE)
         else:
             crop = box_crop(image, det.heatmap, det.box, f"{det.name} {det.conf:.2f}", size=CROP_SIDE,
-                            polygon=getattr(det, "polygon", None), keypoints=getattr(det, "keypoints", None))
+                            colour=class_colour(det.cls), polygon=getattr(det, "polygon", None),
+                            keypoints=getattr(det, "keypoints", None), levels=levels, segments=segments_of(det))
         atomic_write_bytes(folder / "crops" / name, self._encode(crop))
         return f"{stem}/crops/{name}"
 

@@ -31,11 +31,14 @@ padding:10px 12px;margin:0 0 14px;box-shadow:0 1px 2px #0002}section h2{margin:0
 .sub{color:#666;font-size:12px;margin:2px 0 8px;word-break:break-all}
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(220px,40vw),1fr));gap:10px}
 figure.det{margin:0;background:#fafafa;border:1px solid #ddd;border-radius:4px;padding:6px}
-figure.det img{display:block;width:100%;height:auto;background:#ccc}
+figure.det img{display:block;width:100%;height:auto;aspect-ratio:1/1;object-fit:contain;background:#2a2a2a}
 figcaption{font-size:12px;margin-top:4px}figcaption .name{font-weight:600}
 figcaption .conf{float:right;font-variant-numeric:tabular-nums}.box,.src{color:#555;font-size:11px}.case{color:#a33;font-size:11px}
 .none{color:#888;font-style:italic}.errors li{color:#a00;word-break:break-all}
 .summary img{max-width:100%;max-height:60vh;width:auto;height:auto}
+.legend{display:inline-flex;align-items:center;gap:6px;color:#ddd;font-size:12px}
+.legend .bar{display:inline-block;width:110px;height:12px;border:1px solid #000;position:relative}
+.legend .bar i{position:absolute;top:-2px;bottom:-2px;width:2px;background:#fff;outline:1px solid #000}
 @media (max-width:600px){header{position:static}.controls{gap:6px 12px}main{padding:8px}}section.image .src{display:none}[hidden]{display:none!important}
 """
 
@@ -88,7 +91,7 @@ _JS = r"""
       flat.hidden = false;
       sections.forEach(function (s) { s.hidden = true; });
     }
-    count.textContent = shown + ' of ' + cards.length + ' detections shown';
+    count.textContent = shown + ' of ' + cards.length + (cards.length === 1 ? ' detection' : ' detections') + ' shown';
     document.body.dataset.filter = want; document.body.dataset.sort = sort.value;
     document.body.dataset.shown = String(shown);
   }
@@ -129,7 +132,39 @@ def _picture(img: dict, det: dict) -> tuple[str, int, int]:
     return det["overlay"], img["width"], img["height"]
 
 
-def _card(i: int, img: dict, det: dict, order: int, lazy: bool) -> str:
+def plural(n: int, noun: str) -> str:
+    """`1 image`, `2 images`."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def level_text(level, strides=None) -> str:
+    """A head level as a person reads it: `P3 (stride 8)` from the model's `strides` (the manifest's), else
+    `head level 0`."""
+    if not isinstance(level, int) or level < 0:
+        return "head level ?"
+    if isinstance(strides, list) and level < len(strides):
+        stride = int(strides[level])
+        if stride > 0 and stride & (stride - 1) == 0:
+            return f"P{stride.bit_length() - 1} (stride {stride})"
+        return f"stride {stride}"
+    return f"head level {level}"
+
+
+def legend_html() -> str:
+    """What the heat colours mean (as the pictures' `render.heat_legend`): a colour bar and a line."""
+    from .render import HEAT_SHARE, LEGEND_TEXT, OUTLINE_SHARE, SHOWN_ALPHA, blend_heatmap
+
+    import numpy as np
+
+    ramp = np.linspace(1.0 - HEAT_SHARE, 1.0, 6, dtype=np.float32)[None]
+    colours = blend_heatmap(np.full((1, 6, 3), 128, np.uint8), ramp, SHOWN_ALPHA, floor=1.0 - HEAT_SHARE - 1e-3)[0]
+    stops = ",".join(f"rgb({r},{g},{b})" for b, g, r in colours.tolist())
+    tick = (HEAT_SHARE - OUTLINE_SHARE) / HEAT_SHARE * 100
+    return (f'<span class="legend" id="legend"><span class="bar" style="background:linear-gradient(90deg,{stops})">'
+            f'<i style="left:{tick:.0f}%"></i></span>{_esc(LEGEND_TEXT)}</span>')
+
+
+def _card(i: int, img: dict, det: dict, order: int, lazy: bool, strides=None) -> str:
     box = ", ".join(f"{v:.1f}" for v in det["box"])
     loading = ' loading="lazy"' if lazy else ""
     case = f'<br><span class="case">{_esc(det["case"])}</span>' if det.get("case") else ""
@@ -144,19 +179,19 @@ def _card(i: int, img: dict, det: dict, order: int, lazy: bool) -> str:
         f'height="{h}" alt="{_esc(det["name"])} {det["conf"]:.2f}"{loading} '
         "onload=\"this.dataset.loaded='1'\" onerror=\"this.dataset.loaded='error'\"></a>"
         f'<figcaption><span class="name">{_esc(det["name"])}</span> <span class="conf">{det["conf"]:.3f}</span>'
-        f'<br><span class="box">#{det["index"]} box [{box}] · level {det.get("level", "?")}{full}</span>'
+        f'<br><span class="box">#{det["index"]} box [{box}] · {level_text(det.get("level"), strides)}{full}</span>'
         f'<br><span class="src">{_esc(img["stem"])}</span>{case}</figcaption></figure>'
     )
 
 
-def _section(i: int, img: dict, first_order: int, lazy: bool) -> str:
+def _section(i: int, img: dict, first_order: int, lazy: bool, strides=None) -> str:
     dets = img.get("detections", [])
-    cards = "".join(_card(i, img, d, first_order + k, lazy) for k, d in enumerate(dets))
+    cards = "".join(_card(i, img, d, first_order + k, lazy, strides) for k, d in enumerate(dets))
     none = "" if dets else '<p class="none">no detections</p>'
     return (
         f'<section class="image" id="img-{i}" data-stem="{_esc(img["stem"])}" data-count="{len(dets)}">'
         f'<h2>{_esc(img["stem"])}</h2><p class="sub">{_esc(img.get("path") or "(array)")} · '
-        f'{img["width"]}×{img["height"]} · {len(dets)} detection{"s" if len(dets) != 1 else ""}</p>'
+        f'{img["width"]}×{img["height"]} · {plural(len(dets), "detection")}</p>'
         f'{none}<div class="cards" id="cards-{i}">{cards}</div></section>'
     )
 
@@ -177,7 +212,7 @@ def render_gallery(manifest: dict, summary: str | None = None) -> str:
                       for name, (cls, n) in sorted(classes.items(), key=lambda kv: (kv[1][0], kv[0])))
     sections, order = [], 0
     for i, img in enumerate(images):
-        sections.append(_section(i, img, order, lazy))
+        sections.append(_section(i, img, order, lazy, manifest.get("strides")))
         order += len(img.get("detections", []))
     err_html = ""
     if errors:
@@ -190,19 +225,20 @@ def render_gallery(manifest: dict, summary: str | None = None) -> str:
     meta = " · ".join(f"{k}: {_esc(v)}" for k, v in (("model", manifest.get("model")), ("method", manifest.get(
         "method")), ("target", manifest.get("target")), ("layers", layers)) if v)
     title = f"yolocam · {manifest.get('method') or 'explanations'}"
+    counts = " · ".join((plural(len(images), "image"), plural(n_dets, "detection"), plural(len(errors), "error")))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>{_esc(title)}</title><style>{_CSS}</style></head>
 <body data-images="{len(images)}" data-detections="{n_dets}" data-errors="{len(errors)}">
 <header><h1>yolocam gallery</h1>
-<p class="meta">{meta} · {len(images)} images · {n_dets} detections · {len(errors)} errors</p>
+<p class="meta">{meta} · {counts}</p>
 <div class="controls">
 <label>Class <select id="class-filter"><option value="">all classes</option>{options}</select></label>
 <label>Sort <select id="sort"><option value="image">by image</option>
 <option value="conf-desc">confidence, highest first</option><option value="conf-asc">confidence, lowest first</option>
 </select></label>
 <label>Min confidence <input id="min-conf" type="number" min="0" max="1" step="0.05" value="0"></label>
-<span id="count"></span></div></header>
+<span id="count"></span>{legend_html()}</div></header>
 <main>{summary_html}{err_html}<section class="cards" id="flat" hidden></section>
 {"".join(sections)}</main>
 <script>{_JS}</script>

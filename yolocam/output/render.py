@@ -4,6 +4,12 @@ An overlay shows heat only where there is heat: each pixel's opacity rises with 
 below `floor`), in a perceptual colour map (inferno's purple-to-yellow half), so the rest of the
 image keeps its own colours and the heat can be related to the scene. Labels use Pillow's built-in
 scalable font (`labels.py`).
+
+Every picture yolocam draws puts a map on it with `draw_heat`, on the map's energy scale: a pixel is
+drawn by the share of the map's heat (the sum of its values) that hotter pixels hold, so the hottest
+pixels holding `HEAT_SHARE` (80 %) of the heat are tinted and those holding `OUTLINE_SHARE` (50 %) are
+outlined, however sparse or flat the map is (`heat_legend` says so in pictures). The maps themselves
+are not changed (the npz keeps the raw values); for one Gaussian blob the two scales are the same.
 """
 
 from __future__ import annotations
@@ -16,8 +22,12 @@ from ..model.pose import COCO_SKELETON, VISIBLE
 from .labels import DEFAULT_COLOUR, class_colour, draw_labelled_boxes, font_size_for, label_patch, paste
 
 
-HEAT_FLOOR = 0.15   # heat below this is not drawn at all
-HEAT_ALPHA = 0.7    # opacity of the hottest pixels
+HEAT_FLOOR = 0.15   # heat below this is not drawn at all (`blend_heatmap`, raw values)
+HEAT_ALPHA = 0.7    # opacity of the hottest pixels (`blend_heatmap`)
+HEAT_SHARE = 0.8    # `draw_heat` tints the hottest pixels holding this share of a map's heat
+OUTLINE_SHARE = 0.5  # ... and outlines those holding this share
+SHOWN_ALPHA = 0.7  # `draw_heat`: opacity of the hottest pixels (the scene shows through)
+ENERGY_BINS = 4096  # resolution of the raw value -> energy scale table
 CROP_SIDE = 320     # long side of a detection's zoomed crop (gallery cards)
 _CMAP = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_INFERNO)[:, 0, :].astype(np.float32)
 
@@ -56,6 +66,110 @@ def blend_heatmap(image: np.ndarray, heatmap: np.ndarray, alpha: float = HEAT_AL
     a = opacity[qs][..., None]
     out[sl] = np.clip(base + (colours[qs] - base) * a + 0.5, 0, 255).astype(np.uint8)
     return out
+
+
+def energy_levels(heatmap) -> np.ndarray | None:
+    """The energy scale of `heatmap` (values in [0, 1]; negative and NaN ones count as 0): at the raw
+    values 0, 1/B, ..., 1 (B = `ENERGY_BINS`), 1 minus the share of the map's heat (sum of values) that
+    pixels at least that hot hold; (B + 1,) float32, non-decreasing from 0 to 1. None for a map without heat.
+
+    Resolution-independent (a share of area-weighted sums): the compact map gives the full map's scale.
+    """
+    values = np.clip(np.nan_to_num(np.asarray(heatmap, np.float32), nan=0.0), 0.0, 1.0).ravel()
+    heat = np.bincount(np.minimum((values * ENERGY_BINS).astype(np.int64), ENERGY_BINS - 1), weights=values,
+                       minlength=ENERGY_BINS)
+    total = float(heat.sum())
+    if not total > 0:
+        return None
+    held_above = np.cumsum(heat[::-1])[::-1] / total  # share held by the pixels in bin k and hotter
+    return np.append(1.0 - held_above, 1.0).clip(0.0, 1.0).astype(np.float32)
+
+
+def energy_scale(heatmap: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """`heatmap` on the energy scale `levels` (`energy_levels`): each value replaced by 1 minus the share
+    of the heat held by hotter pixels, so `>= 1 - s` is the hottest region holding the share `s`."""
+    values = np.clip(np.nan_to_num(np.asarray(heatmap, np.float32), nan=0.0), 0.0, 1.0)
+    grid = np.linspace(0.0, 1.0, len(levels), dtype=np.float32)
+    return np.interp(values, grid, levels).astype(np.float32)
+
+
+def outline_width(shape) -> int:
+    """Line width of a heat outline on a picture of `shape`."""
+    return max(1, round(max(shape[:2]) / 320))
+
+
+def draw_outline(image: np.ndarray, region: np.ndarray, width: int | None = None) -> None:
+    """Outline the bool `region` in place: a white line on a black one (reads on any scene), islands
+    smaller than the line itself left to their fill."""
+    width = width or outline_width(image.shape)
+    contours, _ = cv2.findContours(region.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    contours = [c for c in contours if cv2.contourArea(c) >= (2 * width) ** 2]
+    if contours:
+        cv2.drawContours(image, contours, -1, (0, 0, 0), width + 2, cv2.LINE_AA)
+        cv2.drawContours(image, contours, -1, (255, 255, 255), width, cv2.LINE_AA)
+
+
+def draw_heat(image: np.ndarray, heatmap: np.ndarray, levels: np.ndarray | None = None,
+              alpha: float = SHOWN_ALPHA, outline: bool = True) -> np.ndarray:
+    """`heatmap` (H, W) over the BGR `image` on the map's energy scale (see the module docstring); a new array.
+
+    The hottest pixels holding `HEAT_SHARE` of the heat are tinted (inferno, opacity rising to `alpha`),
+    those holding `OUTLINE_SHARE` outlined (`outline`). `levels`: the scale (`energy_levels`) of the whole
+    map when `heatmap` is a part or a resized copy of it (crops), else computed from `heatmap`.
+    """
+    levels = energy_levels(heatmap) if levels is None else levels
+    if levels is None:
+        return image.copy()
+    shown = energy_scale(heatmap, levels)
+    out = blend_heatmap(image, shown, alpha, floor=1.0 - HEAT_SHARE)
+    if outline:
+        draw_outline(out, shown >= 1.0 - OUTLINE_SHARE)
+    return out
+
+
+LEGEND_TEXT = (f"coloured: where {HEAT_SHARE:.0%} of each box's heat lies (its hottest pixels); "
+               f"outlined: where {OUTLINE_SHARE:.0%} lies")
+SHORT_LEGEND = f"where {HEAT_SHARE:.0%} of the heat lies; outlined: {OUTLINE_SHARE:.0%}"
+
+
+def heat_legend(width: int | None = None, height: int = 26, text: str = LEGEND_TEXT, background=(32, 32, 32),
+                size: int | None = None) -> np.ndarray:
+    """A BGR strip `height` px high saying what the heat colours mean: a colour bar from the edge of the
+    coloured region to the peak (over grey, at the opacities drawn) with a tick where the outline is, and
+    `text` in `size` px letters; `width` px wide (None: as wide as it needs)."""
+    size = size or max(10, min(14, height - 10))
+    bar_w, bar_h = 5 * size, max(height - 10, 6)
+    patch = label_patch(text, size, background, (235, 235, 235))
+    if width and bar_w + 14 + patch.shape[1] > width and text == LEGEND_TEXT:  # too narrow: the short text
+        patch = label_patch(SHORT_LEGEND, size, background, (235, 235, 235))
+    width = width or bar_w + 14 + patch.shape[1]
+    strip = np.full((height, width, 3), background, np.uint8)
+    ramp = np.linspace(1.0 - HEAT_SHARE, 1.0, bar_w, dtype=np.float32)[None].repeat(bar_h, 0)
+    bar = blend_heatmap(np.full((bar_h, bar_w, 3), 128, np.uint8), ramp, SHOWN_ALPHA, floor=1.0 - HEAT_SHARE - 1e-3)
+    tick = int(round((HEAT_SHARE - OUTLINE_SHARE) / HEAT_SHARE * (bar_w - 1)))
+    cv2.line(bar, (tick, 0), (tick, bar_h - 1), (0, 0, 0), 3)
+    cv2.line(bar, (tick, 0), (tick, bar_h - 1), (255, 255, 255), 1)
+    paste(strip, bar, 4, (height - bar_h) // 2)
+    paste(strip, patch[:, : max(width - bar_w - 12, 0)], bar_w + 10, max((height - patch.shape[0]) // 2, 0))
+    return strip
+
+
+def draw_heat_legend(image: np.ndarray, avoid=None) -> None:
+    """A small `heat_legend` in the corner of `image` farthest from the box `avoid` (xyxy), in place;
+    nothing on pictures under 200 px a side."""
+    h, w = image.shape[:2]
+    if min(h, w) < 200:
+        return
+    size = font_size_for(image.shape, 0.018, 10, 20)
+    strip = heat_legend(None, size + 10, SHORT_LEGEND, size=size)[:, : w - 8]
+    sh, sw = strip.shape[:2]
+    corners = [(w - sw - 4, h - sh - 4), (4, h - sh - 4), (w - sw - 4, 4), (4, 4)]
+    if avoid is not None:
+        cx, cy = (avoid[0] + avoid[2]) / 2, (avoid[1] + avoid[3]) / 2
+        corners.sort(key=lambda c: -((c[0] + sw / 2 - cx) ** 2 + (c[1] + sh / 2 - cy) ** 2))
+    x, y = corners[0]
+    cv2.rectangle(image, (x - 1, y - 1), (x + sw, y + sh), (0, 0, 0), 1)
+    paste(image, strip, x, y)
 
 
 def draw_box(image: np.ndarray, box, label: str, colour=DEFAULT_COLOUR, polygon=None) -> None:
@@ -127,10 +241,14 @@ def crop_region(shape, box, context: float = 0.6, min_side: int = 48) -> tuple[i
 
 
 def box_crop(image: np.ndarray, heatmap: np.ndarray, box, label: str | None = None, size: int = 256,
-             context: float = 0.6, colour=DEFAULT_COLOUR, alpha: float = HEAT_ALPHA, polygon=None, keypoints=None) -> np.ndarray:
+             context: float = 0.6, colour=DEFAULT_COLOUR, alpha: float = SHOWN_ALPHA, polygon=None, keypoints=None,
+             levels: np.ndarray | None = None, segments=None) -> np.ndarray:
     """A zoomed view of one detection: the box plus context, scaled so its longer side is `size`,
-    with the heat drawn at that scale and the box (or the rotated box's corners `polygon`, and
-    `label`, if given) on top, and its `keypoints` (pose models) when given."""
+    with the heat drawn at that scale (`draw_heat`, on the whole map's energy scale `levels`, by default
+    computed from `heatmap`) and the box in `colour` (or the rotated box's corners `polygon`, and
+    `label`, if given) on top, its mask's outlines `segments` (segmentation) and `keypoints` (pose)
+    when given."""
+    levels = energy_levels(heatmap) if levels is None else levels
     rx1, ry1, rx2, ry2 = crop_region(image.shape, box, context)
     gain = size / max(rx2 - rx1, ry2 - ry1)
     nw, nh = max(int(round((rx2 - rx1) * gain)), 1), max(int(round((ry2 - ry1) * gain)), 1)
@@ -138,7 +256,9 @@ def box_crop(image: np.ndarray, heatmap: np.ndarray, box, label: str | None = No
     img = cv2.resize(np.ascontiguousarray(image[ry1:ry2, rx1:rx2]), (nw, nh), interpolation=interp)
     heat = cv2.resize(np.ascontiguousarray(heatmap[ry1:ry2, rx1:rx2], dtype=np.float32), (nw, nh),
                       interpolation=cv2.INTER_LINEAR)
-    out = blend_heatmap(img, heat, alpha)
+    out = draw_heat(img, heat, levels, alpha) if levels is not None else img
+    if segments:
+        draw_segments(out, [[[(x - rx1) * gain, (y - ry1) * gain] for x, y in seg] for seg in segments], colour)
     local = [(box[0] - rx1) * gain, (box[1] - ry1) * gain, (box[2] - rx1) * gain, (box[3] - ry1) * gain]
     poly = None if polygon is None else [[(x - rx1) * gain, (y - ry1) * gain] for x, y in polygon]
     draw_labelled_boxes(out, [local], [label or ""], [colour], size=font_size_for(out.shape, 0.06, 11, 20),
@@ -146,6 +266,17 @@ def box_crop(image: np.ndarray, heatmap: np.ndarray, box, label: str | None = No
     if keypoints is not None:
         draw_keypoints(out, [[(k[0] - rx1) * gain, (k[1] - ry1) * gain, *k[2:]] for k in keypoints])
     return out
+
+
+def detection_levels(det) -> np.ndarray | None:
+    """The energy scale (`energy_levels`) of a detection's whole map, from its compact map when it has one."""
+    compact = getattr(det, "compact_heatmap", None)
+    return energy_levels(compact if compact is not None else det.heatmap)
+
+
+def segments_of(det):
+    """A segmentation detection's mask outlines (original-image pixels), else None."""
+    return det.segments if getattr(det, "instance_mask", None) is not None else None
 
 
 def _caption(width: int, text: str, size: int = 14, height: int = 22) -> np.ndarray:
@@ -174,29 +305,37 @@ def summary_grid(result, tile: int = 240, max_tiles: int = 25, cols: int | None 
     cols = cols or summary_columns(len(dets))
     width = cols * tile
     n = len(dets_all)
-    note = f"{n} detection{'s' if n != 1 else ''}"
+    h, w = result.image.shape[:2]
+    image_level = n > 0 and all(np.allclose(d.box, [0, 0, w, h], atol=0.5) for d in dets_all)  # classification
+    note = f"{n} detection{'s' if n != 1 else ''}" if not image_level else \
+        f"{n} class{'es' if n != 1 else ''}, one image-level map each (the tiles name them)"
     if len(dets) < n:
         note += f", showing the {len(dets)} most confident (all of them are in the gallery)"
     # the overview: the whole image with every box, labelled with its tile number
-    h, w = result.image.shape[:2]
     gain = min(width / w, 3.0 * tile / max(h, 1), 3.0)
     ow, oh = max(int(round(w * gain)), 1), max(int(round(h * gain)), 1)
     over = cv2.resize(result.image, (ow, oh), interpolation=cv2.INTER_AREA if gain < 1 else cv2.INTER_LINEAR)
-    scaled = [type("D", (), {"box": [v * gain for v in d.box], "cls": d.cls, "name": d.name, "conf": d.conf})
-              for d in dets_all]
+    scaled = [type("D", (), {"box": [v * gain for v in d.box], "cls": d.cls, "name": d.name, "conf": d.conf,
+                             "polygon": scale_polygon(getattr(d, "polygon", None), gain, gain)}) for d in dets_all]
     labels = ([f"#{k} {d.name} {d.conf:.2f}" for k, d in enumerate(dets_all)] if n <= 12
               else [f"#{k}" if k < len(dets) else "" for k in range(n)])
-    draw_boxes(over, scaled, labels, size=max(12, min(18, tile // 14)))
+    for d in dets_all:  # segmentation and pose models: the masks' outlines and the keypoints, as in the overlays
+        if getattr(d, "instance_mask", None) is not None:
+            draw_segments(over, d.segments, class_colour(d.cls), gain, gain)
+        draw_keypoints(over, getattr(d, "keypoints", None), gain, gain)
+    if not image_level:  # image-level maps (classification) have no box of their own: the tiles name the classes
+        draw_boxes(over, scaled, labels, size=max(12, min(18, tile // 14)))
     top = np.full((oh, width, 3), 32, np.uint8)
     top[:, (width - ow) // 2:(width - ow) // 2 + ow] = over
-    parts = [_caption(width, note, 15, 26), top]
+    parts = [_caption(width, note, 15, 26), top, heat_legend(width)]
     cap = 22
     rows = int(np.ceil(len(dets) / cols))
     if rows:
         grid = np.full((rows * (tile + cap), width, 3), 32, np.uint8)
         for k, d in enumerate(dets):
             crop = box_crop(result.image, d.heatmap, d.box, None, size=tile, colour=class_colour(d.cls),
-                            polygon=getattr(d, "polygon", None), keypoints=getattr(d, "keypoints", None))
+                            polygon=getattr(d, "polygon", None), keypoints=getattr(d, "keypoints", None),
+                            levels=detection_levels(d), segments=segments_of(d))
             r, c = divmod(k, cols)
             y0, x0 = r * (tile + cap), c * tile
             ch, cw = crop.shape[:2]

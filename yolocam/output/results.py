@@ -11,7 +11,7 @@ import numpy as np
 from ..model.segment import InstanceMask, PolygonMask
 from .export import OVERLAY_MAX_SIDE, ExportWriter
 from .maps import MapRef
-from .render import blend_heatmap, draw_boxes, draw_keypoints
+from .render import draw_boxes, draw_heat, draw_keypoints
 
 
 class _HeatmapField:
@@ -173,7 +173,7 @@ class ImageExplanation:
 
             out = signed_overlay(self.image, heat, alpha)
         else:
-            out = blend_heatmap(self.image, heat, alpha)
+            out = draw_heat(self.image, heat, alpha=alpha)
         draw_boxes(out, dets)  # one colour per class, labels placed so they do not cover each other
         for d in dets:
             draw_keypoints(out, d.keypoints)
