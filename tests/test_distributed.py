@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import ray  # the test extra installs it (pip install -e ".[test]")
 
+from conftest import assert_same_detections
 from yolocam.cli import main
 from yolocam.demo.scenes import make_scene
 
@@ -25,10 +26,12 @@ N_SCENES = 20
 
 @pytest.fixture(scope="session")
 def local_ray():
-    """A local Ray of 2 CPUs for the whole session (workers inherit this process's environment)."""
+    """A local Ray of 2 CPUs for the whole session (workers inherit this process's environment, and run torch
+    on one intra-op thread as the suite does)."""
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
     yield ray
     if started:
         ray.shutdown()
@@ -56,28 +59,80 @@ def manifest(out: Path) -> dict:
     return json.loads((out / "manifest.json").read_text())
 
 
+# Another process (and, on a cluster, another machine) runs other kernels: boxes, confidences and maps differ in
+# their last bits, and a detection at the edge of the kept set may be kept by one run only. Measured here, Ray
+# against one process: equal (the same thread count); the tolerances are those of batched against single kernels
+# (tests/test_obb.py: boxes 2.7e-3 px, confidences 8e-7, maps 1.2e-5).
+BOX_PX, CONF, MAP = 0.05, 1e-4, 1 / 255  # maps are compared as written (8-bit PNG): one step of rounding
+CONF_THRESHOLD = 0.25  # explain's default for a detect model
+
+
 def assert_same_output(out: Path, ref: Path) -> None:
-    """Same manifest (numbers to 1e-4) and, per image, heatmaps within 1/255 and overlays alike."""
+    """Same manifest and, per image, the same detections (matched by IoU: anchors, levels, classes exact;
+    boxes, confidences to float32 rounding), their heatmaps within one 8-bit step and overlays alike."""
     a, b = manifest(out), manifest(ref)
     assert a["complete"] is True and b["complete"] is True and len(b["errors"]) == 1
     assert {k: v for k, v in a.items() if k != "images"} == {k: v for k, v in b.items() if k != "images"}
     assert [i["stem"] for i in a["images"]] == [i["stem"] for i in b["images"]]
+    matched = 0
     for ia, ib in zip(a["images"], b["images"]):
         assert {k: v for k, v in ia.items() if k != "detections"} == {k: v for k, v in ib.items() if k != "detections"}
-        assert len(ia["detections"]) == len(ib["detections"])
-        for da, db in zip(ia["detections"], ib["detections"]):
-            assert {k: v for k, v in da.items() if k not in ("box", "conf")} == \
-                {k: v for k, v in db.items() if k not in ("box", "conf")}
-            assert np.allclose(da["box"] + [da["conf"]], db["box"] + [db["conf"]], atol=1e-4)
-            oa, ob = (cv2.imread(str(o / da["overlay"])).astype(int) for o in (out, ref))
-            assert oa.shape == ob.shape and np.abs(oa - ob).max() <= 3
+        pairs = assert_same_detections(ia["detections"], ib["detections"], box_px=BOX_PX, conf=CONF,
+                                       threshold=CONF_THRESHOLD)
+        matched += len(pairs)
         with np.load(out / ia["heatmaps"]) as na, np.load(ref / ib["heatmaps"]) as nb:
             assert sorted(na.files) == sorted(nb.files)
             for key in na.files:
-                assert na[key].shape == nb[key].shape
-                diff = np.abs(na[key].astype(np.float32) - nb[key].astype(np.float32))
-                assert diff.size == 0 or diff.max() <= 1 / 255, key
-    assert sum(len(i["detections"]) for i in a["images"]) > N_SCENES  # the scenes give something to compare
+                assert na[key].shape[1:] == nb[key].shape[1:]
+            for i, j in pairs:
+                da, db = ia["detections"][i], ib["detections"][j]
+                assert {k: v for k, v in da.items() if k not in ("box", "conf", "index", "overlay")} == \
+                    {k: v for k, v in db.items() if k not in ("box", "conf", "index", "overlay")}
+                oa, ob = cv2.imread(str(out / da["overlay"])).astype(int), cv2.imread(str(ref / db["overlay"])).astype(int)
+                assert oa.shape == ob.shape and np.abs(oa - ob).max() <= 3
+                for key in ("heatmaps", "boxes", "scores", "classes"):
+                    if key in na.files:
+                        diff = np.abs(na[key][i].astype(np.float32) - nb[key][j].astype(np.float32))
+                        assert diff.max(initial=0) <= {"heatmaps": MAP, "boxes": BOX_PX, "scores": CONF}.get(key, 0), key
+    assert matched > N_SCENES  # the scenes give something to compare
+
+
+def _close(a, b, atol: float, path: str = "") -> None:
+    """Nested report values: integers, strings and flags equal; floats (NaN included) within atol."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), path
+        for k in a:
+            _close(a[k], b[k], atol, f"{path}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b), path
+        for k, (x, y) in enumerate(zip(a, b)):
+            _close(x, y, atol, f"{path}[{k}]")
+    elif isinstance(a, float) or isinstance(b, float):
+        assert (np.isnan(a) and np.isnan(b)) or abs(a - b) <= atol, (path, a, b)
+    else:
+        assert a == b, (path, a, b)
+
+
+def assert_same_predictions(got: list[dict], ref: list[dict], image_key) -> None:
+    """The explained predictions of two validations, per image matched by IoU and class (`assert_same_detections`);
+    matched ones have the same labels (tp, gt: exact) and localisation scores to 1e-3. A pointing-game hit may
+    flip where the map's peak is tied within rounding at the box edge: at most 5% of them do (measured: none)."""
+    by_image: dict = {}
+    for side, recs in enumerate((got, ref)):
+        for r in recs:
+            by_image.setdefault(image_key(r), ([], []))[side].append(r)
+    flips, matched = 0, 0
+    for mine, theirs in by_image.values():
+        pairs = assert_same_detections(mine, theirs, box_px=BOX_PX, conf=CONF, threshold=CONF_THRESHOLD)
+        for i, j in pairs:
+            a, b = mine[i], theirs[j]
+            pixels = [k for k in a if any(w in k for w in ("box", "keypoint", "polygon"))]  # gt_box, rbox, ...
+            loose = ("image", "index", "conf", "pointing", *pixels)
+            _close({k: v for k, v in a.items() if k not in loose}, {k: v for k, v in b.items() if k not in loose}, 1e-3)
+            _close({k: a[k] for k in pixels}, {k: b.get(k) for k in pixels}, BOX_PX)
+            flips += a.get("pointing") != b.get("pointing")
+        matched += len(pairs)
+    assert matched > 0 and flips <= 0.05 * matched, (flips, matched)
 
 
 def test_explain_on_ray_cli_equals_single_process(local_ray, scenes, single, tmp_path, capsys):
@@ -158,6 +213,23 @@ def test_resume_refuses_a_folder_of_another_method(local_ray, scenes, single, tm
     assert rc == 2 and "cannot resume" in err and "method" in err and len(err.strip().splitlines()) == 1
 
 
+def assert_same_validation(dist, one, image_key, missed: bool = True) -> None:
+    """`val --ray` against `val`: metrics, per-class rows and the table to 1e-4 (they read confidences through
+    the precision-recall curves; measured: equal), counts exact but for the explanations of predictions at the
+    kept set's edge, the predictions matched per image (`assert_same_predictions`)."""
+    _close(dist.metrics, one.metrics, 1e-4)
+    _close(dist.classes, one.classes, 1e-4)
+    _close(json.loads(json.dumps(dist.table)), json.loads(json.dumps(one.table)), 1e-4)  # NaN cells included
+    assert {k: v for k, v in dist.counts.items() if k != "explanations"} == \
+        {k: v for k, v in one.counts.items() if k != "explanations"}
+    assert dist.counts["explanations"] == len(dist.predictions) and one.counts["explanations"] == len(one.predictions)
+    assert abs(len(dist.predictions) - len(one.predictions)) <= 0.05 * len(one.predictions)
+    if missed:
+        key = lambda r: (r["image"], r["cls"], r["box"])  # noqa: E731
+        _close(sorted(dist.missed, key=key), sorted(one.missed, key=key), 1e-3)
+    assert_same_predictions(dist.predictions, one.predictions, image_key)
+
+
 def test_val_on_ray_equals_val(local_ray, tmp_path):
     from yolocam.distributed import validate_dataset
     from yolocam.evaluation.validation import default_dataset, validate
@@ -166,12 +238,8 @@ def test_val_on_ray_equals_val(local_ray, tmp_path):
     kw = dict(imgsz=int(IMGSZ), batch=4, verbose=False)
     one = validate("demo-v8", data=str(data), **kw)
     dist = validate_dataset("demo-v8", data=str(data), workers=2, **kw)  # 3 rect batches over 2 workers
-    assert dist.metrics == pytest.approx(one.metrics, abs=1e-9)
-    assert dist.classes == one.classes and dist.counts == one.counts and dist.missed == one.missed
-    key = lambda r: (r["image"], r["index"])  # noqa: E731
-    assert sorted(dist.predictions, key=key) == sorted(one.predictions, key=key)
+    assert_same_validation(dist, one, image_key=lambda r: r["image"])
     assert len(one.predictions) > 10
-    assert json.dumps(dist.table) == json.dumps(one.table)  # NaN cells included
 
 
 def test_val_on_ray_equals_val_for_pose(local_ray, tmp_path):
@@ -192,11 +260,8 @@ def test_val_on_ray_equals_val_for_pose(local_ray, tmp_path):
     one = validate(str(ckpt), data=str(default_dataset(tmp_path / "data", scenes=6, task="pose")), **kw)
     dist = validate_dataset(str(ckpt), data=None, scenes=6, workers=2, **kw)
     assert "metrics/mAP50-95(P)" in one.metrics
-    assert dist.metrics == pytest.approx(one.metrics, abs=1e-9)
-    assert dist.counts == one.counts and dist.classes == one.classes
-    key = lambda r: (Path(r["image"]).name, r["index"])  # noqa: E731
-    strip = lambda recs: [{k: v for k, v in r.items() if k != "image"} for r in sorted(recs, key=key)]  # noqa: E731
-    assert strip(dist.predictions) == strip(one.predictions) and len(one.predictions) > 0
+    assert_same_validation(dist, one, image_key=lambda r: Path(r["image"]).name, missed=False)
+    assert len(one.predictions) > 0
 
 
 def test_val_ray_options_reach_validate_dataset(tmp_path, monkeypatch, capsys):
