@@ -14,12 +14,12 @@ DEFAULT_LAYERS = "fine+backbone"
 DEFAULT_FUSE = "gate"
 
 # Named points of the evidence / stability / cost trade (`Explainer(preset=...)`, `--preset`): method,
-# layers, fuse. "stable" is the default; "evidence" the earlier default (the largest share of the map on
-# the deciding mark, but a JPEG re-save moves its peak in half the boxes); "fast" the neck-only default
-# before that (cheapest and stable, but blind to evidence smaller than its stride-8 grid).
+# layers, fuse. "stable" is the default; "evidence" LayerCAM without the low-pass (the sharpest peak on
+# the deciding mark, but a 2-px shift changes its maps more); "fast" the neck-only default of before the
+# evidence benchmark (cheapest and stable, but blind to evidence smaller than its stride-8 grid).
 PRESETS = {
     "stable": ("aalayercam", "fine+backbone", "gate"),
-    "evidence": ("ssgradcam++", "fine+backbone", "gate"),
+    "evidence": ("layercam", "fine+backbone", "gate"),
     "fast": ("hirescam", "neck", "sum"),
 }
 

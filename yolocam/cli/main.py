@@ -25,7 +25,7 @@ from .out_folder import RUNS_DIR, out_dir, outside_out, owned, reuse
 from .ray_commands import add_ray_args
 from .options import (  # noqa: F401  (the option values, also importable from here as before)
     _Parser, _typed, class_list, device_name, fuse_name, imgsz_value, int_list, layers_spec, method_list,
-    method_name, positive_float, positive_int, resolve_classes, resolve_inputs, target_name, unit_float,
+    method_name, positive_float, positive_int, preflight, resolve_classes, resolve_inputs, target_name, unit_float,
     warnings_to_stderr,
 )
 
@@ -54,6 +54,7 @@ def cmd_explain(args) -> int:
 
 
 def _explain_into(args, entries: list, out: Path, existed: bool) -> int:
+    preflight(args)  # a missing --model file or device is answered before torch loads
     from . import notes
     from ..explain.explainer import Explainer
     from ..output.export import ExportWriter
@@ -131,6 +132,7 @@ def cmd_demo(args) -> int:
 
 
 def _demo_into(args, out: Path, existed: bool) -> int:
+    preflight(args)
     from . import notes
     from ..explain.explainer import Explainer
     from ..output.export import ExportWriter
@@ -181,7 +183,8 @@ def _demo_into(args, out: Path, existed: bool) -> int:
 
 
 def cmd_val(args) -> int:
-    from ..evaluation.validation import main_val
+    from . import notes
+    from .options import check_data_arg
     from ..output.cleanup import clear_previous
     from ..output.paths import inside
 
@@ -190,7 +193,10 @@ def cmd_val(args) -> int:
         if os.path.lexists(out / sub) and (inside(out, sub) is None or not (out / sub).is_dir()):
             raise YolocamError(f"{out / sub} is a symbolic link or a file; yolocam val writes its {sub}/ folder "
                                "there: remove it or choose another --out")
+    check_data_arg(args.data)
     with owned(out, existed, args.exist_ok):
+        preflight(args)  # before torch: the model file, then the device
+        notes.note(notes.val_data_note(args))  # what the run validates on, up front
         if existed:
             clear_previous(out / "worst")  # the worst-case gallery is an export folder; other files are replaced
         args.out = str(out)
@@ -198,10 +204,13 @@ def cmd_val(args) -> int:
             from .ray_commands import val_on_ray
 
             return val_on_ray(args, drise_options(args))
+        from ..evaluation.validation import main_val
+
         return int(main_val(args) or 0)
 
 
 def cmd_bench(args) -> int:
+    preflight(args)
     if args.method == "drise":
         from .bench_drise import main_drise_bench
 
@@ -235,9 +244,9 @@ def _add_model_args(p, method: bool = True,
                        help=f"layers explained: fine (the backbone's stride-4 stage), backbone, neck, head, several "
                             f"joined by '+', or indices like 15,18,21 (default {DEFAULT_LAYERS})")
         p.add_argument("--preset", choices=tuple(PRESETS), default=None,
-                       help="a method, layers and fusion chosen together: stable (the default), evidence (the "
-                            "largest share on the deciding part, less stable), fast (neck only); explicit "
-                            "--method/--layers/--fuse win")
+                       help="a method, layers and fusion chosen together: stable (the default), evidence "
+                            "(LayerCAM unfiltered: the sharpest peak on the deciding part, less stable), fast "
+                            "(neck only); explicit --method/--layers/--fuse win")
         p.add_argument("--fuse", type=fuse_name, default=DEFAULT_FUSE,
                        help=f"how layers combine: gate (the finest layer where the coarser ones agree), sum, max, origin, "
                             f"aligned (default {DEFAULT_FUSE})")
@@ -330,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compare methods: a comma list, or all (the default when given alone)")
     p.add_argument("--scenes", type=positive_int, default=None,
                    help="number of generated scenes when no --data is given (default: the validator's)")
+    p.add_argument("--stability", action="store_true",
+                   help="with --compare-methods: add JPEG-90 and 2-px-shift stability columns (three more "
+                        "explanations per scene)")
     add_ray_args(p, resume=False)
     p.set_defaults(func=cmd_val)
 
