@@ -260,6 +260,15 @@ def test_image_url_is_fetched_not_mangled(exp, server):
         exp.explain(f"{base}/missing.png")
 
 
+def test_unreachable_url_and_stream_are_one_line(tmp_path, capsys):
+    for source, text in (("http://127.0.0.1:9/a.jpg", "cannot fetch http://127.0.0.1:9/a.jpg"),
+                         ("rtsp://127.0.0.1:9/live", "stream cannot be opened: rtsp://127.0.0.1:9/live")):
+        out = tmp_path / "u"
+        rc, _, err = run(["explain", source, "--out", out], capsys)
+        assert rc == 2 and len(err.strip().splitlines()) == 1 and text in err, err
+        assert not out.exists()
+
+
 def test_video_url_is_explained_frame_by_frame(server, predicted, tmp_path, capsys, monkeypatch):
     _, base = server
     monkeypatch.chdir(tmp_path)  # nothing may be downloaded into the working folder

@@ -174,7 +174,7 @@ class TrackLog:
         track.boxes.append([float(v) for v in det.box])
         track.classes.append(int(det.cls))
         track.scores.append(float(det.conf))
-        track.maps.append(box_map(heatmap, det.box))
+        track.maps.append(box_map(heatmap, det.box).astype(np.float16))  # 2 KB a box: long videos stay small
         if image is not None and track.wants_thumb():
             from ..output.render import box_crop
 

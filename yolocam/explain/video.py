@@ -43,6 +43,8 @@ class Sources:
                 kind = media_kind(item)
                 if kind is None:
                     self.parts.append(resolve_source(item, recursive=recursive))
+                elif kind == "image-url" and len(items) == 1:  # the only source: fetched now, fails in one line
+                    self.parts.append([ImageItem(str(item), load_url_image(str(item)))])
                 elif kind == "image-url":
                     self.parts.append([_UrlImage(str(item))])
                 else:

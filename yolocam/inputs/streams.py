@@ -41,11 +41,17 @@ _CHUNK = 1 << 20
 log = logging.getLogger("yolocam")
 
 
-def _formats() -> tuple[set, set]:
-    """ultralytics' image and video suffixes (without dots), as its loaders classify files."""
-    from ultralytics.data.utils import IMG_FORMATS, VID_FORMATS
+# ultralytics' image and video suffixes (`ultralytics.data.utils.IMG_FORMATS`, `VID_FORMATS`), as its loaders
+# classify files; listed here so that telling a source's kind imports no torch (a typo is answered at once);
+# tests/test_fast_errors.py checks them against ultralytics'.
+IMG_FORMATS = frozenset({"avif", "bmp", "dng", "heic", "heif", "jp2", "jpeg", "jpg", "mpo", "png", "tif", "tiff",
+                         "webp"})
+VID_FORMATS = frozenset({"asf", "avi", "gif", "m4v", "mkv", "mov", "mp4", "mpeg", "mpg", "ts", "webm", "wmv"})
 
-    return set(IMG_FORMATS), set(VID_FORMATS)
+
+def _formats() -> tuple[frozenset, frozenset]:
+    """ultralytics' image and video suffixes (without dots), as its loaders classify files."""
+    return IMG_FORMATS, VID_FORMATS
 
 
 def is_url(source) -> bool:
@@ -287,9 +293,9 @@ class MediaSource:
         src, kind = self.source, self.kind
         if kind == "webcam":
             return f"webcam {int(src)} cannot be opened (no camera at index {int(src)} on this machine, or it is in use)"
-        if kind in ("stream", "youtube", "streams"):
-            detail = " ".join(str(exc).split())
-            return f"stream cannot be opened: {src} (unreachable, or not a video stream): {detail}"
+        if kind in ("stream", "youtube", "streams"):  # ultralytics' own text repeats the address: not shown
+            detail = "" if isinstance(exc, ConnectionError) else f": {' '.join(str(exc).split())}"
+            return f"stream cannot be opened: {src} (unreachable, or not a video stream){detail}"
         if kind == "screen":
             return f"screen capture cannot start: {' '.join(str(exc).split())}"
         if kind == "list":
