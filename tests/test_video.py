@@ -155,7 +155,7 @@ def test_cli_explains_a_video_end_to_end(clip, predicted, tmp_path, capsys):
 def test_cli_tracks_write_track_ids_and_table(clip, tmp_path, capsys):
     pytest.importorskip("lap")
     out = tmp_path / "track"
-    rc, _, err = run(["explain", clip, "--out", out, "--imgsz", IMGSZ, "--track"], capsys)
+    rc, _, err = run(["explain", clip, "--out", out, "--imgsz", IMGSZ, "--track", "--html"], capsys)
     assert rc == 0, err
     manifest = json.loads((out / "manifest.json").read_text())
     ids = [d.get("track") for img in manifest["images"] for d in img["detections"]]
@@ -170,6 +170,9 @@ def test_cli_tracks_write_track_ids_and_table(clip, tmp_path, capsys):
         assert npz["maps"].shape[0] == int(longest["frames"]) == len(npz["frames"])
     strip = cv2.imread(str(out / "clip" / "tracks" / f"{int(longest['track']):06d}.jpg"))  # its crops side by side
     assert strip is not None and strip.shape[1] >= int(longest["frames"]) * 96
+    page = (out / "index.html").read_text()  # the gallery: a section of the tracks' strips, cards name their track
+    assert "Tracks of clip" in page and f'clip/tracks/{int(longest["track"]):06d}.jpg' in page
+    assert f'track #{int(longest["track"])}</span>' in page
 
 
 def test_cli_unknown_tracker_is_one_line(clip, tmp_path, capsys):

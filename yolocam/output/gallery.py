@@ -180,6 +180,8 @@ def _card(i: int, img: dict, det: dict, order: int, lazy: bool, strides=None) ->
         "onload=\"this.dataset.loaded='1'\" onerror=\"this.dataset.loaded='error'\"></a>"
         f'<figcaption><span class="name">{_esc(det["name"])}</span> <span class="conf">{det["conf"]:.3f}</span>'
         f'<br><span class="box">#{det["index"]} box [{box}] · {level_text(det.get("level"), strides)}{full}</span>'
+        + (f'<br><span class="track" data-track="{int(det["track"])}">track #{int(det["track"])}</span>'
+           if isinstance(det.get("track"), int) else "") +
         f'<br><span class="src">{_esc(img["stem"])}</span>{case}</figcaption></figure>'
     )
 
@@ -194,6 +196,22 @@ def _section(i: int, img: dict, first_order: int, lazy: bool, strides=None) -> s
         f'{img["width"]}×{img["height"]} · {plural(len(dets), "detection")}</p>'
         f'{none}<div class="cards" id="cards-{i}">{cards}</div></section>'
     )
+
+
+def _tracks_html(manifest: dict) -> str:
+    """Videos explained with tracks (`output/video.py`): one section per video with each track's strip of crops."""
+    parts = []
+    for video in manifest.get("videos") or []:
+        strips = video.get("strips") if isinstance(video, dict) else None
+        if not strips:
+            continue
+        rows = "".join(f'<figure class="strip" data-track="{int(s["track"])}"><img src="{_url(s["picture"])}" '
+                       f'alt="track {int(s["track"])}" style="max-width:100%" onload="this.dataset.loaded=\'1\'">'
+                       f'</figure>' for s in strips)
+        parts.append(f'<section class="summary tracks"><h2>Tracks of {_esc(video.get("stem"))}</h2>'
+                     f'<p class="sub">{_esc(video.get("path"))} · {plural(len(strips), "track")} · '
+                     f'<a href="{_url(video.get("tracks") or "")}">tracks.csv</a></p>{rows}</section>')
+    return "".join(parts)
 
 
 def render_gallery(manifest: dict, summary: str | None = None) -> str:
@@ -239,7 +257,7 @@ def render_gallery(manifest: dict, summary: str | None = None) -> str:
 </select></label>
 <label>Min confidence <input id="min-conf" type="number" min="0" max="1" step="0.05" value="0"></label>
 <span id="count"></span>{legend_html()}</div></header>
-<main>{summary_html}{err_html}<section class="cards" id="flat" hidden></section>
+<main>{summary_html}{_tracks_html(manifest)}{err_html}<section class="cards" id="flat" hidden></section>
 {"".join(sections)}</main>
 <script>{_JS}</script>
 </body></html>

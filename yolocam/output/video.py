@@ -194,6 +194,10 @@ class _Video:
                 self.writer.add_file(f"{self.stem}/tracks/{tid:06d}.{fmt}")
                 atomic_write_bytes(tracks_dir / f"{tid:06d}.{fmt}", self.writer._encode(track_strip(track, row)))
         self.record["track_count"] = len(rows)
+        if rows:  # the gallery shows each track's strip (`gallery._tracks_html`)
+            fmt = self.writer.save_format
+            self.record["strips"] = [{"track": r["track"], "name": r["name"], "frames": r["frames"],
+                                      "picture": f"{self.stem}/tracks/{r['track']:06d}.{fmt}"} for r in rows]
 
 
 class MediaExportWriter(ExportWriter):
