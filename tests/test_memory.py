@@ -3,6 +3,7 @@ image; no growth over a few hundred explanations in one process (peak RSS, never
 
 from __future__ import annotations
 
+import platform
 import subprocess
 import sys
 import textwrap
@@ -17,6 +18,10 @@ from yolocam.output.export import OVERLAY_MAX_SIDE
 from yolocam.output.reader import load_output
 
 TOL = 1e-4  # float rounding only; the contract is 1/255
+# The process-memory checks read /proc/self (VmRSS, VmHWM, clear_refs) and call glibc's malloc_trim.
+LINUX_GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+needs_linux_glibc = pytest.mark.skipif(not LINUX_GLIBC, reason="reads /proc/self/status and calls glibc's malloc_trim")
+SUBPROCESS_TIMEOUT = 1200  # seconds; each run takes about 20-40 s alone on 2 cores, more under load
 
 
 @pytest.fixture(scope="module")
@@ -110,13 +115,14 @@ _PEAK = textwrap.dedent("""
 """)
 
 
+@needs_linux_glibc
 def test_large_image_peak_memory_is_bounded():
     """40 boxes on a 12 MP image: the maps are 40 x 0.3 MP, not 40 x 12 MP (1.9 GB as float32)."""
-    proc = subprocess.run([sys.executable, "-c", _PEAK], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", _PEAK], capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
     assert proc.returncode == 0, proc.stderr
     n, start, peak = proc.stdout.split()[-3:]
     assert int(n) == 40
-    assert float(peak) - float(start) < 500, (start, peak)  # measured: about 180 MB
+    assert float(peak) - float(start) < 500, (start, peak)  # measured: 180 to 265 MB
 
 
 _LEAK = textwrap.dedent("""
@@ -148,9 +154,10 @@ _LEAK = textwrap.dedent("""
 """)
 
 
+@needs_linux_glibc
 def test_no_memory_growth_over_many_explanations():
-    proc = subprocess.run([sys.executable, "-c", _LEAK], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", _LEAK], capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
     assert proc.returncode == 0, proc.stderr
     count, after_warmup, at_end = (float(v) for v in proc.stdout.split()[-3:])
-    assert count >= 300  # a few hundred detections explained
-    assert at_end - after_warmup < 30, (after_warmup, at_end)
+    assert count >= 300  # a few hundred detections explained (measured: 1800)
+    assert at_end - after_warmup < 30, (after_warmup, at_end)  # measured: 0.7 MB over 240 explanations
