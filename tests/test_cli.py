@@ -171,8 +171,10 @@ def test_default_out_is_a_new_numbered_folder(small_images, tiny_args, tmp_path,
     assert sorted(p.name for p in runs.iterdir()) == ["explain", "explain2"]  # no empty explain3 left behind
 
 
-def test_val_and_bench_dispatch_parsed_arguments(monkeypatch, capsys):
+def test_val_and_bench_dispatch_parsed_arguments(monkeypatch, capsys, tmp_path):
     calls = []
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.pt").write_bytes(b"")  # --model must name an existing file (checked before torch loads)
 
     def recorder(status):
         return lambda args: calls.append(args) or status

@@ -1,4 +1,5 @@
-"""One-line descriptions of the built-in CAM methods, without importing torch.
+"""One-line descriptions of the built-in CAM methods, and the other names the command line checks before
+torch loads (targets, fusions, layer sets), without importing torch.
 
 `yolocam methods` prints these, so the table lives in a module with no imports; `methods.py`
 (the registry, which needs torch) reads it too (`describe_method`), and a test checks that both
@@ -44,3 +45,37 @@ def method_names() -> list[str]:
 def describe(name: str) -> tuple[str, str] | None:
     """(scope, description) of a built-in method or alias, None for an unknown name."""
     return METHODS.get(ALIASES.get(name, name))
+
+
+# The names the registries accept, checked here without torch (the command line answers a typo at once);
+# tests/test_fast_errors.py checks that they match `model.targets`, `cam.fusion` and `model.layers`.
+TARGET_NAMES = ("class", "conf", "box", "all", "cluster", "mask")  # = model.targets.TARGETS
+TARGET_FAMILIES = ("contrast", "keypoints")  # parametrised: contrast, contrast:CLASS, keypoint:K, keypoints
+FUSIONS = ("sum", "max", "origin", "aligned", "gate")  # = cam.fusion.FUSIONS
+LAYER_SETS = ("neck", "head", "backbone", "fine")  # = model.layers.LAYER_SETS
+
+
+def check_method(name: str) -> str:
+    """`name` when it is a built-in method or alias, else the registry's one-line YolocamError."""
+    if describe(name) is None:
+        from ..errors import YolocamError
+
+        raise YolocamError(f"unknown method {name!r}; expected one of {', '.join(method_names())}")
+    return name
+
+
+def gradient_methods() -> list[str]:
+    """The built-in methods without aliases and black-box ones (`--compare-methods all`)."""
+    return [name for name, (scope, _) in METHODS.items() if scope != BLACK_BOX]
+
+
+def check_target(spec: str) -> str:
+    """`spec` when its name is a built-in target (the parametrised ones are checked in full once the model
+    loads), else the registry's one-line YolocamError."""
+    family = spec.partition(":")[0].strip()
+    if spec in TARGET_NAMES or family in TARGET_FAMILIES or (family == "keypoint" and ":" in spec):
+        return spec
+    from ..errors import YolocamError
+
+    raise YolocamError(f"unknown target {spec!r}; expected one of {', '.join(TARGET_NAMES)}, contrast, "
+                       "contrast:CLASS, keypoint:K, keypoints (pose models) or a callable")

@@ -6,7 +6,11 @@ from __future__ import annotations
 import sys
 
 from ..demo.models import DEFAULT_MODEL, MODEL_INFO
-from .terminal import printable
+from .terminal import plural, printable
+
+LOWEST_HINT_CONF = 0.01  # the no-detections hint suggests no --conf below this
+VAL_SCENES = 32  # = evaluation.validation.default_dataset's scenes: `yolocam val` without --data
+COMPARE_SCENES = 16  # = evaluation.compare.compare_methods' scenes: `yolocam val --compare-methods`
 
 
 def is_model_yaml(model) -> bool:
@@ -39,7 +43,11 @@ def model_notes(model_arg, names: dict | None = None, task: str = "detect") -> l
 
 def nothing_found_hint(model_arg, conf: float, classes=None, names: dict | None = None) -> str:
     """Why a run may have found no detection at all, as one line."""
-    reasons = [f"every score was below --conf {conf:g} (try a lower one, e.g. --conf {max(conf / 5, 0.01):g})"]
+    if conf > LOWEST_HINT_CONF:
+        reasons = [f"every score was below --conf {conf:g} (try a lower one, e.g. --conf "
+                   f"{max(conf / 5, LOWEST_HINT_CONF):g})"]
+    else:  # already lower than anything worth suggesting
+        reasons = [f"every score was below --conf {conf:g}, already a low threshold"]
     if classes:
         shown = ", ".join(str(names.get(c, c)) if names else str(c) for c in classes)
         reasons.append(f"--classes keeps only {shown}")
@@ -48,6 +56,22 @@ def nothing_found_hint(model_arg, conf: float, classes=None, names: dict | None 
     elif is_model_yaml(model_arg):
         reasons.append("a model YAML has random weights")
     return "no detections; possible reasons: " + "; ".join(reasons)
+
+
+def val_data_note(args) -> str:
+    """What `yolocam val` validates on (or compares the methods on), said before the run starts."""
+    if getattr(args, "compare_methods", None) is not None:
+        n = args.scenes or COMPARE_SCENES
+        methods = args.compare_methods if isinstance(args.compare_methods, list) else []
+        what = plural(len(methods), "method") if methods else "the methods"
+        unused = " (--data is not used: the scores need the scenes' own labels)" if args.data else ""
+        return f"comparing {what} on {plural(n, 'generated scene')}{unused}; progress per method below"
+    if args.data:
+        return f"validating on the dataset {args.data} (its val split)"
+    n = args.scenes or VAL_SCENES
+    shown = f", at most {args.max_images} of them" if args.max_images and args.max_images < n else ""
+    return (f"validating on {plural(n, 'generated scene')} labelled for the model's task{shown} "
+            "(pass --data for your own)")
 
 
 def note(line: str) -> None:

@@ -1,5 +1,6 @@
 """The command line's option values: argparse validators (one-line errors), class and input resolution,
-and how warnings reach the terminal. Nothing here imports torch before a value needs it (`--help` stays fast).
+and how warnings reach the terminal. The validators and the path checks import no torch (names come from
+the static `cam/catalog.py`), so a typo or a missing file is answered at once; `--help` stays fast.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import contextlib
 import math
 import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from ..errors import YolocamError
@@ -37,20 +39,19 @@ def _typed(fn):
 
 @_typed
 def method_name(text: str) -> str:
-    from ..cam.methods import get_method
+    from ..cam.catalog import check_method
 
-    get_method(text)
-    return text
+    return check_method(text)
 
 
 @_typed
 def method_list(text: str) -> list[str]:
-    """Comma-separated method names, or `all` (every registered gradient-family method, aliases and black-box
+    """Comma-separated method names, or `all` (every built-in gradient-family method, aliases and black-box
     methods left out)."""
-    from ..cam.methods import get_method, list_methods
+    from ..cam.catalog import gradient_methods
 
     if text.strip() == "all":
-        return list(dict.fromkeys(get_method(m).name for m in list_methods() if not get_method(m).black_box))
+        return gradient_methods()
     names = [t.strip() for t in text.split(",") if t.strip()]
     if not names:
         raise YolocamError(f"expected a comma-separated list of methods, got {text!r}")
@@ -59,24 +60,25 @@ def method_list(text: str) -> list[str]:
 
 @_typed
 def target_name(text: str) -> str:
-    from ..model.targets import get_target
+    from ..cam.catalog import check_target
 
-    get_target(text)
-    return text
+    return check_target(text)
 
 
 @_typed
 def fuse_name(text: str) -> str:
-    from ..cam.fusion import check_fusion
+    from ..cam.catalog import FUSIONS
 
-    return check_fusion(text)
+    if text not in FUSIONS:
+        raise YolocamError(f"unknown fuse {text!r}; expected one of {', '.join(FUSIONS)}")
+    return text
 
 
 @_typed
 def layers_spec(text: str) -> str | list[int]:
     """`neck`, `head`, `backbone`, `fine`, several joined by '+' (`fine+neck`), or comma-separated layer
     indices such as `15,18,21`."""
-    from ..model.layers import LAYER_SETS
+    from ..cam.catalog import LAYER_SETS
 
     if all(name in LAYER_SETS for name in text.split("+")):
         return text
@@ -145,15 +147,61 @@ def positive_float(text: str) -> float:
     return value
 
 
+DEVICES = "cpu, cuda, cuda:N, N (= cuda:N) or mps"  # = explain.checks.DEVICES
+
+
 @_typed
 def device_name(text: str) -> str:
-    """`cpu`, `cuda`, `cuda:N`, `N` (= cuda:N) or `mps`; refused when that device is not available here."""
+    """`cpu`, `cuda`, `cuda:N`, `N` (= cuda:N) or `mps` (spelling only: `check_device_arg` asks torch whether
+    the device exists, once the cheap checks passed)."""
+    spec = text.strip().lower()
+    if not (spec in ("cpu", "cuda", "mps") or spec.isdigit() or (spec.startswith("cuda:") and spec[5:].isdigit())):
+        raise YolocamError(f"expected {DEVICES}, got {text!r}")
+    return text
+
+
+def check_device_arg(device: str | None) -> str | None:
+    """`--device` as a torch device name, refused in one line when this machine lacks it (imports torch)."""
+    if device is None:
+        return None
     from ..explain.checks import check_device
 
     try:
-        return str(check_device(text))
+        return str(check_device(device))
     except YolocamError as exc:
-        raise YolocamError(str(exc).replace("device 'cpu'", "--device cpu").removeprefix("device: ")) from None
+        raise YolocamError("--device: " + str(exc).replace("device 'cpu'", "--device cpu")
+                           .removeprefix("device: ")) from None
+
+
+def check_model_arg(model: str | None) -> None:
+    """`--model` names something that can load, checked without torch: a bundled name (its weights present),
+    a model YAML (a file here, or a bare name ultralytics may ship), or an existing checkpoint file or
+    exported model (file or folder); the same one-line errors the loaders give."""
+    from ..demo.models import DEFAULT_MODEL, DEMO_MODELS, demo_model_path
+
+    if model is None or model in DEMO_MODELS:
+        demo_model_path(model or DEFAULT_MODEL)
+        return
+    if Path(model).suffix in (".yaml", ".yml"):  # as model/adapter.py: a bare name may be one ultralytics ships
+        if not os.path.exists(model) and (os.sep in model or "/" in model):
+            raise YolocamError(f"model config not found: {Path(model)}")
+        return
+    if not os.path.exists(model):
+        raise YolocamError(f"model file not found: {model}")
+
+
+def preflight(args) -> None:
+    """Before a command loads torch: its `--model` must exist (`check_model_arg`); then `--device` is asked
+    about (that imports torch) and kept as torch names it."""
+    check_model_arg(getattr(args, "model", None))
+    if getattr(args, "device", None) is not None:
+        args.device = check_device_arg(args.device)
+
+
+def check_data_arg(data: str | None) -> None:
+    """`yolocam val --data`: an existing dataset YAML file (checked without torch)."""
+    if data is not None and not Path(data).is_file():
+        raise YolocamError(f"data: dataset YAML not found: {data}")
 
 
 def resolve_classes(spec: list[int | str] | None, names: dict[int, str]) -> list[int] | None:

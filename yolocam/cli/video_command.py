@@ -7,6 +7,7 @@ run starts (`--help` stays fast).
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -50,14 +51,20 @@ def cmd_explain_media(args) -> int:
     if args.resume:
         raise YolocamError("--resume is for --ray runs of image folders; a video or stream run starts afresh")
     for src in args.source:  # the image sources among them: a missing path is the same one line as before
-        if media_kind(src) is None:
+        kind = media_kind(src)
+        if kind is None:
             resolve_inputs([src], recursive=args.recursive)
+        elif kind == "video" and not os.path.isfile(src):  # as inputs/streams.py says it, before torch loads
+            raise YolocamError(f"video not found: {src}" if not os.path.lexists(src) else f"not a file: {src}")
     out, existed = out_dir(args.out, "explain", args.exist_ok)
     with owned(out, existed, args.exist_ok):
         return _explain_media_into(args, out, existed)
 
 
 def _explain_media_into(args, out: Path, existed: bool) -> int:
+    from .options import preflight
+
+    preflight(args)  # a missing --model file or device is answered before torch loads
     from . import notes
     from ..explain.explainer import Explainer
     from ..explain.video import Sources, check_vid_stride, export_source

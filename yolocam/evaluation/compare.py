@@ -58,7 +58,7 @@ def compare_methods(model=None, scenes: int = 16, imgsz: int | None = None, laye
                     fuse: str = DEFAULT_FUSE, target="class", conf: float = 0.25, iou: float = 0.7, device=None,
                     methods: Sequence[str] | None = None, steps: int = 16, faithful: int = 2,
                     seed: int = 0, drise: dict | None = None, evidence: bool = False,
-                    stability: bool = False) -> list[dict]:
+                    stability: bool = False, progress: bool | None = None) -> list[dict]:
     """One row per method (see COLUMNS) measured on `scenes` generated scenes.
 
     evidence: use the evidence scenes (`yolocam.demo.evidence`, for a detector such as `demo-marks`)
@@ -72,7 +72,11 @@ def compare_methods(model=None, scenes: int = 16, imgsz: int | None = None, laye
     model: as `Explainer` (None = bundled demo detector); imgsz: None = the model's training size (else 640);
     steps: deletion/insertion steps; faithful: detections per scene given deletion/insertion curves;
     drise: `DriseConfig` fields (masks, cell, keep, seed, batch) for the black-box method `drise`.
+    progress: None shows the progress (each method of each scene, and the method at work) as a bar on a
+    terminal and as a line every 10 s elsewhere; False is silent, True forces the bar.
     """
+    from ..output.progress import Progress
+
     from ..demo.evidence import make_evidence_scene
     from ..demo.scenes import make_scene, scene_seed
 
@@ -103,42 +107,59 @@ def compare_methods(model=None, scenes: int = 16, imgsz: int | None = None, laye
     acc = {m: {"pointing": [], "energy": [], "energy_other": [], "deletion_auc": [], "insertion_auc": [],
                "randomisation": [], "randomisation_box": [], "seconds": 0.0, "detections": 0, "tp": 0,
                "evidence_pointing": [], "evidence_share": [], "gauss_share": [], "stability": []} for m in names}
-    for i in range(int(scenes)):
-        scene = make(scene_seed(seed, "test", i))
-        x, (lb,) = adapter.preprocess([scene.image], exp.imgsz)
-        with adapter.explaining(), torch.no_grad():
-            _, head = adapter.forward(x)
-        dets = select_detections(head, adapter.end2end, conf, iou)
-        if not dets[0]:
-            continue
-        gx, gy = lb.gain_xy
-        gt = torch.as_tensor(scene.boxes).float() * torch.tensor([gx, gy, gx, gy])
-        boxes = torch.tensor([d.box for d in dets[0]]) - torch.tensor([lb.left, lb.top, lb.left, lb.top])
-        classes = torch.tensor([d.cls for d in dets[0]])
-        w, h = lb.new_unpad
-        for m in names:
-            a = acc[m]
-            t0 = time.perf_counter()
-            maps = explain_fixed(engines[m], x, lambda head: dets).heatmaps[0]
-            loc = localise(maps[:, lb.top:lb.top + h, lb.left:lb.left + w], boxes, classes, gt,
-                           torch.as_tensor(scene.classes))
-            for key in ("pointing", "energy", "energy_other"):
-                a[key] += getattr(loc, key)[loc.tp].tolist()
-            a["tp"] += int(loc.tp.sum())
-            if evidence:
-                _evidence(a, maps[:, lb.top:lb.top + h, lb.left:lb.left + w], boxes, loc, scene, (gx, gy))
-            a["detections"] += len(dets[0])
-            for d, heat in list(zip(dets[0], maps))[:faithful]:
-                dele, ins = deletion_insertion(adapter, x, heat, d.box, d.cls, steps=steps)
-                a["deletion_auc"].append(dele.auc)
-                a["insertion_auc"].append(ins.auc)
-            after = explain_fixed(rand_engines[m], x, lambda head: dets).heatmaps[0]
-            a["randomisation"] += [spearman(u, v) for u, v in zip(maps.cpu(), after.cpu())]
-            a["randomisation_box"] += box_spearman(maps.cpu(), after.cpu(), dets[0])
-            a["seconds"] += time.perf_counter() - t0
-            if stability:
-                a["stability"] += stability_records(stable[m], scene.image, list(STABILITY_CHECKS.values()),
-                                                    conf=conf, iou=iou)
+    bar = Progress(int(scenes) * len(names), desc="compare", unit="method runs", enabled=progress)
+    try:
+        for i in range(int(scenes)):
+            _compare_scene(make(scene_seed(seed, "test", i)), names, acc, adapter, exp, engines, rand_engines,
+                           stable, conf, iou, steps, faithful, evidence, stability, bar)
+    finally:
+        bar.close()
+    return _rows(names, acc, evidence, stability)
+
+
+def _compare_scene(scene, names, acc, adapter, exp, engines, rand_engines, stable, conf, iou, steps, faithful,
+                   evidence, stability, bar) -> None:
+    """Explain one generated scene with every method, adding its scores to `acc`; `bar` advances per method."""
+    x, (lb,) = adapter.preprocess([scene.image], exp.imgsz)
+    with adapter.explaining(), torch.no_grad():
+        _, head = adapter.forward(x)
+    dets = select_detections(head, adapter.end2end, conf, iou)
+    if not dets[0]:
+        bar.update(len(names))
+        return
+    gx, gy = lb.gain_xy
+    gt = torch.as_tensor(scene.boxes).float() * torch.tensor([gx, gy, gx, gy])
+    boxes = torch.tensor([d.box for d in dets[0]]) - torch.tensor([lb.left, lb.top, lb.left, lb.top])
+    classes = torch.tensor([d.cls for d in dets[0]])
+    w, h = lb.new_unpad
+    for m in names:
+        a = acc[m]
+        t0 = time.perf_counter()
+        maps = explain_fixed(engines[m], x, lambda head: dets).heatmaps[0]
+        loc = localise(maps[:, lb.top:lb.top + h, lb.left:lb.left + w], boxes, classes, gt,
+                       torch.as_tensor(scene.classes))
+        for key in ("pointing", "energy", "energy_other"):
+            a[key] += getattr(loc, key)[loc.tp].tolist()
+        a["tp"] += int(loc.tp.sum())
+        if evidence:
+            _evidence(a, maps[:, lb.top:lb.top + h, lb.left:lb.left + w], boxes, loc, scene, (gx, gy))
+        a["detections"] += len(dets[0])
+        for d, heat in list(zip(dets[0], maps))[:faithful]:
+            dele, ins = deletion_insertion(adapter, x, heat, d.box, d.cls, steps=steps)
+            a["deletion_auc"].append(dele.auc)
+            a["insertion_auc"].append(ins.auc)
+        after = explain_fixed(rand_engines[m], x, lambda head: dets).heatmaps[0]
+        a["randomisation"] += [spearman(u, v) for u, v in zip(maps.cpu(), after.cpu())]
+        a["randomisation_box"] += box_spearman(maps.cpu(), after.cpu(), dets[0])
+        a["seconds"] += time.perf_counter() - t0
+        if stability:
+            a["stability"] += stability_records(stable[m], scene.image, list(STABILITY_CHECKS.values()),
+                                                conf=conf, iou=iou)
+        bar.update(1, method=m)
+
+
+def _rows(names, acc, evidence: bool, stability: bool) -> list[dict]:
+    """One row per method (see COLUMNS) from the scores gathered in `acc`."""
     rows = []
     for m in names:
         a = acc[m]
