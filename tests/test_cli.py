@@ -187,7 +187,7 @@ def test_val_and_bench_dispatch_parsed_arguments(monkeypatch, capsys, tmp_path):
     args = calls[-1]
     assert (args.model, args.imgsz, args.layers, args.compare_methods) == ("m.pt", 96, [15, 18, 21], ["gradcam", "odam"])
     assert (args.scenes, args.max_images, args.data, args.conf) == (7, 5, None, 0.25)
-    assert (args.method, args.fuse) == (yolocam.DEFAULT_METHOD, yolocam.DEFAULT_FUSE)
+    assert (args.method, args.fuse) == (None, yolocam.DEFAULT_FUSE)  # None: the default for the target
     assert main(["val", "--model", "m.pt", "--compare-methods"]) == 0  # bare flag: every method, no aliases
     methods = calls[-1].compare_methods
     assert "ssgradcam++" in methods and "hirescam" in methods and "odam" not in methods

@@ -6,12 +6,23 @@ the class (evidence benchmark, `demo-marks`), it keeps the localisation of the s
 `demo-26`), and, unlike the earlier `ssgradcam++` default, a JPEG re-save or a 2-px shift of the image
 barely changes it (stability benchmark). `PRESETS` name other points of that trade.
 
-A module of its own, with no imports, so that the command line can show them without torch.
+A module of its own, with no imports (one small function), so that the command line can show them without torch.
 """
 
 DEFAULT_METHOD = "aalayercam"
 DEFAULT_LAYERS = "fine+backbone"
 DEFAULT_FUSE = "gate"
+
+# Targets whose maps another method follows better (`method=None` picks it): a segmentation model's
+# `mask` target is a mean over the instance's whole mask, and ssgradcam++'s per-channel sensitivity
+# follows the mask where LayerCAM spreads (8 held-out demo-seg scenes, 32 instances: energy in the
+# mask 0.65 against aalayercam's 0.52 and a uniform box's 0.62).
+TARGET_METHODS = {"mask": "ssgradcam++"}
+
+
+def default_method(target) -> str:
+    """The method used when none is given: `DEFAULT_METHOD`, or the one `TARGET_METHODS` names for `target`."""
+    return TARGET_METHODS.get(target, DEFAULT_METHOD) if isinstance(target, str) else DEFAULT_METHOD
 
 # Named points of the evidence / stability / cost trade (`Explainer(preset=...)`, `--preset`): method,
 # layers, fuse. "stable" is the default; "evidence" LayerCAM without the low-pass (the sharpest peak on

@@ -233,8 +233,9 @@ def _add_model_args(p, method: bool = True,
 
     p.add_argument("--model", default=None, help="checkpoint path, model YAML or demo name (default: demo-v8)")
     if method:
-        p.add_argument("--method", type=method_name, default=DEFAULT_METHOD,
-                       help=f"CAM method (default {DEFAULT_METHOD}); 'yolocam methods' lists them")
+        p.add_argument("--method", type=method_name, default=None,
+                       help=f"CAM method (default {DEFAULT_METHOD}; ssgradcam++ with --target mask); "
+                            "'yolocam methods' lists them")
         p.add_argument("--target", type=target_name, default="class",
                        help="what each map explains: class (default: the class logit), conf, box, all, cluster; "
                             "contrast (the class logit minus the runner-up class's), contrast:NAME (minus that class's); "
@@ -381,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ..defaults import DEFAULT_FUSE, DEFAULT_LAYERS, DEFAULT_METHOD, PRESETS
 
         method, layers, fuse = PRESETS[args.preset]
-        args.method = method if args.method == DEFAULT_METHOD else args.method
+        args.method = method if args.method in (None, DEFAULT_METHOD) else args.method
         args.layers = layers if args.layers == DEFAULT_LAYERS else args.layers
         args.fuse = fuse if args.fuse == DEFAULT_FUSE else args.fuse
     if getattr(args, "func", None) is None:

@@ -102,7 +102,7 @@ class ExplainWorker:
 
 
 def explain_dataset(source, out, model=None, workers: int = 1, gpus_per_worker: float | None = None,
-                    cpus_per_worker: float | None = None, address: str | None = None, method: str = DEFAULT_METHOD,
+                    cpus_per_worker: float | None = None, address: str | None = None, method: str | None = None,
                     target: str = "class", layers=DEFAULT_LAYERS, fuse: str = DEFAULT_FUSE, imgsz: int | None = None,
                     device=None, conf: float = 0.25, iou: float = 0.7, classes=None, max_det: int = 300,
                     batch: int = 1, html: bool = False, crops: bool = False, save_format: str = "png",

@@ -120,7 +120,7 @@ def scan_val_images(task: str, data, info: dict, batch: int) -> tuple[list[str],
 
 
 def validate_dataset(model=None, data=None, workers: int = 1, gpus_per_worker: float | None = None,
-                     cpus_per_worker: float | None = None, address: str | None = None, method: str = DEFAULT_METHOD,
+                     cpus_per_worker: float | None = None, address: str | None = None, method: str | None = None,
                      target="class", layers=DEFAULT_LAYERS, fuse: str = DEFAULT_FUSE, imgsz: int | None = None,
                      conf: float = 0.25, iou: float = 0.7, device=None, out=None, scenes: int | None = None,
                      batch: int = 16, val_conf: float | None = None, worst: int = 12, verbose: bool = True,

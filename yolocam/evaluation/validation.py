@@ -220,7 +220,7 @@ def default_dataset(folder: Path, scenes: int = 32, seed: int = 7, task: str = "
     return Path(write_task_dataset(folder, task, n_train=0, n_val=int(scenes), seed=seed))
 
 
-def validate(model=None, data=None, method: str = DEFAULT_METHOD, target="class", layers=DEFAULT_LAYERS,
+def validate(model=None, data=None, method: str | None = None, target="class", layers=DEFAULT_LAYERS,
              fuse: str = DEFAULT_FUSE, imgsz: int | None = None, conf: float = 0.25, iou: float = 0.7,
              device=None, max_images: int | None = None, max_explanations: int | None = None, out=None,
              scenes: int | None = None, batch: int = 16, val_conf: float | None = None, worst: int = 12,
@@ -383,7 +383,7 @@ def main_val(args) -> int:
             print(format_comparison(rows))
             print(f"saved to {printable(save_comparison(rows, out))}")
             return 0
-        validate(get("model"), data=get("data"), method=get("method", DEFAULT_METHOD), target=get("target", "class"),
+        validate(get("model"), data=get("data"), method=get("method"), target=get("target", "class"),
                  conf=get("conf", 0.25), iou=get("iou", 0.7), max_images=get("max_images"),
                  max_explanations=get("max_explanations"), out=out, scenes=get("scenes"), drise=drise, **common)
         print(f"saved to {printable(out)} (metrics.csv, metrics.json, predictions.csv, worst/index.html)")

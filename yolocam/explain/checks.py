@@ -133,5 +133,5 @@ def apply_preset(preset: str | None, method, layers, fuse) -> tuple:
     if preset not in PRESETS:
         raise YolocamError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
     p_method, p_layers, p_fuse = PRESETS[preset]
-    return (p_method if method == DEFAULT_METHOD else method, p_layers if layers == DEFAULT_LAYERS else layers,
+    return (p_method if method in (None, DEFAULT_METHOD) else method, p_layers if layers == DEFAULT_LAYERS else layers,
             p_fuse if fuse == DEFAULT_FUSE else fuse)

@@ -15,7 +15,7 @@ from ..cam.fusion import boxes_to_original, check_fusion
 from ..cam.methods import get_method
 from ..cam.projection import content_region
 from ..cam.signed import check_signed
-from ..defaults import DEFAULT_FUSE, DEFAULT_LAYERS, DEFAULT_METHOD
+from ..defaults import DEFAULT_FUSE, DEFAULT_LAYERS, DEFAULT_METHOD, default_method
 from ..demo.models import model_source
 from ..errors import YolocamError
 from ..inputs.images import ImageItem, Source, iter_images, resolve_source
@@ -43,7 +43,8 @@ class Explainer:
     Args:
         model: checkpoint path, model YAML, `ultralytics.YOLO`, `DetectionModel`, a demo name
             (`yolocam.list_models()`), or None for the default bundled demo detector.
-        method: a name from `yolocam.list_methods()`.
+        method: a name from `yolocam.list_methods()`; None = `yolocam.DEFAULT_METHOD` (aalayercam), or
+            ssgradcam++ for the `mask` target (`yolocam.defaults.TARGET_METHODS`).
         target: `class`, `conf`, `box`, `all`, `cluster`, `mask` (segmentation models: the instance's mean
             mask logit over its own mask, README "Segmentation"), or a callable `(outputs, detection) -> scalar`.
             On OBB models `box` explains the rotated box's cx, cy, w, h and angle (README, "Oriented boxes").
@@ -97,7 +98,7 @@ class Explainer:
     from the call's own seeded generator (torch's global random state is neither used nor changed).
     """
 
-    def __init__(self, model=None, method: str = DEFAULT_METHOD, target="class", layers=DEFAULT_LAYERS,
+    def __init__(self, model=None, method: str | None = None, target="class", layers=DEFAULT_LAYERS,
                  fuse: str = DEFAULT_FUSE, imgsz: int | None = None, device=None, reshape_transform=None,
                  memory_mb: float = 2048.0, max_batch: int | None = None, end2end: bool | None = None,
                  strategy: str = "auto", windows: bool = True, masks: int = 1000, cell: int | None = None,
@@ -105,6 +106,7 @@ class Explainer:
                  signed: bool = False, smooth: float | None = None, exact: bool = False,
                  preset: str | None = None):
         method, layers, fuse = apply_preset(preset, method, layers, fuse)
+        method = default_method(target) if method is None else method  # None: the default for this target
         model = model_source(model)
         check_imgsz(imgsz)
         check_memory(memory_mb, max_batch)
