@@ -127,7 +127,7 @@ def test_export_writes_frames_video_and_manifest(exp, clip, tmp_path):
         assert all((out / d["overlay"]).is_file() for d in img["detections"])
     frames = read_video(out / "clip.mp4")
     assert len(frames) == 5 and frames[0].shape == (SIDE, SIDE, 3)
-    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != ".yolocam.lock"]  # no temporaries
+    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != ".yolocam-lock"]  # no temporaries
     loaded = yolocam.load_output(out)  # frames read back like images
     assert [len(r.detections) for r in loaded] == [len(img["detections"]) for img in manifest["images"]]
 
@@ -289,7 +289,7 @@ def test_video_url_is_explained_frame_by_frame(server, predicted, tmp_path, caps
 
 # ------------------------------------------------------------------ track maths
 def test_box_maps_stability_and_bounded_strips():
-    from yolocam.explain.tracks import STRIP_THUMBS, Track, box_map, map_correlation
+    from yolocam.output.tracks import STRIP_THUMBS, Track, box_map, map_correlation
     import torch
 
     heat = np.zeros((100, 120), np.float32)

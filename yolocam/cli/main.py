@@ -24,6 +24,7 @@ SAVE_FORMATS = ("jpg", "png")  # = output/export.py's, listed here so that --hel
 from .out_folder import RUNS_DIR, out_dir, outside_out, owned, reuse
 from .ray_commands import add_ray_args
 from .options import (  # noqa: F401  (the option values, also importable from here as before)
+    drise_options,
     _Parser, _typed, class_list, device_name, fuse_name, imgsz_value, int_list, layers_spec, method_list,
     method_name, positive_float, positive_int, preflight, resolve_classes, resolve_inputs, target_name, unit_float,
     warnings_to_stderr,
@@ -221,12 +222,6 @@ def cmd_bench(args) -> int:
 
 
 # --------------------------------------------------------------------------- parser
-def drise_options(args) -> dict:
-    """The `--mask-*` options as `Explainer` keywords (used by `--method drise` only)."""
-    return {"masks": args.masks, "cell": args.mask_cell, "keep": args.mask_keep, "seed": args.mask_seed,
-            "mask_batch": args.mask_batch, "progress": None}
-
-
 def _add_model_args(p, method: bool = True,
                     imgsz_help: str = "default: the size the checkpoint was trained at, else 640") -> None:
     from ..defaults import DEFAULT_FUSE, DEFAULT_LAYERS, DEFAULT_METHOD, PRESETS

@@ -256,3 +256,9 @@ def warnings_to_stderr():
     finally:
         warnings.showwarning = shown
         logger.removeHandler(handler)
+
+
+def drise_options(args) -> dict:
+    """The `--mask-*` options as `Explainer` keywords (used by `--method drise` only)."""
+    return {"masks": args.masks, "cell": args.mask_cell, "keep": args.mask_keep, "seed": args.mask_seed,
+            "mask_batch": args.mask_batch, "progress": None}

@@ -69,13 +69,13 @@ def _explain_media_into(args, out: Path, existed: bool) -> int:
     from ..explain.explainer import Explainer
     from ..explain.video import Sources, check_vid_stride, export_source
     from ..output.video import MediaExportWriter
-    from .main import drise_options
+    from .options import drise_options
     from .options import resolve_classes
     from .out_folder import reuse
 
     check_vid_stride(args.vid_stride)
     if args.track:
-        from ..explain.tracks import load_tracker_config
+        from ..output.tracks import load_tracker_config
 
         load_tracker_config(args.tracker)  # before anything is opened or loaded
     crops = args.html if args.crops is None else args.crops
@@ -144,7 +144,7 @@ def _demo_video_into(args, out: Path, existed: bool) -> int:
     from ..explain.explainer import Explainer
     from ..explain.video import export_source
     from ..output.video import AnnotatedVideo, MediaExportWriter
-    from .main import drise_options
+    from .options import drise_options
     from .out_folder import reuse
 
     track = importlib.util.find_spec("lap") is not None

@@ -113,7 +113,7 @@ def iter_explanations(explainer, sources: Sources, conf: float, iou: float, clas
     """`ImageExplanation`s of every image and frame of `sources`, in order, frames decoded ahead on a thread;
     with `track`, each frame's boxes get ultralytics' track ids (`DetectionExplanation.track_id`)."""
     from .pipeline import prefetch
-    from .tracks import TrackAssigner
+    from ..output.tracks import TrackAssigner
 
     assigner = TrackAssigner(tracker) if track else None
     items = prefetch(iter(sources), depth=2 * batch + 2)
@@ -136,7 +136,7 @@ def explain_stream(explainer, source, conf: float, iou: float, classes, max_det:
     are explained as the returned generator is consumed."""
     vid_stride = check_vid_stride(vid_stride)
     if track:
-        from .tracks import load_tracker_config
+        from ..output.tracks import load_tracker_config
 
         load_tracker_config(tracker)  # a wrong tracker fails before any source is opened
     sources = Sources(source, vid_stride=vid_stride, buffer=stream_buffer, recursive=recursive)
@@ -173,7 +173,7 @@ def export_source(explainer, source, out_dir, conf: float | None = None, iou: fl
     classes = resolve_classes(classes, explainer.names)
     vid_stride = check_vid_stride(vid_stride)
     if track:
-        from .tracks import load_tracker_config
+        from ..output.tracks import load_tracker_config
 
         load_tracker_config(tracker)
     if writer is None:

@@ -158,7 +158,7 @@ def url_content_type(url: str) -> str:
 def download_video(url: str, folder: Path) -> Path:
     """Copy a video URL into `folder` (created by the caller, inside the output folder), chunk by chunk."""
     name = unquote(urlsplit(url).path).rsplit("/", 1)[-1] or "video.mp4"
-    from ..output.files import safe_name
+    from .._text import safe_name
 
     path = Path(folder) / safe_name(name)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)

@@ -5,15 +5,14 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import re
 import threading
-import unicodedata
 import zipfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from .._text import safe_name  # noqa: F401  (re-exported: output names use it)
 from ..errors import YolocamError
 
 
@@ -86,15 +85,3 @@ def increment_dir(path) -> Path:
     while path.with_name(f"{path.name}{k}").exists():
         k += 1
     return path.with_name(f"{path.name}{k}")
-
-
-def safe_name(text: str, max_bytes: int = 200) -> str:
-    """`text` as a file name: letters and digits of any script (combining marks included), `_`, `.` and
-    `-` are kept, each run of anything else becomes `_`; NFC-normalised (one spelling for both Unicode
-    forms), at most `max_bytes` in UTF-8, never empty (`x`)."""
-    text = unicodedata.normalize("NFC", text)
-    kept = "".join(c if c in "_.-" or unicodedata.category(c)[0] in "LNM" else "\0" for c in text)
-    name = re.sub("\0+", "_", kept).strip("._")
-    while len(name.encode("utf-8")) > max_bytes:
-        name = name[:-1]
-    return name.rstrip("._") or "x"

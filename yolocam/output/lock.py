@@ -1,4 +1,4 @@
-"""One run owns an output folder at a time: an exclusive lock on `OUT/.yolocam.lock`.
+"""One run owns an output folder at a time: an exclusive lock on `OUT/.yolocam-lock`.
 
 The lock is the operating system's (`fcntl.flock`; `msvcrt.locking` on Windows), so it dies with
 its process: the lock file of a killed run is simply taken over. The file holds the owner's pid,
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..errors import YolocamError
 
-LOCK_NAME = ".yolocam.lock"
+LOCK_NAME = ".yolocam-lock"
 
 _held: dict[str, list] = {}  # real folder path -> [fd, count]
 _held_guard = threading.Lock()

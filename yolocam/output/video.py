@@ -3,7 +3,7 @@
     OUT/<stem>/frames/<frame:06d>/heatmaps.npz    each frame as an image folder (`export.py`), its manifest entry
     OUT/<stem>/frames/<frame:06d>/<k:03d>_<name>.jpg   with `frame` (its number in the source) and `source`
     OUT/<stem>.mp4                                the frames with every box's heat and box drawn (mp4v, OpenCV)
-    OUT/<stem>/tracks.csv                         with tracking: one row per track (`explain/tracks.py`)
+    OUT/<stem>/tracks.csv                         with tracking: one row per track (`tracks.py`)
     OUT/<stem>/tracks/<id:06d>.npz                with tracking: the track's maps in box coordinates
     OUT/<stem>/tracks/<id:06d>.<jpg|png>          with tracking: a strip of the track's crops (heat drawn)
 
@@ -102,7 +102,7 @@ def annotate_frame(result, maps: list[np.ndarray]) -> np.ndarray:
 def track_strip(track, row: dict) -> np.ndarray:
     """One picture of a track: its kept crops side by side (each with its frame number) under a title line
     (`#id name · n frames · stability s`)."""
-    from ..explain.tracks import THUMB_SIDE
+    from .tracks import THUMB_SIDE
     from .labels import label_patch, paste
 
     side, cap = THUMB_SIDE, 18
@@ -128,7 +128,7 @@ class _Video:
     """One video's or stream's state while it is written."""
 
     def __init__(self, writer: "MediaExportWriter", result):
-        from ..explain.tracks import TrackLog
+        from .tracks import TrackLog
         from ..inputs.streams import stem_hint
 
         self.writer, info = writer, writer.infos.get(result.path)
