@@ -1,7 +1,7 @@
 """The before/after picture of issue 26: the demo scene's boxes drawn as the earlier overlay drew them
 (raw map values coloured from 0.15, every box amber) and as yolocam draws them now (the map's energy
 scale: where 80 % of the heat lies coloured, 50 % outlined; each class its colour), for the default
-method and for the sparser ssgradcam++ (the evidence preset). The maps are the same in both rows.
+method and for the sparser ssgradcam++ (the earlier default). The maps are the same in both rows.
 
     python examples/visible_heat_picture.py [--seed 0] [--out examples/images/visible_heat.jpg]
 """
@@ -18,7 +18,7 @@ from yolocam.output import render
 from yolocam.output.render import blend_heatmap, box_crop, class_colour, crop_region, detection_levels, heat_legend
 
 SIZE = 180  # px per tile
-METHODS = [("the default (aalayercam)", "aalayercam"), ("ssgradcam++ (the evidence preset)", "ssgradcam++")]
+METHODS = [("the default (aalayercam)", "aalayercam"), ("ssgradcam++ (the earlier default)", "ssgradcam++")]
 
 
 def earlier_crop(image: np.ndarray, heat: np.ndarray, box, label: str) -> np.ndarray:
