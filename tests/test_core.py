@@ -8,7 +8,7 @@ import yolocam
 from yolocam.model.adapter import ModelAdapter
 from yolocam.errors import YolocamError
 
-from conftest import FAMILY_CONFIGS, family_model
+from conftest import FAMILY_CONFIGS, assert_same_detections, family_model, predicted
 from ultralytics.nn.tasks import DetectionModel
 
 IMGSZ = 96
@@ -51,10 +51,10 @@ def test_detections_equal_ultralytics_predict(family, image, tmp_path):
     e2e = exp.adapter.end2end
     assert e2e == (family in ("26", "v10"))
     pred = yolo.predict(image, imgsz=128, conf=0.3, max_det=50, verbose=False, nms=False if e2e else None)[0]
-    assert len(ours) == len(pred.boxes) > 0
-    np.testing.assert_allclose([d.box for d in ours], pred.boxes.xyxy.numpy(), atol=1e-2)  # predict fuses conv+bn
-    np.testing.assert_allclose([d.conf for d in ours], pred.boxes.conf.numpy(), atol=1e-4)
-    assert [d.cls for d in ours] == pred.boxes.cls.int().tolist()
+    assert len(ours) == 50 and len(pred.boxes) == 50
+    # predict fuses Conv+BN: measured, boxes up to 1.6e-3 px apart (tolerance 1e-2), confidences 1e-6 (1e-4);
+    # neighbouring confidences come within 1.4e-6 of each other, so detections are matched by IoU, not by rank
+    assert_same_detections(ours, predicted(pred), box_px=1e-2, conf=1e-4, threshold=0.3)
 
 
 def test_anchor_and_level_point_at_the_surviving_prediction(v8_model, image):
