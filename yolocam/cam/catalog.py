@@ -72,10 +72,13 @@ def gradient_methods() -> list[str]:
 def check_target(spec: str) -> str:
     """`spec` when its name is a built-in target (the parametrised ones are checked in full once the model
     loads), else the registry's one-line YolocamError."""
-    family = spec.partition(":")[0].strip()
-    if spec in TARGET_NAMES or family in TARGET_FAMILIES or (family == "keypoint" and ":" in spec):
-        return spec
+    family, colon, param = (part.strip() for part in spec.partition(":"))
     from ..errors import YolocamError
+
+    if colon and not param and family in ("contrast", "keypoint"):  # `contrast:` / `keypoint:` with nothing after
+        raise YolocamError(f"target {spec!r} needs a class name or index after the colon, e.g. {family}:0")
+    if spec in TARGET_NAMES or family in TARGET_FAMILIES or (family == "keypoint" and colon):
+        return spec
 
     raise YolocamError(f"unknown target {spec!r}; expected one of {', '.join(TARGET_NAMES)}, contrast, "
                        "contrast:CLASS, keypoint:K, keypoints (pose models) or a callable")

@@ -24,7 +24,7 @@ SAVE_FORMATS = ("jpg", "png")  # = output/export.py's, listed here so that --hel
 from .out_folder import RUNS_DIR, out_dir, outside_out, owned, reuse
 from .ray_commands import add_ray_args
 from .options import (  # noqa: F401  (the option values, also importable from here as before)
-    drise_options,
+    drise_options, explainer_from_args,
     _Parser, _typed, class_list, device_name, fuse_name, imgsz_value, int_list, layers_spec, method_list,
     method_name, positive_float, positive_int, preflight, resolve_classes, resolve_inputs, target_name, unit_float,
     warnings_to_stderr,
@@ -57,18 +57,13 @@ def cmd_explain(args) -> int:
 def _explain_into(args, entries: list, out: Path, existed: bool) -> int:
     preflight(args)  # a missing --model file or device is answered before torch loads
     from . import notes
-    from ..explain.explainer import Explainer
     from ..output.export import ExportWriter
     from ..explain.pipeline import run_explain
     from ..output.progress import Progress
 
     crops = args.html if args.crops is None else args.crops  # the gallery's cards show the crops
     writer = ExportWriter(out, html=args.html, crops=crops, append=False, save_format=args.save_format)  # fails early if unwritable
-    exp = Explainer(model=args.model, method=args.method, target=args.target, layers=args.layers,
-                    fuse=args.fuse, imgsz=args.imgsz, device=args.device, **drise_options(args))
-    classes = resolve_classes(args.classes, exp.names)
-    for line in notes.model_notes(args.model, exp.names, exp.adapter.task):
-        notes.note(line)
+    exp, classes = explainer_from_args(args)
     reuse(out, existed)
     args.conf, args.max_det = exp.thresholds(args.conf, args.max_det)  # None: the model's defaults
     writer.manifest.update(exp.meta)
@@ -78,11 +73,7 @@ def _explain_into(args, entries: list, out: Path, existed: bool) -> int:
     except BaseException:
         writer.fail()  # no manifest that looks like a finished run
         raise
-    for line in counts["error_lines"][:20]:
-        print(f"yolocam: warning: skipped {printable(line)}", file=sys.stderr)
-    if counts["errors"] > 20:
-        print(f"yolocam: warning: ... and {counts['errors'] - 20} more (see {printable(out / 'manifest.json')})",
-              file=sys.stderr)
+    notes.warn_skipped(counts, out)
     n_err = counts["errors"]
     print(f"yolocam: {plural(counts['images'], 'image')}, {plural(counts['detections'], 'detection')}, "
           f"{plural(n_err, 'error')} -> {printable(out)}"

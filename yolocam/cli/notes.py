@@ -76,3 +76,12 @@ def val_data_note(args) -> str:
 
 def note(line: str) -> None:
     print(f"yolocam: {printable(line)}", file=sys.stderr)
+
+
+def warn_skipped(counts: dict, out) -> None:
+    """One warning line per input a run could not use (the first 20), then how many more the manifest lists."""
+    for line in counts["error_lines"][:20]:
+        print(f"yolocam: warning: skipped {printable(line)}", file=sys.stderr)
+    if counts["errors"] > 20:
+        print(f"yolocam: warning: ... and {counts['errors'] - 20} more (see {printable(out / 'manifest.json')})",
+              file=sys.stderr)

@@ -262,3 +262,17 @@ def drise_options(args) -> dict:
     """The `--mask-*` options as `Explainer` keywords (used by `--method drise` only)."""
     return {"masks": args.masks, "cell": args.mask_cell, "keep": args.mask_keep, "seed": args.mask_seed,
             "mask_batch": args.mask_batch, "progress": None}
+
+
+def explainer_from_args(args):
+    """(the `Explainer` the explain commands build from their options, the `--classes` resolved against its
+    names); the model notes are printed."""
+    from ..explain.explainer import Explainer
+    from . import notes
+
+    exp = Explainer(model=args.model, method=args.method, target=args.target, layers=args.layers,
+                    fuse=args.fuse, imgsz=args.imgsz, device=args.device, **drise_options(args))
+    classes = resolve_classes(args.classes, exp.names)
+    for line in notes.model_notes(args.model, exp.names, exp.adapter.task):
+        notes.note(line)
+    return exp, classes

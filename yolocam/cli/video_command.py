@@ -8,7 +8,6 @@ run starts (`--help` stays fast).
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 from ..errors import YolocamError
@@ -66,11 +65,9 @@ def _explain_media_into(args, out: Path, existed: bool) -> int:
 
     preflight(args)  # a missing --model file or device is answered before torch loads
     from . import notes
-    from ..explain.explainer import Explainer
     from ..explain.video import Sources, check_vid_stride, export_source
     from ..output.video import MediaExportWriter
-    from .options import drise_options
-    from .options import resolve_classes
+    from .options import explainer_from_args
     from .out_folder import reuse
 
     check_vid_stride(args.vid_stride)
@@ -85,11 +82,7 @@ def _explain_media_into(args, out: Path, existed: bool) -> int:
     sources = Sources(list(args.source), vid_stride=args.vid_stride, buffer=args.stream_buffer, out_dir=out,
                       recursive=args.recursive)
     try:
-        exp = Explainer(model=args.model, method=args.method, target=args.target, layers=args.layers,
-                        fuse=args.fuse, imgsz=args.imgsz, device=args.device, **drise_options(args))
-        classes = resolve_classes(args.classes, exp.names)
-        for line in notes.model_notes(args.model, exp.names, exp.adapter.task):
-            notes.note(line)
+        exp, classes = explainer_from_args(args)
         reuse(out, existed)
         args.conf, args.max_det = exp.thresholds(args.conf, args.max_det)
         writer.manifest.update(exp.meta)
@@ -99,11 +92,7 @@ def _explain_media_into(args, out: Path, existed: bool) -> int:
                                progress=None, writer=writer, sources=sources)
     finally:
         sources.close()
-    for line in counts["error_lines"][:20]:
-        print(f"yolocam: warning: skipped {printable(line)}", file=sys.stderr)
-    if counts["errors"] > 20:
-        print(f"yolocam: warning: ... and {counts['errors'] - 20} more (see {printable(out / 'manifest.json')})",
-              file=sys.stderr)
+    notes.warn_skipped(counts, out)
     n_err = counts["errors"]
     done = [f"{counts['images']} images"] if counts["images"] else []
     done += [f"{counts['frames']} frames"] if counts["frames"] or not counts["images"] else []

@@ -240,6 +240,19 @@ def crop_region(shape, box, context: float = 0.6, min_side: int = 48) -> tuple[i
     return rx1, ry1, max(rx1 + int(round(side_x)), rx1 + 1), max(ry1 + int(round(side_y)), ry1 + 1)
 
 
+def zoomed_region(image: np.ndarray, heatmap: np.ndarray, box, size: int, context: float):
+    """The box plus `context` cut from the image and its map and zoomed so that the long side is `size`:
+    (image crop, map crop float32, gain, (x0, y0) of the cut in the original)."""
+    rx1, ry1, rx2, ry2 = crop_region(image.shape, box, context)
+    gain = size / max(rx2 - rx1, ry2 - ry1)
+    nw, nh = max(int(round((rx2 - rx1) * gain)), 1), max(int(round((ry2 - ry1) * gain)), 1)
+    interp = cv2.INTER_AREA if gain < 1 else cv2.INTER_LINEAR
+    img = cv2.resize(np.ascontiguousarray(image[ry1:ry2, rx1:rx2]), (nw, nh), interpolation=interp)
+    heat = cv2.resize(np.ascontiguousarray(heatmap[ry1:ry2, rx1:rx2], dtype=np.float32), (nw, nh),
+                      interpolation=cv2.INTER_LINEAR)
+    return img, heat, gain, (rx1, ry1)
+
+
 def box_crop(image: np.ndarray, heatmap: np.ndarray, box, label: str | None = None, size: int = 256,
              context: float = 0.6, colour=DEFAULT_COLOUR, alpha: float = SHOWN_ALPHA, polygon=None, keypoints=None,
              levels: np.ndarray | None = None, segments=None) -> np.ndarray:
@@ -249,13 +262,7 @@ def box_crop(image: np.ndarray, heatmap: np.ndarray, box, label: str | None = No
     `label`, if given) on top, its mask's outlines `segments` (segmentation) and `keypoints` (pose)
     when given."""
     levels = energy_levels(heatmap) if levels is None else levels
-    rx1, ry1, rx2, ry2 = crop_region(image.shape, box, context)
-    gain = size / max(rx2 - rx1, ry2 - ry1)
-    nw, nh = max(int(round((rx2 - rx1) * gain)), 1), max(int(round((ry2 - ry1) * gain)), 1)
-    interp = cv2.INTER_AREA if gain < 1 else cv2.INTER_LINEAR
-    img = cv2.resize(np.ascontiguousarray(image[ry1:ry2, rx1:rx2]), (nw, nh), interpolation=interp)
-    heat = cv2.resize(np.ascontiguousarray(heatmap[ry1:ry2, rx1:rx2], dtype=np.float32), (nw, nh),
-                      interpolation=cv2.INTER_LINEAR)
+    img, heat, gain, (rx1, ry1) = zoomed_region(image, heatmap, box, size, context)
     out = draw_heat(img, heat, levels, alpha) if levels is not None else img
     if segments:
         draw_segments(out, [[[(x - rx1) * gain, (y - ry1) * gain] for x, y in seg] for seg in segments], colour)

@@ -8,11 +8,10 @@ Unsigned maps keep `render.blend_heatmap`.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from .labels import DEFAULT_COLOUR, draw_labelled_boxes, font_size_for, label_patch, paste
-from .render import HEAT_ALPHA, HEAT_FLOOR, crop_region
+from .render import HEAT_ALPHA, HEAT_FLOOR, zoomed_region
 
 NEGATIVE = np.float32([200, 90, 20])   # BGR: strong blue, what lowered the target
 POSITIVE = np.float32([30, 30, 220])   # BGR: strong red, what raised it
@@ -75,13 +74,7 @@ def signed_overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = HEAT_A
 def signed_box_crop(image: np.ndarray, heatmap: np.ndarray, box, label: str | None = None, size: int = 256,
                     context: float = 0.6, colour=DEFAULT_COLOUR, alpha: float = HEAT_ALPHA) -> np.ndarray:
     """`render.box_crop` for a signed map: the box plus context, zoomed, in diverging colours with the legend."""
-    rx1, ry1, rx2, ry2 = crop_region(image.shape, box, context)
-    gain = size / max(rx2 - rx1, ry2 - ry1)
-    nw, nh = max(int(round((rx2 - rx1) * gain)), 1), max(int(round((ry2 - ry1) * gain)), 1)
-    interp = cv2.INTER_AREA if gain < 1 else cv2.INTER_LINEAR
-    img = cv2.resize(np.ascontiguousarray(image[ry1:ry2, rx1:rx2]), (nw, nh), interpolation=interp)
-    heat = cv2.resize(np.ascontiguousarray(heatmap[ry1:ry2, rx1:rx2], dtype=np.float32), (nw, nh),
-                      interpolation=cv2.INTER_LINEAR)
+    img, heat, gain, (rx1, ry1) = zoomed_region(image, heatmap, box, size, context)
     out = blend_signed(img, heat, alpha)
     local = [(box[0] - rx1) * gain, (box[1] - ry1) * gain, (box[2] - rx1) * gain, (box[3] - ry1) * gain]
     draw_labelled_boxes(out, [local], [label or ""], [colour], size=font_size_for(out.shape, 0.06, 11, 20),
