@@ -20,7 +20,7 @@ from ultralytics import YOLO
 from ultralytics.nn.tasks import ClassificationModel, OBBModel, PoseModel, SegmentationModel
 from ultralytics.utils.metrics import DetMetrics
 
-from conftest import build_task_model
+from conftest import build_task_model, nms_without_time_limit
 from yolocam.demo.scenes import CLASS_NAMES, make_scene
 from yolocam.errors import YolocamError
 from yolocam.evaluation.instance_metrics import energy_in_mask, pointing_in_mask, rbox_mask
@@ -75,6 +75,13 @@ def tame(model, task: str, shift: float = 4.0, seed: int = 1):
             else:
                 conv.bias.copy_(base + noise)
     return model
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_nms_time_limit():
+    """Every validation here, ours and the plain ones, with ultralytics' NMS free of its wall-clock limit."""
+    with nms_without_time_limit():
+        yield
 
 
 @pytest.fixture(scope="module")
