@@ -126,7 +126,7 @@ def test_val_says_what_it_validates_on(monkeypatch, capsys, tmp_path):
                  ["val", "--model", "m.pt", "--max-images", "5"],
                  ["val", "--model", "m.pt", "--compare-methods", "gradcam,odam", "--scenes", "4"]):
         assert main(argv) == 0
-        notes.append(capsys.readouterr().err)
+        notes.append(capsys.readouterr().out)  # on stdout: stderr keeps to warnings and errors
     assert f"validating on {VAL_SCENES} generated scenes" in notes[0] and "pass --data for your own" in notes[0]
     assert "validating on the dataset d.yaml" in notes[1]
     assert "at most 5 of them" in notes[2]

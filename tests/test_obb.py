@@ -199,7 +199,7 @@ def _detect_model():
 def test_overlay_draws_the_rotated_polygon(tmp_path):
     """A 30-degree box on a black image: its edges are drawn in the class colour, its hull's corners are not."""
     from yolocam.model.obb import corners, hull
-    from yolocam.output.labels import DEFAULT_COLOUR, class_colour
+    from yolocam.output.labels import class_colour
 
     rbox = torch.tensor([[100.0, 80.0, 100.0, 40.0, np.pi / 6]])
     poly = corners(rbox)[0].tolist()
@@ -208,7 +208,7 @@ def test_overlay_draws_the_rotated_polygon(tmp_path):
                                polygon=poly)
     result = ImageExplanation(None, np.zeros((160, 200, 3), np.uint8), [det])
     saved = cv2.imread(str(result.save(tmp_path / "o", overlay_max_side=None) / "image" / "000_ship.png"))
-    for image, colour in ((result.plot(0), np.array(class_colour(1))), (saved, np.array(DEFAULT_COLOUR))):
+    for image, colour in ((result.plot(0), np.array(class_colour(1))), (saved, np.array(class_colour(1)))):
         p = np.array(poly)
         for a, b in zip(p, np.roll(p, -1, axis=0)):  # the midpoint of every edge is drawn
             mx, my = np.round((a + b) / 2).astype(int)

@@ -95,7 +95,7 @@ def test_windowed_engine_matches_whole_graph_reference():
     dets = result.detections[0]
     plan = next(iter(engine._plans.values()))
     assert sum(plan.window_of(d.level, d.anchor) is not None for d in dets) >= 3
-    ref = reference_maps(model, x, layers, dets, "hirescam", exp.adapter.end2end)
+    ref = reference_maps(model, x, layers, [(d.anchor, d.cls) for d in dets], "hirescam", exp.adapter.end2end)
     torch.testing.assert_close(result.heatmaps[0], ref, atol=2e-3, rtol=1e-3)
 
 

@@ -188,7 +188,8 @@ def cmd_val(args) -> int:
     check_data_arg(args.data)
     with owned(out, existed, args.exist_ok):
         preflight(args)  # before torch: the model file, then the device
-        notes.note(notes.val_data_note(args))  # what the run validates on, up front
+        print(f"yolocam: {printable(notes.val_data_note(args))}")  # what it validates on, up front (stdout: stderr
+        # keeps to warnings and the one error line)
         if existed:
             clear_previous(out / "worst")  # the worst-case gallery is an export folder; other files are replaced
         args.out = str(out)

@@ -161,7 +161,7 @@ class Explainer:
     @property
     def meta(self) -> dict:
         meta = {"model": self.adapter.name, "method": self.method.name, "target": self.target.name,
-                "layers": self.layers_spec, "strides": [int(v) for v in self.adapter.strides]}  # per head level
+                "layers": self.layers_spec, "strides": [int(v) for v in getattr(self.adapter, "strides", ())]}  # per head level
         return {**meta, "signed": True} if self.signed else meta
 
     def explain_missed(self, image, gt_boxes, gt_classes) -> list:
