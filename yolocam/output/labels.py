@@ -20,8 +20,36 @@ DEFAULT_COLOUR = (56, 222, 255)  # amber: stands out on photos and on the heat c
 
 
 def class_colour(cls: int) -> tuple[int, int, int]:
-    """A fixed colour (BGR) for class index `cls`."""
-    return PALETTE[int(cls) % len(PALETTE)]
+    """A fixed colour (BGR) for class index `cls`: `PALETTE` for the first ten, then 36 hues at four
+    saturation/brightness steps (`_extra_colours`), so that an 80-class model's colours stay distinct
+    (`text_colour` keeps each label readable on its colour)."""
+    cls = int(cls)
+    if 0 <= cls < len(PALETTE):
+        return PALETTE[cls]
+    extra = _extra_colours()
+    return extra[(cls - len(PALETTE)) % len(extra)]
+
+
+@lru_cache(maxsize=1)
+def _extra_colours() -> tuple[tuple[int, int, int], ...]:
+    """Colours for classes past `PALETTE`: bright and mid tones of 36 hues, taken in an order that puts
+    consecutive classes far apart, each kept only when at least `MIN_DISTANCE` (RGB) from every colour
+    kept before it and from `PALETTE`; then the rest of the candidates, for models with even more classes."""
+    import colorsys
+
+    candidates = []
+    for sat, val in ((0.9, 1.0), (0.45, 1.0), (0.9, 0.7), (0.5, 0.75)):
+        for i in range(36):
+            r, g, b = colorsys.hsv_to_rgb(((i * 13) % 36) / 36, sat, val)
+            candidates.append((int(round(b * 255)), int(round(g * 255)), int(round(r * 255))))
+    kept: list = []
+    for c in candidates:
+        if all(sum((x - y) ** 2 for x, y in zip(c, o)) >= MIN_DISTANCE ** 2 for o in (*PALETTE, *kept)):
+            kept.append(c)
+    return tuple(kept) + tuple(c for c in candidates if c not in kept)
+
+
+MIN_DISTANCE = 32  # the largest distance that still yields 70 colours from these candidates (measured)
 
 
 def font_size_for(shape, scale: float = 0.024, lo: int = 11, hi: int = 40) -> int:
