@@ -129,6 +129,11 @@ def test_table_counts_and_files(val_run):
     assert sum(c.startswith("true positive #") for c in cases) == len(report.worst) - len(fps)
     html_text = (out / "worst" / "index.html").read_text()
     assert html_text.count('class="case"') == len(report.worst)
+    # each case's card is its box zoomed with context (the ground truth in black and white), as in the explain
+    # gallery, the full image a click away
+    crops = [d["crop"] for img in manifest["images"] for d in img["detections"]]
+    assert len(crops) == len(report.worst) and all((out / "worst" / c).is_file() for c in crops)
+    assert all("black and white" in c for c in cases) and html_text.count("crops/") >= len(crops)
     text = report.format()
     assert "mAP50-95)" in text and "TP-EiB" in text
 

@@ -71,9 +71,11 @@ class WorstCases:
         del bucket[self.k:]
 
     def write(self, folder: Path, meta: dict) -> list[dict]:
-        """An ExportWriter folder (with index.html) of the cases, the reference box drawn in green."""
+        """An ExportWriter folder (with index.html) of the cases, the reference box drawn black and white."""
         cases = []
-        with ExportWriter(folder, meta=meta, html=True) as writer:
+        # crops: each case's card is its box zoomed with context (the ground truth drawn black and white), the full
+        # image a click away, as in the explain gallery
+        with ExportWriter(folder, meta=meta, html=True, crops=True) as writer:
             for kind, bucket in (("false_positive", self.fp), ("true_positive", self.tp)):
                 for rank, (rec, heat) in enumerate(bucket):
                     image = cv2.imread(rec["image"])
@@ -81,10 +83,12 @@ class WorstCases:
                         continue
                     if rec.get("gt_rbox") is not None:  # OBB: the rotated ground-truth box
                         poly = corners(torch.tensor(rec["gt_rbox"], dtype=torch.float64)).numpy()
-                        cv2.polylines(image, [np.round(poly).astype(np.int32)], True, (0, 255, 0), 2)
+                        for colour, width in GT_LINES:
+                            cv2.polylines(image, [np.round(poly).astype(np.int32)], True, colour, width)
                     elif rec["gt_box"] is not None:
                         x1, y1, x2, y2 = (int(round(v)) for v in rec["gt_box"])
-                        cv2.rectangle(image, (x1, y1), (x2, y2), (0, 255, 0), 2)
+                        for colour, width in GT_LINES:
+                            cv2.rectangle(image, (x1, y1), (x2, y2), colour, width)
                     heat = normalise(resize_maps(heat.float()[None], image.shape[:2]))[0].numpy()
                     det = DetectionExplanation(rec["box"], rec["cls"], rec["name"], rec["conf"], rec["anchor"],
                                                rec["level"], heat.astype(np.float32))
@@ -98,12 +102,17 @@ class WorstCases:
         return cases
 
 
+# The ground truth in a worst-case picture: white on black, unlike any class colour on any background.
+GT_LINES = (((0, 0, 0), 4), ((255, 255, 255), 2))
+
+
 def _case_label(kind: str, rank: int, rec: dict) -> str:
     """One line for a worst-case card: which list it is on, its rank, and the number that put it there."""
     energy = "-" if rec["energy"] is None else f"{rec['energy']:.2f}"
     if kind == "false_positive":
-        return f"false positive #{rank + 1} (by confidence): energy in nearest ground-truth box {energy}"
-    return f"true positive #{rank + 1} (lowest energy in box): {energy}"
+        return (f"false positive #{rank + 1} (by confidence): energy in nearest ground-truth box {energy}; "
+                "black and white: that ground truth")
+    return f"true positive #{rank + 1} (lowest energy in box): {energy}; black and white: its ground truth"
 
 
 def mean_of(values) -> float:
