@@ -6,7 +6,7 @@ the class (evidence benchmark, `demo-marks`), it keeps the localisation of the s
 `demo-26`), and, unlike the earlier `ssgradcam++` default, a JPEG re-save or a 2-px shift of the image
 barely changes it (stability benchmark). `PRESETS` name other points of that trade.
 
-A module of its own, with no imports (one small function), so that the command line can show them without torch.
+A module of its own, with no imports (two small functions), so that the command line can show them without torch.
 """
 
 DEFAULT_METHOD = "aalayercam"
@@ -24,6 +24,7 @@ def default_method(target) -> str:
     """The method used when none is given: `DEFAULT_METHOD`, or the one `TARGET_METHODS` names for `target`."""
     return TARGET_METHODS.get(target, DEFAULT_METHOD) if isinstance(target, str) else DEFAULT_METHOD
 
+
 # Named points of the evidence / stability / cost trade (`Explainer(preset=...)`, `--preset`): method,
 # layers, fuse. "stable" is the default; "evidence" LayerCAM without the low-pass (the sharpest peak on
 # the deciding mark, but a 2-px shift changes its maps more); "fast" the neck-only default of before the
@@ -33,6 +34,15 @@ PRESETS = {
     "evidence": ("layercam", "fine+backbone", "gate"),
     "fast": ("hirescam", "neck", "sum"),
 }
+
+
+def preset_settings(preset: str, method, layers, fuse) -> tuple:
+    """(method, layers, fuse) with the known preset `preset` filling those left unset (None) or at their
+    defaults; explicitly chosen ones win (`Explainer(preset=...)` checks the name, `--preset` its choices)."""
+    p_method, p_layers, p_fuse = PRESETS[preset]
+    return (p_method if method in (None, DEFAULT_METHOD) else method, p_layers if layers == DEFAULT_LAYERS else layers,
+            p_fuse if fuse == DEFAULT_FUSE else fuse)
+
 
 # The largest model input size (`imgsz`, pixels, long side) accepted: an 8K frame (7680 x 4320) fits at its
 # native resolution. Memory grows with imgsz squared: explaining one image with the small bundled detector

@@ -366,12 +366,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: --help (0) or a one-line error (2)
         return int(exc.code or 0)
     if getattr(args, "preset", None):  # the preset fills what was left at its default (as Explainer(preset=...))
-        from ..defaults import DEFAULT_FUSE, DEFAULT_LAYERS, DEFAULT_METHOD, PRESETS
+        from ..defaults import preset_settings
 
-        method, layers, fuse = PRESETS[args.preset]
-        args.method = method if args.method in (None, DEFAULT_METHOD) else args.method
-        args.layers = layers if args.layers == DEFAULT_LAYERS else args.layers
-        args.fuse = fuse if args.fuse == DEFAULT_FUSE else args.fuse
+        args.method, args.layers, args.fuse = preset_settings(args.preset, args.method, args.layers, args.fuse)
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return 2

@@ -55,6 +55,10 @@ _HEADER = ("Class", "Instances", "Explained", "TP", "TP-PG", "TP-EiB", "TP-EoO",
            "FP-EoO", "Missed")
 
 
+# The ground truth in a worst-case picture: white on black, unlike any class colour on any background.
+GT_LINES = (((0, 0, 0), 4), ((255, 255, 255), 2))
+
+
 class WorstCases:
     """The `k` highest-confidence false positives and the `k` true positives of lowest energy-in-box."""
 
@@ -100,10 +104,6 @@ class WorstCases:
                                                          "pointing", "energy_other")}})
         atomic_write_bytes(folder / "cases.json", json.dumps(cases, indent=1).encode())
         return cases
-
-
-# The ground truth in a worst-case picture: white on black, unlike any class colour on any background.
-GT_LINES = (((0, 0, 0), 4), ((255, 255, 255), 2))
 
 
 def _case_label(kind: str, rank: int, rec: dict) -> str:

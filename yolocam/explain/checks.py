@@ -126,12 +126,10 @@ def resolve_classes(classes, names: dict[int, str], what: str = "classes") -> li
 def apply_preset(preset: str | None, method, layers, fuse) -> tuple:
     """(method, layers, fuse) with a named preset (`yolocam.defaults.PRESETS`) filling the settings left at
     their defaults; an explicitly chosen method, layers or fuse wins. An unknown name is one error line."""
-    from ..defaults import DEFAULT_FUSE, DEFAULT_LAYERS, DEFAULT_METHOD, PRESETS
+    from ..defaults import PRESETS, preset_settings
 
     if preset is None:
         return method, layers, fuse
     if preset not in PRESETS:
         raise YolocamError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
-    p_method, p_layers, p_fuse = PRESETS[preset]
-    return (p_method if method in (None, DEFAULT_METHOD) else method, p_layers if layers == DEFAULT_LAYERS else layers,
-            p_fuse if fuse == DEFAULT_FUSE else fuse)
+    return preset_settings(preset, method, layers, fuse)
