@@ -152,11 +152,17 @@ def test_cli_explains_a_video_end_to_end(clip, predicted, tmp_path, capsys):
     assert len(read_video(out / "clip.mp4")) == 2
 
 
-def test_cli_tracks_write_track_ids_and_table(clip, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def tracked(clip, tmp_path_factory) -> Path:
+    """`yolocam explain clip.mp4 --track --html`, uninterrupted."""
     pytest.importorskip("lap")
-    out = tmp_path / "track"
-    rc, _, err = run(["explain", clip, "--out", out, "--imgsz", IMGSZ, "--track", "--html"], capsys)
-    assert rc == 0, err
+    out = tmp_path_factory.mktemp("tracked") / "track"
+    assert main(["explain", str(clip), "--out", str(out), "--imgsz", str(IMGSZ), "--track", "--html"]) == 0
+    return out
+
+
+def test_cli_tracks_write_track_ids_and_table(tracked):
+    out = tracked
     manifest = json.loads((out / "manifest.json").read_text())
     ids = [d.get("track") for img in manifest["images"] for d in img["detections"]]
     assert any(i is not None for i in ids)
@@ -219,6 +225,76 @@ def test_interrupt_leaves_a_valid_manifest_and_video_of_the_frames_done(clip, tm
     assert [img["frame"] for img in manifest["images"]] == [0, 1, 2, 3]
     assert all((out / img["heatmaps"]).is_file() for img in manifest["images"])
     assert manifest["videos"][0]["frames"] == 4 and len(read_video(out / "clip.mp4")) == 4
+
+
+def interrupt_after(monkeypatch, frames: int) -> None:
+    """The next run stops with Ctrl-C (KeyboardInterrupt) once `frames` frames were explained."""
+    import yolocam.explain.video as video
+
+    real = video.iter_explanations
+
+    def interrupted(*args, **kwargs):
+        for k, result in enumerate(real(*args, **kwargs)):
+            if k == frames:
+                raise KeyboardInterrupt
+            yield result
+
+    monkeypatch.setattr(video, "iter_explanations", interrupted)
+
+
+def test_resume_continues_an_interrupted_video_as_if_uninterrupted(clip, tracked, tmp_path, capsys, monkeypatch):
+    import yolocam.explain.video as video
+
+    out = tmp_path / "resumed"
+    argv = ["explain", clip, "--out", out, "--imgsz", IMGSZ, "--track", "--html"]
+    with monkeypatch.context() as m:
+        interrupt_after(m, 4)
+        assert run(argv, capsys)[0] == 130
+    first = json.loads((out / "manifest.json").read_text())
+    assert [img["frame"] for img in first["images"]] == [0, 1, 2, 3] and first["complete"] is False
+    kept = {img["heatmaps"]: (out / img["heatmaps"]).stat().st_mtime_ns for img in first["images"]}
+    explained = []
+    from yolocam.explain.explainer import Explainer
+
+    original = Explainer.iter_explain
+
+    def counting(self, entries, **kw):
+        for r in original(self, entries, **kw):
+            explained.append(r.frame)
+            yield r
+
+    monkeypatch.setattr(Explainer, "iter_explain", counting)
+    rc, stdout, err = run(argv + ["--resume"], capsys)
+    assert rc == 0, err
+    assert explained == [4, 5, 6, 7, 8, 9]  # the frames done are not explained again
+    assert f"{FRAMES} frames (4 kept from the earlier run)" in stdout and "4 frames done by the earlier run kept" in err
+    assert {rel: (out / rel).stat().st_mtime_ns for rel in kept} == kept  # nor written again
+    ours, theirs = (json.loads((o / "manifest.json").read_text()) for o in (out, tracked))
+    assert ours["complete"] is True
+    assert ours["images"] == theirs["images"]  # boxes, track ids, file names: as the uninterrupted run's
+    assert ours["videos"] == theirs["videos"] and sorted(ours["files"]) == sorted(theirs["files"])
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != ".yolocam-lock")
+    assert files == sorted(p.relative_to(tracked).as_posix() for p in tracked.rglob("*")
+                           if p.is_file() and p.name != ".yolocam-lock")
+    for rel in files:  # every file as the uninterrupted run wrote it: the annotated video, tracks.csv, strips, gallery
+        if rel.endswith(".npz"):  # (the zip members' times differ)
+            with np.load(out / rel) as a, np.load(tracked / rel) as b:
+                assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a), rel
+        elif rel != "manifest.json":
+            assert (out / rel).read_bytes() == (tracked / rel).read_bytes(), rel
+    assert len(read_video(out / "clip.mp4")) == FRAMES  # the whole video, playable by OpenCV
+
+
+def test_resume_refuses_other_settings_in_one_line(clip, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "other"
+    with monkeypatch.context() as m:
+        interrupt_after(m, 2)
+        assert run(["explain", clip, "--out", out, "--imgsz", IMGSZ, "--vid-stride", 2], capsys)[0] == 130
+    rc, _, err = run(["explain", clip, "--out", out, "--imgsz", IMGSZ, "--resume"], capsys)
+    assert rc == 2 and [line for line in err.splitlines() if "error" in line] == [  # (after the model's note)
+        f"yolocam: error: cannot resume {clip}: the earlier run used vid_stride=2, this one vid_stride=1; pass the "
+        "same options, or rerun without --resume"]
+    assert [img["frame"] for img in json.loads((out / "manifest.json").read_text())["images"]] == [1, 3]
 
 
 def test_images_and_a_video_in_one_run(clip, tmp_path, capsys):

@@ -47,7 +47,7 @@ def cmd_explain(args) -> int:
         with owned(out, existed, args.exist_ok or args.resume):  # explain_dataset clears it once the cluster fits
             return explain_on_ray(args, entries, out, drise_options(args))
     if args.resume:
-        raise YolocamError("--resume needs --ray (a single-process run always starts afresh)")
+        raise YolocamError("--resume needs --ray for images (a single-process image run always starts afresh)")
     out, existed = out_dir(args.out, "explain", args.exist_ok)
     entries = outside_out(entries, out)
     with owned(out, existed, args.exist_ok):

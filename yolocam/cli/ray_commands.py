@@ -25,7 +25,8 @@ def add_ray_args(p, resume: bool) -> None:
                    help="--ray: CPUs per worker (default: a share of the cluster's, at most 1, leaving room to decode)")
     if resume:
         p.add_argument("--resume", action="store_true",
-                       help="--ray: continue a stopped run in --out, skipping the images whose files are complete")
+                       help="--ray runs and videos: continue a stopped run in --out, keeping the images (video frames) "
+                            "whose files are complete")
 
 
 def require_ray() -> None:

@@ -47,16 +47,15 @@ def cmd_explain_media(args) -> int:
     if args.ray is not None:
         raise YolocamError("--ray explains image files; videos, streams, webcams and URLs are explained in one "
                            "process (drop --ray)")
-    if args.resume:
-        raise YolocamError("--resume is for --ray runs of image folders; a video or stream run starts afresh")
     for src in args.source:  # the image sources among them: a missing path is the same one line as before
         kind = media_kind(src)
         if kind is None:
             resolve_inputs([src], recursive=args.recursive)
         elif kind == "video" and not os.path.isfile(src):  # as inputs/streams.py says it, before torch loads
             raise YolocamError(f"video not found: {src}" if not os.path.lexists(src) else f"not a file: {src}")
-    out, existed = out_dir(args.out, "explain", args.exist_ok)
-    with owned(out, existed, args.exist_ok):
+    reuse_ok = args.exist_ok or args.resume  # --resume continues the videos of an earlier run in --out
+    out, existed = out_dir(args.out, "explain", reuse_ok)
+    with owned(out, existed, reuse_ok):
         return _explain_media_into(args, out, existed)
 
 
@@ -66,11 +65,13 @@ def _explain_media_into(args, out: Path, existed: bool) -> int:
     preflight(args)  # a missing --model file or device is answered before torch loads
     from . import notes
     from ..explain.video import Sources, check_vid_stride, export_source
+    from ..output.cleanup import read_manifest
     from ..output.video import MediaExportWriter
     from .options import explainer_from_args
     from .out_folder import reuse
 
     check_vid_stride(args.vid_stride)
+    earlier = read_manifest(out) if args.resume else None  # before anything in `out` changes
     if args.track:
         from ..output.tracks import load_tracker_config
 
@@ -83,19 +84,20 @@ def _explain_media_into(args, out: Path, existed: bool) -> int:
                       recursive=args.recursive)
     try:
         exp, classes = explainer_from_args(args)
-        reuse(out, existed)
         args.conf, args.max_det = exp.thresholds(args.conf, args.max_det)
+        plan = _resume(args, exp, classes, sources, writer, earlier) if args.resume else reuse(out, existed)
         writer.manifest.update(exp.meta)
         writer.names = dict(exp.names)
         counts = export_source(exp, None, out, args.conf, args.iou, classes, args.max_det, args.batch,
                                vid_stride=args.vid_stride, track=args.track, tracker=args.tracker,
-                               progress=None, writer=writer, sources=sources)
+                               progress=None, writer=writer, sources=sources, resume=plan)
     finally:
         sources.close()
     notes.warn_skipped(counts, out)
     n_err = counts["errors"]
     done = [f"{counts['images']} images"] if counts["images"] else []
     done += [f"{counts['frames']} frames"] if counts["frames"] or not counts["images"] else []
+    done[-1] += f" ({counts['resumed']} kept from the earlier run)" if counts.get("resumed") else ""
     videos = [v["video"] for v in writer.manifest.get("videos", []) if v.get("video") and (out / v["video"]).is_file()]
     print(f"yolocam: {', '.join(done)}, {counts['detections']} detections, {n_err} error{'s' if n_err != 1 else ''} "
           f"-> {printable(out)}" + (f" (video: {printable(', '.join(str(out / v) for v in videos))})" if videos else "")
@@ -105,6 +107,28 @@ def _explain_media_into(args, out: Path, existed: bool) -> int:
     if counts["images"] + counts["frames"] == 0:
         raise YolocamError(f"nothing could be explained ({n_err} unusable input{'s' if n_err != 1 else ''})")
     return 0
+
+
+def _resume(args, exp, classes, sources, writer, earlier):
+    """--resume: keep the frames the earlier run in --out finished (`distributed/resume.py`), remove the rest of
+    what it wrote, and start the writer from them; says what is kept."""
+    from . import notes
+    from ..distributed.resume import plan_video_resume
+    from ..explain.video import run_settings
+    from ..output.cleanup import remove_listed, remove_temp_files
+
+    crops = args.html if args.crops is None else args.crops
+    plan = plan_video_resume(writer.out, earlier, sources.infos, exp.meta,
+                             run_settings(exp, args.conf, args.iou, classes, args.max_det),
+                             args.tracker if args.track else None, crops, args.save_format)
+    remove_listed(writer.out, plan.drop)
+    remove_temp_files(writer.out)
+    writer.begin_resume(plan)
+    for path, kept in plan.kept.items():
+        notes.note(f"resuming {path}: {len(kept)} frame{'s' if len(kept) != 1 else ''} done by the earlier run kept")
+    if not plan.kept:
+        notes.note(f"--resume: no finished video frames in {writer.out} to continue from; starting afresh")
+    return plan
 
 
 # --------------------------------------------------------------------------- yolocam demo --video

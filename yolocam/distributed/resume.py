@@ -142,3 +142,75 @@ def plan_resume(writer, old, entries: list[str], crops: bool, save_format: str) 
     if isinstance(old, dict) and isinstance(old.get("pending"), list):
         drop += [r for r in old["pending"] if isinstance(r, str)]
     return ResumePlan(names, done, extras, [r for r in drop if r not in keep])
+
+
+# --------------------------------------------------------------------------- videos (`explain --resume`)
+RUN_KEYS = ("model", "method", "target", "layers", "signed")
+
+
+def plan_video_resume(out: Path, old, infos: dict, meta: dict, settings: dict, tracker: str | None, crops: bool,
+                      save_format: str):
+    """What a video run continues from the earlier run's manifest `old` in `out` (`output/video_resume.py`).
+
+    For each video file of this run (`infos`: path -> `MediaInfo`, kind "video") that the earlier run recorded:
+    its entries of the first frames in order (stride-1, 2*stride-1, ...; as ultralytics' loader numbers them),
+    each shaped as `write_files` writes it under `<stem>/frames/<frame:06d>` and with its files present, up to
+    the first that is not. A video with frames recorded needs the same vid_stride, tracker and settings (conf,
+    iou, classes, max_det, imgsz), and kept frames the same model, method, target and layers, else one
+    `YolocamError`. Everything else the earlier manifest lists (images, frames not kept, annotated videos,
+    track files, the gallery) is to be removed (`drop`): written again by this run."""
+    from ..errors import YolocamError
+    from ..output.cleanup import listed_files
+    from ..output.video_resume import VideoResume
+
+    plan = VideoResume(Path(out))
+    if not isinstance(old, dict) or not isinstance(old.get("images"), list):
+        return plan
+    records = [r for r in old.get("videos") or [] if isinstance(r, dict) and isinstance(r.get("path"), str)]
+    frames: dict[str, list] = {}
+    for entry in old["images"]:
+        if isinstance(entry, dict) and _int(entry.get("frame")) and isinstance(entry.get("path"), str):
+            frames.setdefault(entry["path"], []).append(entry)
+    for record in records:
+        path, info, stem = record["path"], infos.get(record["path"]), record.get("stem")
+        if info is None or info.kind != "video" or path in plan.records or not usable_stem(out, stem):
+            continue
+        if frames.get(path):  # frames of another vid_stride, tracker or settings would not continue these
+            _same_video(record, path, info.vid_stride, tracker, settings)
+        kept = {}
+        stride = info.vid_stride
+        for k, entry in enumerate(sorted(frames.get(path, []), key=lambda e: e["frame"])):
+            frame = (k + 1) * stride - 1
+            if (entry["frame"] != frame or not valid_entry(entry, path, f"{stem}/frames/{frame:06d}", crops, save_format)
+                    or not all(_int(d.get("track", 0)) for d in entry["detections"]) or not files_present(out, entry)):
+                break
+            kept[frame] = entry
+        if not kept:
+            continue
+        plan.kept[path], plan.records[path] = kept, record
+    if plan.kept:
+        diff = [k for k in RUN_KEYS if old.get(k, False if k == "signed" else None) != meta.get(k, False if k == "signed"
+                                                                                             else None)]
+        if diff:
+            raise YolocamError(f"cannot resume: the output folder was written with another {', '.join(diff)} "
+                               f"({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); pass the same options, or rerun "
+                               "without --resume")
+    ids = {id(e) for kept in plan.kept.values() for e in kept.values()}
+    plan.entries = [e for e in old["images"] if id(e) in ids]
+    keep = {rel for e in plan.entries for rel in entry_files(e)}
+    plan.drop = [rel for rel in listed_files(old) if rel not in keep and rel != "manifest.json"]
+    return plan
+
+
+def _same_video(record: dict, path: str, stride: int, tracker: str | None, settings: dict) -> None:
+    """A kept video's earlier record must have the vid_stride, tracker and settings of this run."""
+    from ..errors import YolocamError
+
+    theirs = {"vid_stride": record.get("vid_stride"), "tracker": record.get("tracker"), **(record.get("settings") or {})}
+    ours = {"vid_stride": stride, "tracker": tracker, **settings}
+    diff = [k for k in ours if theirs.get(k) != ours[k]]
+    if diff:
+        raise YolocamError(f"cannot resume {path}: the earlier run used "
+                           f"{', '.join(f'{k}={theirs.get(k)!r}' for k in diff)}, this one "
+                           f"{', '.join(f'{k}={ours[k]!r}' for k in diff)}; pass the same options, or rerun "
+                           "without --resume")

@@ -109,18 +109,56 @@ class _UrlImage:
 
 
 def iter_explanations(explainer, sources: Sources, conf: float, iou: float, classes, max_det: int, batch: int = 1,
-                      track: bool = False, tracker: str = "bytetrack.yaml") -> Iterator:
+                      track: bool = False, tracker: str = "bytetrack.yaml", resume=None) -> Iterator:
     """`ImageExplanation`s of every image and frame of `sources`, in order, frames decoded ahead on a thread;
-    with `track`, each frame's boxes get ultralytics' track ids (`DetectionExplanation.track_id`)."""
+    with `track`, each frame's boxes get ultralytics' track ids (`DetectionExplanation.track_id`). `resume`
+    (a `VideoResume`): the frames an earlier run finished come back as `ResumedFrame`s, read, not explained."""
     from .pipeline import prefetch
     from ..output.tracks import TrackAssigner
 
     assigner = TrackAssigner(tracker) if track else None
     items = prefetch(iter(sources), depth=2 * batch + 2)
-    for result in explainer.iter_explain(items, conf=conf, iou=iou, classes=classes, max_det=max_det, batch=batch):
+    run = dict(conf=conf, iou=iou, classes=classes, max_det=max_det, batch=batch)
+    results = explainer.iter_explain(items, **run) if resume is None or not resume.kept else \
+        _replaying(explainer, items, resume, run)
+    for result in results:
         if assigner is not None and result.frame is not None:
             assigner.assign(result)
         yield result
+
+
+def _replaying(explainer, items: Iterator, resume, run: dict) -> Iterator:
+    """The items in order: the kept frames replayed (`VideoResume.replay`), the runs of items between them explained."""
+    ahead: list = []  # at most one item read but not yet handed on
+
+    def until_kept() -> Iterator:
+        while ahead or _pull(items, ahead):
+            if resume.wants(ahead[0]):
+                return
+            yield ahead.pop()
+
+    while ahead or _pull(items, ahead):
+        if resume.wants(ahead[0]):
+            yield resume.replay(ahead.pop(), explainer.meta)
+        else:
+            yield from explainer.iter_explain(until_kept(), **run)
+
+
+def _pull(items: Iterator, ahead: list) -> bool:
+    for item in items:
+        ahead.append(item)
+        return True
+    return False
+
+
+def run_settings(explainer, conf: float, iou: float, classes, max_det: int) -> dict:
+    """What a video's frames were explained with, beside the model and method (recorded per video; `--resume`
+    continues a video only with the same)."""
+    from .checks import resolve_classes
+
+    classes = resolve_classes(classes, explainer.names)
+    return {"conf": float(conf), "iou": float(iou), "classes": None if classes is None else sorted(int(c) for c in classes),
+            "max_det": int(max_det), "imgsz": explainer.imgsz}
 
 
 def check_vid_stride(vid_stride) -> int:
@@ -156,15 +194,17 @@ def export_source(explainer, source, out_dir, conf: float | None = None, iou: fl
                   track: bool = False, tracker: str = "bytetrack.yaml", stream_buffer: bool = False,
                   html: bool = False, crops: bool = False, save_format: str = "png", annotate: bool = True,
                   append: bool = True, progress: bool | None = False, writer=None, sources: Sources | None = None,
-                  on_result=None) -> dict:
+                  on_result=None, resume=None) -> dict:
     """Explain `source` into `out_dir` (images as `ImageExplanation.save` writes them; videos and streams as
     `output/video.py` describes); returns the counts: images, frames, detections, errors, error_lines.
 
     `writer` (a `MediaExportWriter`) and `sources` (opened `Sources`, closed by the caller) may be given
     ready-made (the CLI opens the sources before loading the model); `on_result(result, entry)` runs after
-    each image or frame is written."""
+    each image or frame is written; `resume` (a `VideoResume` the writer began with, `begin_resume`): the frames
+    an earlier run finished are kept (counted in `resumed` too)."""
     from ..output.progress import Progress
     from ..output.video import MediaExportWriter
+    from ..output.video_resume import ResumedFrame
     from .checks import check_thresholds, resolve_classes
     from .pipeline import BackgroundWriter, _core_for_writer
 
@@ -181,7 +221,8 @@ def export_source(explainer, source, out_dir, conf: float | None = None, iou: fl
                                    annotate=annotate, html=html, crops=crops, append=append, save_format=save_format)
         writer.manifest.update(explainer.meta)
     out = Path(writer.out)
-    counts = {"images": 0, "frames": 0, "detections": 0, "errors": 0, "error_lines": []}
+    writer.settings = run_settings(explainer, conf, iou, classes, max_det)
+    counts = {"images": 0, "frames": 0, "detections": 0, "errors": 0, "resumed": 0, "error_lines": []}
     own = sources is None
     try:
         if own:
@@ -198,12 +239,14 @@ def export_source(explainer, source, out_dir, conf: float | None = None, iou: fl
                 else:
                     counts["frames" if result.frame is not None else "images"] += 1
                     counts["detections"] += len(entry["detections"])
+                    counts["resumed"] += isinstance(result, ResumedFrame)
                 bar.update(1, detections=counts["detections"], errors=counts["errors"])
                 if on_result is not None:
                     on_result(result, entry)
 
             with BackgroundWriter(writer, maxsize=max(2, batch), on_done=done) as bg, _core_for_writer(explainer):
-                for result in iter_explanations(explainer, sources, conf, iou, classes, max_det, batch, track, tracker):
+                for result in iter_explanations(explainer, sources, conf, iou, classes, max_det, batch, track, tracker,
+                                                resume):
                     bg.put(result)
     except BaseException:
         with contextlib.suppress(Exception):

@@ -8,7 +8,9 @@
     OUT/<stem>/tracks/<id:06d>.<jpg|png>          with tracking: a strip of the track's crops (heat drawn)
 
 The manifest's `videos` list has one entry per video or stream: `path`, `source`, `stem`, `video`,
-`fps`, `vid_stride`, `frames` (written so far), `width`, `height`, and with tracking `tracker` and `tracks`.
+`fps`, `vid_stride`, `frames` (written so far), `width`, `height`, `settings` (conf, iou, classes, max_det,
+imgsz: what `--resume` checks), and with tracking `tracker` and `tracks`. A resumed run (`video_resume.py`)
+keeps the frames an earlier run finished and writes the annotated video and the track files again.
 The annotated video is written into a temporary folder inside the output folder (`.<stem>.mp4.tmp<pid>-<n>`)
 and renamed to its final name when the source ends, when the run is interrupted (then it holds the frames
 done), or fails; every other file is written by `atomic_write_bytes`.
@@ -124,6 +126,27 @@ def track_strip(track, row: dict) -> np.ndarray:
     return np.vstack([head, body])
 
 
+def stored_maps(dets, size: tuple[int, int]) -> list[np.ndarray]:
+    """Each box's map at `size` from the map as heatmaps.npz stores it (float16): what the annotated video and
+    the track files are drawn from, so that a resumed run, which reads the kept frames back from their npz,
+    draws them as the uninterrupted run did."""
+    from .maps import MapStack
+
+    half: dict[int, MapStack] = {}
+    out = []
+    for d in dets:
+        ref = d.map_ref
+        if ref is None:
+            out.append(d.heatmap_at(size))
+            continue
+        stack = ref.stack
+        if id(stack) not in half:
+            half[id(stack)] = stack if stack.maps.dtype == np.float16 else \
+                MapStack(stack.maps.astype(np.float16), stack.size, stack.region, signed=stack.signed)
+        out.append(half[id(stack)].resized(ref.index, size))
+    return out
+
+
 class _Video:
     """One video's or stream's state while it is written."""
 
@@ -132,11 +155,15 @@ class _Video:
         from ..inputs.streams import stem_hint
 
         self.writer, info = writer, writer.infos.get(result.path)
-        hint = writer.stems_wanted.get(result.path) or stem_hint(result.path or "video")
-        stem = writer.unique_stem(hint)
-        k = 2
-        while os.path.lexists(writer.out / f"{stem}{VIDEO_SUFFIX}"):  # never over a file that is not ours
-            stem, k = writer.unique_stem(f"{hint}_{k}"), k + 1
+        earlier = writer.resume.records.get(result.path) if writer.resume is not None else None
+        if earlier is not None:  # a resumed video keeps its stem (reserved by `begin_resume`)
+            stem = earlier["stem"]
+        else:
+            hint = writer.stems_wanted.get(result.path) or stem_hint(result.path or "video")
+            stem = writer.unique_stem(hint)
+            k = 2
+            while os.path.lexists(writer.out / f"{stem}{VIDEO_SUFFIX}"):  # never over a file that is not ours
+                stem, k = writer.unique_stem(f"{hint}_{k}"), k + 1
         self.stem = stem
         self.rel = f"{stem}{VIDEO_SUFFIX}" if writer.annotate else None
         if self.rel:
@@ -149,11 +176,18 @@ class _Video:
                        "width": int(result.image.shape[1]), "height": int(result.image.shape[0])}
         if writer.tracker:
             self.record.update(tracker=writer.tracker, tracks=f"{stem}/tracks.csv")
-        writer.manifest["videos"].append(self.record)
+        if writer.settings:  # what `--resume` must find the same to continue the video
+            self.record["settings"] = dict(writer.settings)
+        videos = writer.manifest["videos"]
+        at = [k for k, v in enumerate(videos) if v is earlier]
+        if at:  # in the earlier record's place
+            videos[at[0]] = self.record
+        else:
+            videos.append(self.record)
 
     def add(self, result) -> None:
         h, w = result.image.shape[:2]
-        maps = [d.heatmap_at((h, w)) for d in result.detections]
+        maps = stored_maps(result.detections, (h, w))
         if self.rel:
             if self.video is None:
                 self.video = AnnotatedVideo(self.writer.out, self.rel, self.record["fps"] or 30.0, (w, h))
@@ -217,6 +251,45 @@ class MediaExportWriter(ExportWriter):
         if not isinstance(self.manifest.get("videos"), list):
             self.manifest["videos"] = []
         self._videos: dict[str, _Video] = {}
+        self.settings: dict = {}  # conf, iou, classes, max_det, imgsz: recorded per video (`explain/video.py`)
+        self.resume = None  # a `VideoResume` (`begin_resume`)
+        self._order: dict[int, int] = {}  # id(entry) -> its place in the source (a resumed run lists them so)
+
+    def begin_resume(self, plan) -> None:
+        """Continue an earlier run (`video_resume.py`): its kept frames are listed from the first manifest on
+        (every file in the folder stays listed, whenever the run stops), its video records and stems kept."""
+        self.resume = plan
+        self.manifest["images"] = list(plan.entries)
+        self.manifest["videos"] = list(plan.records.values())
+        self._image_json = []
+        for rel in [e["stem"] for e in plan.entries] + [r["stem"] for r in plan.records.values()]:
+            self.stems.add(rel.casefold())
+
+    def add(self, result) -> dict | None:
+        from .video_resume import ResumedFrame
+
+        if isinstance(result, ResumedFrame):  # finished by the earlier run: drawn, not written again
+            entry = result.entry
+            for det, d in zip(entry["detections"], result.detections):  # the tracker, run again, gave these ids
+                if det.get("track") != d.track_id:
+                    det.pop("track", None) if d.track_id is None else det.update(track=int(d.track_id))
+                    self._image_json = []  # serialised afresh
+            self._video(result).add(result)
+        else:
+            entry = super().add(result)
+        if entry is not None:
+            self._order[id(entry)] = len(self._order)
+        return entry
+
+    def _source_order(self) -> None:
+        """A resumed run's entries in the order of the source (kept frames were listed first)."""
+        if self.resume is None:
+            return
+        images = self.manifest["images"]
+        rank = sorted(range(len(images)), key=lambda i: (0, self._order[id(images[i])]) if id(images[i]) in
+                      self._order else (1, i))
+        if rank != list(range(len(images))):
+            self.set_entries([images[i] for i in rank], self.manifest["errors"])
 
     def _video(self, result) -> _Video:
         key = result.path or ""
@@ -244,8 +317,10 @@ class MediaExportWriter(ExportWriter):
 
     def finish(self) -> None:
         self.close_videos()
+        self._source_order()
         super().finish()
 
     def fail(self) -> None:
         self.close_videos()  # an interrupted run keeps a playable video of the frames done
+        self._source_order()
         super().fail()
