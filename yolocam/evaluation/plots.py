@@ -18,7 +18,14 @@ TRAINING_PANELS = (
     ("faithfulness", (("deletion_auc", "deletion AUC (lower is better)"),
                       ("insertion_auc", "insertion AUC (higher is better)"))),
 )
-TP_COLOUR, FP_COLOUR = "#1f77b4", "#d62728"
+TP_COLOUR, FP_COLOUR, MISSED_COLOUR = "#1f77b4", "#d62728", "#595959"
+# The counts panel, drawn in this order: a hollow ring, a small filled square, a cross. Equal counts put the
+# three at one point, and each stays visible there (the square inside the ring, the cross's arms between).
+COUNT_SERIES = (
+    ("tp", "true positives", dict(color=TP_COLOUR, marker="o", ms=11, mfc="none", mew=1.8, ls="-", lw=1.6)),
+    ("fp", "false positives", dict(color=FP_COLOUR, marker="s", ms=4.5, ls="--", lw=1.6)),
+    ("missed", "missed", dict(color=MISSED_COLOUR, marker="x", ms=7, mew=1.4, ls=":", lw=1.6)),
+)
 
 
 def _figure(w: float, h: float):
@@ -57,8 +64,8 @@ def training_png(rows: list[dict], title: str = "explanations of the fixed valid
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8, loc="best")
     ax = axes[-1]
-    for key, label in (("tp", "true positives"), ("fp", "false positives"), ("missed", "missed")):
-        ax.plot(epochs, [int(r[key]) for r in rows], marker="o", ms=4, label=label)
+    for key, label, style in COUNT_SERIES:
+        ax.plot(epochs, [int(r[key]) for r in rows], label=label, **style)
     ax.set_title("detections explained", fontsize=11)
     ax.set_xlabel("epoch")
     ax.grid(alpha=0.3)
