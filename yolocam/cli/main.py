@@ -1,4 +1,4 @@
-"""The `yolocam` command line: `explain`, `methods`, `demo`, `val`, `bench`.
+"""The `yolocam` command line: `explain`, `methods`, `demo`, `val`, `bench`, `export-demo`.
 
 Exit status: 0 success, 2 bad arguments or unusable input (one `yolocam: error: ...` line on stderr),
 1 an unexpected failure, 130 interrupted.
@@ -355,6 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask-batches", type=int_list, default=[8, 32],
                    help="--method drise: mask batch sizes to time, with their peak memory (default 8,32)")
     p.set_defaults(func=cmd_bench)
+
+    from .export_command import add_export_demo_parser
+
+    add_export_demo_parser(sub)
     return parser
 
 
