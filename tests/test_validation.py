@@ -126,7 +126,9 @@ def test_table_counts_and_files(val_run):
     assert [c["conf"] for c in fps] == sorted((c["conf"] for c in fps), reverse=True)
     cases = [d["case"] for img in manifest["images"] for d in img["detections"]]  # each card says what it is
     assert sum(c.startswith("false positive #") for c in cases) == len(fps)
-    assert sum(c.startswith("true positive #") for c in cases) == len(report.worst) - len(fps)
+    assert sum(c.startswith("true positive #") for c in cases) == sum(c["kind"] == "true_positive" for c in report.worst)
+    for kind, words in (("missed", "missed #"), ("confusion", "confusion #"), ("context", "context #")):  # why not
+        assert sum(c.startswith(words) for c in cases) == sum(c["kind"] == kind for c in report.worst)
     html_text = (out / "worst" / "index.html").read_text()
     assert html_text.count('class="case"') == len(report.worst)
     # each case's card is its box zoomed with context (the ground truth in black and white), as in the explain

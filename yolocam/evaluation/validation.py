@@ -34,6 +34,7 @@ from .dataset_scan import check_names, names_warning, skipped_warning, val_image
 from .report import ValidationReport, WorstCases, build_report
 from .task_validators import (ANCHOR_TOLERANCE_PX, ANCHOR_TOLERANCE_REL, check_pose_dataset, explaining_validator,
                               greedy_match, localise_rotated, rbox_distance, rbox_hull, rbox_to_original, rotated_iou)
+from .why_not import MapRecord, WhyNot, context_outside, content_window as _content, to_original as _to_original
 
 
 log = logging.getLogger("yolocam")
@@ -41,7 +42,8 @@ ExplainingValidator = explaining_validator("detect")  # DetectionValidator + rec
 
 
 class Collector:
-    """Explains validator predictions and accumulates per-prediction records, missed boxes, worst cases.
+    """Explains validator predictions and accumulates per-prediction records, missed boxes, worst cases; the
+    missed boxes and confusions are explained too (`why_not.WhyNot`).
 
     conf: explain predictions with confidence >= conf; max_images / max_explanations: caps (None = all).
     """
@@ -54,6 +56,7 @@ class Collector:
         self.records: list[dict] = []
         self.missed: list[dict] = []
         self.worst = WorstCases(worst)
+        self.why_not = WhyNot(self)
         self.images_seen = self.images_explained = 0
         self.unmatched = 0  # validator predictions with no identical raw prediction (should stay 0)
         self.label_mismatches = 0  # greedy replica disagreeing with the validator's tp label (should stay 0)
@@ -71,6 +74,7 @@ class Collector:
     def add_batch(self, img: torch.Tensor, pending: Sequence) -> None:
         """img: (B, 3, H, W) validator batch in [0, 1]; pending: per image (preds, labels, tp (n, 10))."""
         jobs = []  # (row in img, pred, labels, tp, selected indices)
+        n_records, n_missed = len(self.records), len(self.missed)
         for si, (pred, pb, tp) in enumerate(pending):
             self.images_seen += 1
             keep = int((pred["conf"] >= self.conf).sum())  # predictions are sorted by confidence
@@ -80,15 +84,15 @@ class Collector:
             self._missed(pred, pb, tp, keep)
             if take > 0:
                 jobs.append((si, pred, pb, tp, list(range(take))))
-        if not jobs:
-            return
-        self.images_explained += len(jobs)
-        adapter = self.exp.adapter
-        rows = torch.tensor([j[0] for j in jobs], device=img.device)
-        x = img.index_select(0, rows).to(adapter.device, adapter.dtype)
-        result = explain_fixed(self.exp.runner, x, lambda head: [self._anchors(head, b, j) for b, j in enumerate(jobs)])
-        for (si, pred, pb, tp, sel), dets, maps in zip(jobs, result.detections, result.heatmaps):
-            self._record(pred, pb, tp, dets, maps)
+        if jobs:
+            self.images_explained += len(jobs)
+            adapter = self.exp.adapter
+            rows = torch.tensor([j[0] for j in jobs], device=img.device)
+            x = img.index_select(0, rows).to(adapter.device, adapter.dtype)
+            result = explain_fixed(self.exp.runner, x, lambda head: [self._anchors(head, b, j) for b, j in enumerate(jobs)])
+            for (si, pred, pb, tp, sel), dets, maps in zip(jobs, result.detections, result.heatmaps):
+                self._record(pred, pb, tp, dets, maps)
+        self.why_not.add_batch(img, pending, self.records[n_records:], self.missed[n_missed:])
 
     # -------------------------------------------------------------- internals
     def _anchors(self, head, b: int, job) -> list[Detection]:
@@ -134,8 +138,8 @@ class Collector:
         found = set(matched[tp50 & (matched >= 0)].tolist())
         for k in range(len(gt_cls)):
             if k not in found:
-                rec = {"image": pb["im_file"], "cls": int(gt_cls[k]),
-                       "name": self.exp.names.get(int(gt_cls[k]), str(int(gt_cls[k])))}
+                rec = MapRecord(image=pb["im_file"], gt=k, cls=int(gt_cls[k]),
+                                name=self.exp.names.get(int(gt_cls[k]), str(int(gt_cls[k]))))
                 if rotated:
                     rec["box"] = _to_original(rbox_hull(gt_boxes[k:k + 1]), pb)[0].tolist()
                     rec["rbox"] = rbox_to_original(gt_boxes[k:k + 1], pb)[0].tolist()
@@ -164,46 +168,29 @@ class Collector:
             shift = torch.tensor([left, top, left, top], dtype=torch.float32)
             loc = localise(crop, boxes - shift, pred["cls"][:n].cpu(), gt_boxes - shift, gt_cls, tp=tp50)
             hull, gt_hull = boxes, gt_boxes
+        outside = context_outside(crop, loc.reference, loc.tp, gt_boxes - shift)  # context reliance of the TPs
         orig, gt_orig = _to_original(hull, pb), _to_original(gt_hull, pb)
         for k, d in enumerate(dets):
             ref = int(loc.reference[k])
-            rec = {
+            rec = MapRecord({
                 "image": pb["im_file"], "index": k, "cls": d.cls, "name": self.exp.names.get(d.cls, str(d.cls)),
                 "conf": d.conf, "box": orig[k].tolist(), "anchor": d.anchor, "level": d.level,
                 "tp": bool(loc.tp[k]), "gt": ref, "gt_box": gt_orig[ref].tolist() if ref >= 0 else None,
                 "pointing": _num(loc.pointing[k]), "energy": _num(loc.energy[k]),
-                "energy_other": _num(loc.energy_other[k]),
-            }
+                "energy_other": _num(loc.energy_other[k]), "outside": outside[k],
+            })
             if rotated:
                 rec["rbox"] = orig_r[k].tolist()
                 rec["gt_rbox"] = gt_orig_r[ref].tolist() if ref >= 0 else None
             self.records.append(rec)
             self.worst.offer(rec, crop[k])
+            if rec["outside"] is not None:
+                self.worst.offer(rec, crop[k], kind="context")
 
 
 def _num(v: torch.Tensor) -> float | None:
     v = float(v)
     return None if v != v else v
-
-
-def _content(pb, shape) -> tuple[int, int, int, int]:
-    """(top, left, height, width) of the image content inside the validator's letterboxed input."""
-    (gh, gw), (left, top) = pb["ratio_pad"]
-    h0, w0 = (int(v) for v in pb["ori_shape"])
-    top, left = int(round(float(top))), int(round(float(left)))
-    ch = min(int(round(h0 * float(gh))), int(shape[0]) - top)
-    cw = min(int(round(w0 * float(gw))), int(shape[1]) - left)
-    return top, left, max(ch, 1), max(cw, 1)
-
-
-def _to_original(boxes: torch.Tensor, pb) -> torch.Tensor:
-    """(N, 4) xyxy boxes from the validator's input pixels to original-image pixels (clipped)."""
-    (gh, gw), (left, top) = pb["ratio_pad"]
-    h0, w0 = (float(v) for v in pb["ori_shape"])
-    out = boxes.clone().float()
-    out[:, [0, 2]] = ((out[:, [0, 2]] - float(left)) / float(gw)).clamp(0, w0)
-    out[:, [1, 3]] = ((out[:, [1, 3]] - float(top)) / float(gh)).clamp(0, h0)
-    return out
 
 
 # ------------------------------------------------------------------ validate

@@ -83,20 +83,38 @@ def check_ground_truth(gt_boxes, gt_classes, names: dict[int, str]) -> tuple[tor
     return boxes, classes.long()
 
 
-def best_predictions(head, boxes: torch.Tensor, classes: torch.Tensor) -> list[Detection]:
-    """Per ground truth (letterboxed-input boxes (M, 4), classes (M,)): the raw prediction of highest IoU
-    with it, ties by the ground-truth class's logit, as a `Detection` of the ground-truth class (image 0)."""
-    pred = head.boxes[0].detach().float()
-    logits = head.logits[0].detach().float()
-    iou = box_iou(pred, boxes.to(pred.device))  # (A, M)
+def best_predictions(head, boxes: torch.Tensor, classes: torch.Tensor, row: int = 0,
+                     iou: torch.Tensor | None = None) -> list[Detection]:
+    """Per ground truth (letterboxed-input boxes (M, 4), classes (M,)): the raw prediction of batch row `row`
+    of highest IoU with it, ties by the ground-truth class's logit, as a `Detection` of the ground-truth class
+    (image `row`). The rule of `explain_missed` and of `yolocam val`'s missed objects. `iou`: (A, M) overlaps
+    to use instead of the boxes' IoU (OBB: the rotated IoU)."""
+    pred = head.boxes[row].detach().float()
+    logits = head.logits[row].detach().float()
+    iou = box_iou(pred, boxes.to(pred.device)) if iou is None else iou.to(pred.device)  # (A, M)
     out = []
     for j in range(len(boxes)):
         col, logit = iou[:, j], logits[:, int(classes[j])]
         tied = col == col.max()
         a = int(torch.where(tied, logit, torch.full_like(logit, -float("inf"))).argmax())
-        out.append(Detection(0, a, int(head.levels[a]), int(classes[j]), float(logit[a].sigmoid()),
+        out.append(Detection(row, a, int(head.levels[a]), int(classes[j]), float(logit[a].sigmoid()),
                              tuple(float(v) for v in pred[a])))
     return out
+
+
+def engine_with_target(explainer, target, key: str):
+    """The Explainer's CAM engine with another `target` (same model, method, layers, fusion and sign; its own
+    caches), made once per Explainer and `key`."""
+    cache = explainer.__dict__.setdefault("_why_not_engines", {})
+    if key not in cache:
+        engine = copy.copy(explainer.engine)
+        engine.target = target
+        engine.projectors = ProjectorCache()
+        for name in ("_plans", "_job_bytes"):  # per-shape plans and memory estimates of the copied engine
+            if hasattr(engine, name):
+                setattr(engine, name, {})
+        cache[key] = engine
+    return cache[key]
 
 
 def class_engine(explainer):
@@ -104,13 +122,7 @@ def class_engine(explainer):
     engine = explainer.engine
     if type(engine.target) is ClassLogit:
         return engine
-    cached = getattr(explainer, "_missed_engine", None)
-    if cached is None:
-        cached = copy.copy(engine)  # same model, method, layers, fusion and sign; its own caches
-        cached.target = ClassLogit()
-        cached.projectors, cached._plans, cached._job_bytes = ProjectorCache(), {}, {}
-        explainer._missed_engine = cached
-    return cached
+    return engine_with_target(explainer, ClassLogit(), "class")
 
 
 def explain_missed(explainer, image, gt_boxes, gt_classes) -> list[MissedExplanation]:
