@@ -1,4 +1,5 @@
-"""Resuming a distributed run: what an earlier run's manifest in the output folder may keep.
+"""Resuming a run: what an earlier run's manifest in the output folder may keep (a distributed run's images;
+a video run's first frames of each video, `plan_video_resume` at the end).
 
 Stems follow paths: an image the earlier manifest recorded keeps its stem (an image added since, say
 `A.png` beside `a.png`, gets a new one), so a kept image's files stay where its entry says. An entry

@@ -176,9 +176,12 @@ class TrackLog:
         track.scores.append(float(det.conf))
         track.maps.append(box_map(heatmap, det.box).astype(np.float16))  # 2 KB a box: long videos stay small
         if image is not None and track.wants_thumb():
-            from ..output.render import box_crop
+            from .labels import class_colour
+            from .render import box_crop
 
-            track.add_thumb(frame, box_crop(image, heatmap, det.box, None, size=THUMB_SIDE))
+            # the box in its track's colour, as the annotated video draws it
+            track.add_thumb(frame, box_crop(image, heatmap, det.box, None, size=THUMB_SIDE,
+                                            colour=class_colour(det.track_id)))
 
     def rows(self, names: dict) -> list[dict]:
         return [self.tracks[k].summary(names) for k in sorted(self.tracks)]

@@ -2,7 +2,8 @@
 
     OUT/<stem>/frames/<frame:06d>/heatmaps.npz    each frame as an image folder (`export.py`), its manifest entry
     OUT/<stem>/frames/<frame:06d>/<k:03d>_<name>.jpg   with `frame` (its number in the source) and `source`
-    OUT/<stem>.mp4                                the frames with every box's heat and box drawn (mp4v, OpenCV)
+    OUT/<stem>.mp4                                the frames with every box's heat and box drawn (mp4v, OpenCV),
+                                                  the heat as the overlays draw it (each box's 80 % / 50 % regions)
     OUT/<stem>/tracks.csv                         with tracking: one row per track (`tracks.py`)
     OUT/<stem>/tracks/<id:06d>.npz                with tracking: the track's maps in box coordinates
     OUT/<stem>/tracks/<id:06d>.<jpg|png>          with tracking: a strip of the track's crops (heat drawn)
@@ -32,7 +33,8 @@ from .export import ExportWriter
 from .files import atomic_write_bytes, encode_npz
 from .labels import class_colour, draw_labelled_boxes
 from .paths import checked_dir, inside
-from .render import blend_heatmap, draw_keypoints
+from .render import (HEAT_SHARE, OUTLINE_SHARE, SHOWN_ALPHA, blend_heatmap, draw_keypoints, draw_outline,
+                     energy_levels, energy_scale)
 
 VIDEO_SUFFIX = ".mp4"
 VIDEO_FOURCC = "mp4v"
@@ -85,13 +87,18 @@ class AnnotatedVideo:
 
 
 def annotate_frame(result, maps: list[np.ndarray]) -> np.ndarray:
-    """The frame with the element-wise max of its boxes' maps as heat, every box drawn and labelled
-    (`#track name conf` when tracked; one colour per track, else per class)."""
+    """The frame with every box's heat drawn as the overlays draw it, each map on its own energy scale (the
+    region holding 80 % of a box's heat coloured, 50 % outlined; the element-wise max over the boxes), every
+    box drawn and labelled (`#track name conf` when tracked; one colour per track, else per class)."""
     image = result.image
-    heat = np.zeros(image.shape[:2], np.float32)
+    shown = np.zeros(image.shape[:2], np.float32)
     for m in maps:
-        np.maximum(heat, np.clip(m, 0.0, 1.0), out=heat)  # signed maps: the positive part
-    out = blend_heatmap(image, heat)
+        m = np.clip(m, 0.0, 1.0)  # signed maps: the positive part
+        levels = energy_levels(m)
+        if levels is not None:
+            np.maximum(shown, energy_scale(m, levels), out=shown)
+    out = blend_heatmap(image, shown, SHOWN_ALPHA, floor=1.0 - HEAT_SHARE)
+    draw_outline(out, shown >= 1.0 - OUTLINE_SHARE)
     dets = result.detections
     labels = [(f"#{d.track_id} " if d.track_id is not None else "") + f"{d.name} {d.conf:.2f}" for d in dets]
     colours = [class_colour(d.track_id if d.track_id is not None else d.cls) for d in dets]
