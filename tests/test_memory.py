@@ -161,3 +161,71 @@ def test_no_memory_growth_over_many_explanations():
     count, after_warmup, at_end = (float(v) for v in proc.stdout.split()[-3:])
     assert count >= 300  # a few hundred detections explained (measured: 1800)
     assert at_end - after_warmup < 30, (after_warmup, at_end)  # measured: 0.7 MB over 240 explanations
+
+
+def test_loop_replays_each_image_once_and_frees_its_graph(demo_explainers, monkeypatch):
+    """The CPU loop strategy: one replay per image whatever the number of boxes (its memory does not grow
+    with them), the same maps as chunks of two boxes (max_batch=2: a replay per chunk), and nothing of
+    the replay left afterwards, neither live tensors with a graph nor per-box gradients held in reference
+    cycles until the garbage collector runs."""
+    import gc
+
+    import torch
+
+    from yolocam.cam import replay as replay_module
+
+    image = make_scene(7, size=(320, 320)).image
+    whole = _explainer(demo_explainers, imgsz=320, strategy="loop")
+    chunked = _explainer(demo_explainers, imgsz=320, strategy="loop", max_batch=2)
+    calls = []
+    real = replay_module.ReplayStrategies._replay_forward
+    monkeypatch.setattr(replay_module.ReplayStrategies, "_replay_forward",
+                        lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    gc.collect()
+    gc.disable()
+    try:
+        got = whole.explain(image, conf=0.01, max_det=12)[0]
+        left = [o for o in gc.get_objects() if issubclass(type(o), torch.Tensor) and o.grad_fn is not None]
+        before = sum(1 for o in gc.get_objects() if issubclass(type(o), torch.Tensor))
+        gc.collect()
+        in_cycles = before - sum(1 for o in gc.get_objects() if issubclass(type(o), torch.Tensor))
+    finally:
+        gc.enable()
+    assert len(got.detections) == 12 and len(calls) == 1, (len(got.detections), len(calls))
+    assert left == [] and in_cycles == 0, (len(left), in_cycles)
+    calls.clear()
+    ref = chunked.explain(image, conf=0.01, max_det=12)[0]
+    assert len(calls) == 6
+    for a, b in zip(got.detections, ref.detections):
+        assert a.box == b.box
+        assert float(np.abs(a.heatmap - b.heatmap).max()) < TOL
+
+
+def test_gate_projection_in_chunks_equals_one_product():
+    """The gate fusion projected a chunk of boxes at a time equals fusing and projecting all at once
+    (float64: chunks are bookkeeping only)."""
+    import torch
+
+    from yolocam.cam.fusion import fuse_layer_maps, scale_to_unit_
+    from yolocam.cam.projection import Projector, assemble_maps
+    from yolocam.model.detections import Detection
+
+    g = torch.Generator().manual_seed(0)
+    size = (96, 128)
+    maps = [torch.randn((11, 96 // s, 128 // s), generator=g, dtype=torch.float64) for s in (4, 8, 16)]
+    dets = [[Detection(box=(0.0, 0.0, 8.0, 8.0), conf=0.5, cls=0, anchor=0, level=0, image=0)] * 11]
+
+    class Small(Projector):
+        CHUNK_ELEMENTS = 700  # forces chunks of one or two maps
+
+    class Cache:
+        def get(self, input_size, letterbox, device):
+            return Small(input_size, letterbox, device)
+
+    [got] = assemble_maps(maps, dets, 1, "gate", size, None, [8, 16, 32], Cache(), "cpu")
+    proj = Projector(size, None, "cpu")
+    fused = fuse_layer_maps(maps, "gate", (24, 32), [4.0, 8.0, 16.0], None)
+    ry, rx = (m.double() for m in proj.matrices((24, 32)))
+    want = scale_to_unit_(ry @ fused.double() @ rx.T)
+    assert got.shape == want.shape
+    assert float((got.double() - want).abs().max()) < 1e-6

@@ -75,11 +75,20 @@ class Projector:
                                  axis_matrix(grid[1], self.input_size[1], self.x_axis, self.device))
         return self._cache[grid]
 
-    def one(self, maps: torch.Tensor) -> torch.Tensor:
-        """Resize (N, h, w) maps to (N, H_out, W_out)."""
+    def one(self, maps: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Resize (N, h, w) maps to (N, H_out, W_out) (into `out` when given), a chunk of maps at a time."""
         grid = tuple(maps.shape[-2:])
         ry, rx = self.matrices(grid)
-        return self._rows_product((grid,), ry, maps.float() @ rx.T)
+        if out is None:
+            out = maps.new_empty((maps.shape[0], ry.shape[0], rx.shape[0]), dtype=torch.float32)
+        step = self.chunk_rows(grid[0] * rx.shape[0])
+        for lo in range(0, len(out), step):  # the (n, h, W_out) column products of a chunk only
+            self._rows_product((grid,), ry, maps[lo:lo + step].float() @ rx.T, out=out[lo:lo + step])
+        return out
+
+    def chunk_rows(self, elements_per_map: int) -> int:
+        """Maps per chunk whose intermediate of `elements_per_map` floats each stays within `CHUNK_ELEMENTS`."""
+        return max(1, self.CHUNK_ELEMENTS // max(1, elements_per_map))
 
     def sum_rectified(self, maps: Sequence[torch.Tensor]) -> torch.Tensor:
         """Sum over layers of the rectified maps resized to the output: [(N, h_l, w_l)] -> (N, H_out, W_out)."""
@@ -99,7 +108,8 @@ class Projector:
             out[lo:lo + step] = self._rows_product(key, rows, cols)
         return out
 
-    def _rows_product(self, key: tuple, rows: torch.Tensor, cols: torch.Tensor, block: int = 32) -> torch.Tensor:
+    def _rows_product(self, key: tuple, rows: torch.Tensor, cols: torch.Tensor, block: int = 32,
+                      out: torch.Tensor | None = None) -> torch.Tensor:
         """(H_out, K) @ (N, K, W_out) -> (N, H_out, W_out), skipping the zeros of the banded `rows`.
 
         Each block of `block` output rows reads only the few grid rows its interpolation weights
@@ -112,7 +122,8 @@ class Projector:
                 idx = part.abs().sum(0).nonzero().view(-1)
                 bands.append((r0, r0 + part.shape[0], idx, part[:, idx].contiguous()))
             self._bands[key] = bands
-        out = cols.new_empty((cols.shape[0], rows.shape[0], cols.shape[2]))
+        if out is None:
+            out = cols.new_empty((cols.shape[0], rows.shape[0], cols.shape[2]))
         for r0, r1, idx, weights in self._bands[key]:
             out[:, r0:r1] = weights @ cols.index_select(1, idx)
         return out
@@ -164,9 +175,7 @@ def assemble_maps(layer_maps: Sequence[torch.Tensor], dets: Sequence[Sequence], 
         if in_input_space:
             fused = fuse_layer_maps(maps, fuse, size, [size[0] / m.shape[-2] for m in maps], None)
         elif fuse == "gate":
-            grid = max((tuple(m.shape[-2:]) for m in maps), key=lambda g: g[0] * g[1])
-            fused = scale_to_unit_(proj.one(fuse_layer_maps(maps, "gate", grid, [size[0] / m.shape[-2] for m in maps],
-                                                            None)))
+            fused = _gate(maps, proj, size)
         elif fuse == "origin":
             job_strides = [level_strides[d.level] for d in image_dets for _ in range(n_comp)]
             fused = _origin(maps, proj, job_strides, size)
@@ -177,6 +186,21 @@ def assemble_maps(layer_maps: Sequence[torch.Tensor], dets: Sequence[Sequence], 
         if lb is not None and not direct:
             fused = to_original(fused, lb)
         out.append(fused)
+    return out
+
+
+def _gate(maps, proj: Projector, size) -> torch.Tensor:
+    """`gate` fusion at the finest layer's grid, projected to the output: (jobs, H_out, W_out), each map
+    scaled to a maximum of 1. Jobs go a chunk at a time, so only the output is full-sized (the grid's
+    products, the coarser maps resized to it and the column products stay a chunk's size)."""
+    grid = max((tuple(m.shape[-2:]) for m in maps), key=lambda g: g[0] * g[1])
+    strides = [size[0] / m.shape[-2] for m in maps]
+    n = maps[0].shape[0]
+    out = maps[0].new_empty((n, *proj.out_size), dtype=torch.float32)
+    step = proj.chunk_rows(grid[0] * grid[1] * 4)  # a few grid-sized temporaries per map
+    for lo in range(0, n, step):
+        part = fuse_layer_maps([m[lo:lo + step] for m in maps], "gate", grid, strides, None)
+        scale_to_unit_(proj.one(part, out=out[lo:lo + step]))
     return out
 
 

@@ -93,16 +93,17 @@ def flatten_output(out) -> list[torch.Tensor]:
 
 def rebuild_output(template, tensors: Sequence[torch.Tensor]):
     """Inverse of `flatten_output`: the same structure as `template` holding `tensors`."""
-    it = iter(tensors)
+    return _build(template, iter(tensors))
 
-    def build(t):
-        if isinstance(t, torch.Tensor):
-            return next(it)
-        if isinstance(t, dict):
-            return {k: build(v) for k, v in t.items()}
-        return type(t)(build(v) for v in t) if isinstance(t, tuple) else [build(v) for v in t]
 
-    return build(template)
+def _build(t, it):
+    """`rebuild_output`'s recursion: a module-level function, so no closure cycle keeps `tensors` alive
+    until the garbage collector runs (per-box gradients of a replay were held that way)."""
+    if isinstance(t, torch.Tensor):
+        return next(it)
+    if isinstance(t, dict):
+        return {k: _build(v, it) for k, v in t.items()}
+    return type(t)(_build(v, it) for v in t) if isinstance(t, tuple) else [_build(v, it) for v in t]
 
 
 def align_levels(maps: Sequence[torch.Tensor], size: tuple[int, int] | None = None) -> torch.Tensor:
