@@ -15,6 +15,11 @@
 4. Saliency S_k = sum_i (w_ik - mean_i w_ik) M_i / N: the weighted sum of the paper, less its
    constant baseline (mean weight x mean mask), then rectified and scaled to a maximum of 1.
    Pixels whose masking lowers the match are positive evidence; a map with none is all zeros.
+
+Lifecycle (the interface `CamEngine` shares, `engines.py`): `DriseSettings` holds the `Explainer`
+keywords and checks their values without a model; `DriseEngine.from_settings(model, method, target,
+settings, imgsz)` fixes the mask batch for the model's device and refuses masks that cannot fit at the
+largest input; `run(x, ...)` explains batches.
 """
 
 from __future__ import annotations
@@ -23,17 +28,19 @@ import contextlib
 import math
 import os
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from ..defaults import DEFAULT_METHOD
 from ..errors import YolocamError
+from ..inputs.images import Letterbox
 from ..model.adapter import ModelAdapter
 from ..model.backend import head_from_raw, raw_predictions
 from ..model.detections import select_detections
 from .engine import EngineResult
-from .fusion import normalise_
+from .fusion import normalise_, to_original
 
 GREY = 114 / 255.0
 UP_CHUNK_BYTES = 256 * 2**20  # the upsampled grids `MaskSource.masks` holds at a time (at least one mask's)
@@ -65,6 +72,39 @@ class DriseConfig:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not -2**63 <= self.seed < 2**64:
             raise bad("seed", "an integer in [-2**63, 2**64)")
         return self
+
+
+@dataclass(frozen=True)
+class DriseSettings:
+    """The D-RISE engine's settings (`Explainer(method="drise")`'s keywords): masks, cell, keep and seed as
+    in `DriseConfig`; mask_batch: masked images per forward pass (bounds memory; None = 32 on CUDA, 8 on
+    CPU, where larger batches measured slower); progress: None shows the masked passes' progress (a bar
+    on a terminal, a line every 10 s elsewhere), False is silent."""
+
+    masks: int = 1000
+    cell: int | None = None
+    keep: float = 0.5
+    seed: int = 0
+    mask_batch: int | None = None
+    progress: bool | None = False
+
+    def check(self, method, target) -> "DriseSettings":
+        """These settings, after checking what needs no model: D-RISE explains a detection as a whole (the
+        `class` target only), and the mask values (`DriseConfig.check`)."""
+        if target.name != "class":  # D-RISE scores a masked detection as a whole (class and box)
+            raise YolocamError(f"method {method.name!r} explains each detection as a whole and takes no "
+                               f"target; got target={target.name!r} (use target='class', or a gradient "
+                               f"method for that target)")
+        self.config(None)
+        return self
+
+    def config(self, device) -> DriseConfig:
+        """The masks as `DriseConfig` (checked), the batch fixed for `device` when `mask_batch` is None (None:
+        a placeholder of 1, to check the other values before the model is known)."""
+        batch = self.mask_batch
+        if batch is None:  # measured (README, `yolocam bench --method drise`): on a CPU small batches are fastest
+            batch = 1 if device is None else 32 if torch.device(device).type == "cuda" else 8
+        return DriseConfig(self.masks, self.cell, self.keep, self.seed, batch).check()
 
 
 def mask_cell(size: tuple[int, int], cfg: DriseConfig) -> int:
@@ -220,8 +260,30 @@ def drise_saliency(predict: Callable[[torch.Tensor], tuple[torch.Tensor, torch.T
 class DriseEngine:
     """D-RISE for a `ModelAdapter` or an `ExportedModel`: `run(x)` -> per image its detections and maps."""
 
-    def __init__(self, model, cfg: DriseConfig):
+    Settings = DriseSettings
+
+    def __init__(self, model, cfg: DriseConfig, progress: bool | None = False):
         self.model, self.cfg = model, cfg.check()
+        self.progress = progress  # None: `Explainer` shows the masked passes' progress; False: silent
+
+    @classmethod
+    def from_settings(cls, adapter, method, target, settings: DriseSettings, imgsz: int) -> "DriseEngine":
+        """The engine of the black-box `method` on `adapter` (a `ModelAdapter` or an `ExportedModel`) with
+        `settings` (checked): the mask batch fixed for the model's device, and masks refused up front that
+        need more memory than there is at the largest input, `imgsz` x `imgsz`."""
+        if not method.black_box:
+            raise YolocamError(f"method {method.name!r} needs gradients: the CAM engine explains it, not D-RISE")
+        settings.check(method, target)
+        if getattr(adapter, "task", "detect") == "classify":
+            raise YolocamError(f"method {method.name!r} scores boxes, which a classification model does not "
+                               f"predict; expected a gradient method ({DEFAULT_METHOD}, gradcam, ...)")
+        cfg = settings.config(adapter.device)
+        check_masks((imgsz, imgsz), cfg, adapter.device)  # before any image: the largest input
+        return cls(adapter, cfg, settings.progress)
+
+    def steps(self, images: int) -> tuple[int, str]:
+        """(progress steps, their unit) of a batch of `images`: the masked passes (`run` reports each batch)."""
+        return self.cfg.masks * images, "masks"
 
     def predict(self, x: torch.Tensor):
         """Raw boxes and class probabilities of a batch (a PyTorch model in eval mode, frozen, meanwhile)."""
@@ -245,9 +307,12 @@ class DriseEngine:
         return select_detections(head, model.end2end, conf, iou, classes, max_det), probs
 
     def run(self, x: torch.Tensor, conf=0.25, iou=0.7, classes=None, max_det=300, select=None,
+            letterboxes: Sequence[Letterbox] | None = None,
             progress: Callable[[int], None] | None = None) -> EngineResult:
         """Detections of the batch `x` (B, 3, H, W) as `Explainer` finds them (or `select(head_outputs)`'s, as
-        in `CamEngine.run`), and their maps (n_i, H, W) in input space, each image's from one set of masks."""
+        in `CamEngine.run`), and their maps (n_i, H, W) in input space (with `letterboxes`, one per image:
+        in original-image space), each image's from one set of masks. `progress(n)` is called with the
+        number of masks done after each batch of masked passes."""
         model = self.model
         ctx = model.explaining() if isinstance(model, ModelAdapter) else contextlib.nullcontext()
         with ctx, torch.inference_mode(False), torch.no_grad():
@@ -256,8 +321,8 @@ class DriseEngine:
             for b, image_dets in enumerate(dets):
                 anchors = torch.tensor([d.anchor for d in image_dets], dtype=torch.long, device=x.device)
                 targets = torch.tensor([d.box for d in image_dets], device=x.device).view(-1, 4)
-                maps.append(drise_saliency(self.predict, x[b].float(), targets, probs[b, anchors], self.cfg,
-                                           progress))
+                sal = drise_saliency(self.predict, x[b].float(), targets, probs[b, anchors], self.cfg, progress)
+                maps.append(sal if letterboxes is None else to_original(sal, letterboxes[b]))
         return EngineResult(dets, maps, [[None] * len(d) for d in dets])
 
 

@@ -19,21 +19,28 @@ A detection whose target does not depend on the target layers (no gradient reach
 box on a level that does not use them) keeps an exactly zero map and a reason (`EngineResult.reasons`).
 `run` holds the model's lock throughout (`ModelAdapter.explaining`), so one model explained from
 several threads gives the sequential results; all per-call state (hooks, noise) is the call's own.
+
+Lifecycle (the interface `DriseEngine` shares, `engines.py`): `CamSettings` holds the engine's settings
+and checks their values without a model; `CamEngine.from_settings(adapter, method, target, settings)`
+resolves the layers on the model and builds the engine; `run(x, ...)` explains batches, as often as asked.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
+from ..defaults import DEFAULT_FUSE, DEFAULT_LAYERS
 from ..errors import YolocamError
 from ..inputs.images import Letterbox
 from ..model.adapter import ModelAdapter
 from ..model.detections import Detection, select_detections
 from ..model.hooks import LayerHooks
-from ..model.layers import TargetLayer, align_levels, default_reshape
+from ..model.layers import TargetLayer, align_levels, default_reshape, resolve_layers
 from ..model.segment import instance_masks
 from ..model.contrast import bind_contrast, prepare_detections
 from ..model.targets import Jobs, Target, for_task
@@ -46,6 +53,53 @@ from .windows import WindowPlan, head_reach
 
 
 STRATEGIES = ("auto", "batched", "loop")
+
+
+def check_memory(memory_mb, max_batch) -> None:
+    """`memory_mb`: a finite positive number (MiB); `max_batch`: None or a positive integer."""
+    real = isinstance(memory_mb, numbers.Real) and not isinstance(memory_mb, bool)
+    if not real or not math.isfinite(memory_mb) or memory_mb <= 0:
+        raise YolocamError(f"memory_mb: expected a finite positive number (MiB), got {memory_mb!r}")
+    if max_batch is not None and (not isinstance(max_batch, numbers.Integral) or isinstance(max_batch, bool)
+                                  or max_batch < 1):
+        raise YolocamError(f"max_batch: expected None or a positive integer, got {max_batch!r}")
+
+
+@dataclass(frozen=True)
+class CamSettings:
+    """How the CAM engine computes maps (the gradient methods' `Explainer` keywords).
+
+    layers: `neck`, `head`, `backbone`, `fine`, `+`-joined names, a list of layer indices, or of modules;
+    fuse: `sum`, `max`, `origin`, `aligned` or `gate` (how several layers combine);
+    reshape_transform: turns a layer output into (B, C, H, W) (for list/tuple/dict outputs);
+    memory_mb: bound on the extra memory of one batched backward (MiB; more detections are chunked);
+    max_batch: fixed number of jobs per batched backward (overrides `memory_mb`);
+    strategy: `batched` (one batched backward), `loop` (one retained backward per box), `auto` (batched
+        on CUDA, loop on CPU); windows: with `loop`, replay boxes of small receptive field on crops around
+        them (the same maps, faster);
+    signed: keep what lowered the target as negative values, maps in [-1, 1] (`signed.py`);
+    smooth: Gaussian low-pass of each layer's map at its own grid, in cells (None = the method's own);
+    exact: fuse `gate` at input resolution (the default fuses at the finest layer's grid, projects once).
+    """
+
+    layers: object = DEFAULT_LAYERS
+    fuse: str = DEFAULT_FUSE
+    reshape_transform: Callable | None = None
+    memory_mb: float = 2048.0
+    max_batch: int | None = None
+    strategy: str = "auto"
+    windows: bool = True
+    signed: bool = False
+    smooth: float | None = None
+    exact: bool = False
+
+    def check(self, method: Method, target: Target) -> "CamSettings":
+        """These settings, after checking the values that need no model: the fusion's name, the memory bound,
+        and that the method, target and fusion keep a sign when `signed` asks for one."""
+        check_fusion(self.fuse)
+        check_memory(self.memory_mb, self.max_batch)
+        check_signed(self.signed, method, target, self.fuse)
+        return self
 
 
 @dataclass
@@ -61,6 +115,9 @@ class EngineResult:
 
 class CamEngine(ReplayStrategies):
     """Computes per-detection heatmaps for batches of preprocessed images; see the module docstring."""
+
+    Settings = CamSettings
+    progress = False  # shows no progress bar of its own: one batch is one step
 
     def __init__(
         self,
@@ -106,16 +163,37 @@ class CamEngine(ReplayStrategies):
         self.head_reach = head_reach(adapter)
         self._job_bytes: dict[tuple, int] = {}
         self._plans: dict[tuple[int, int], WindowPlan] = {}
+        self.layers_spec = [t.name for t in self.layers]  # how the layers were asked for (`from_settings`)
+
+    @classmethod
+    def from_settings(cls, adapter: ModelAdapter, method: Method, target: Target, settings: CamSettings,
+                      imgsz: int) -> "CamEngine":
+        """The engine of `method` and `target` on `adapter` with `settings` (checked; layers resolved on the
+        model). `imgsz`, the largest input, is part of the shared interface (the CAM engine needs none)."""
+        settings.check(method, target)
+        layers = resolve_layers(adapter, settings.layers)
+        engine = cls(adapter, method, target, layers, fuse=settings.fuse, reshape_transform=settings.reshape_transform,
+                     memory_mb=settings.memory_mb, max_batch=settings.max_batch, strategy=settings.strategy,
+                     windows=settings.windows, signed=settings.signed, smooth=settings.smooth, exact=settings.exact)
+        if isinstance(settings.layers, str):
+            engine.layers_spec = settings.layers
+        return engine
+
+    def steps(self, images: int) -> tuple[int, str]:
+        """(progress steps, their unit) of a batch of `images`: the images (`run` reports them when done)."""
+        return images, "images"
 
     # ------------------------------------------------------------------ public
     def run(self, x: torch.Tensor, conf=0.25, iou=0.7, classes=None, max_det=300, select=None,
-            letterboxes: Sequence[Letterbox] | None = None) -> EngineResult:
+            letterboxes: Sequence[Letterbox] | None = None,
+            progress: Callable[[int], None] | None = None) -> EngineResult:
         """Explain every detection in the batch `x` (B, 3, H, W).
 
         Detections are those NMS (or the end-to-end top-k) keeps, or `select(head_outputs)` ->
         per image a list of `Detection`s when given (e.g. a validator's kept predictions).
         With `letterboxes` (one per image) the maps are returned in original-image space, else in
-        input space. Works under `torch.inference_mode` too (gradients are computed outside it).
+        input space. `progress(n)` is called with the number of images once they are explained.
+        Works under `torch.inference_mode` too (gradients are computed outside it).
         """
         adapter = self.adapter
         with adapter.explaining(), LayerHooks(self.layers) as hooks, torch.inference_mode(False):
@@ -136,6 +214,8 @@ class CamEngine(ReplayStrategies):
                 layer_maps, reached = self._per_job_layer_maps(hooks, outputs, acts, dets, tuple(x.shape[-2:]))
             maps = self._fuse(layer_maps, dets, tuple(x.shape[-2:]), letterboxes)
             reasons = self._reasons(dets, maps, reached)
+        if progress is not None:
+            progress(len(dets))
         return EngineResult(dets, maps, reasons, detection_masks(head, dets, tuple(x.shape[-2:])))
 
     # ---------------------------------------------------------------- internals

@@ -79,11 +79,11 @@ def round_imgsz(imgsz: int, stride: int) -> int:
 
 
 def check_memory(memory_mb, max_batch) -> None:
-    """`memory_mb`: a finite positive number (MiB); `max_batch`: None or a positive integer."""
-    if not _is_real(memory_mb) or not math.isfinite(memory_mb) or memory_mb <= 0:
-        raise YolocamError(f"memory_mb: expected a finite positive number (MiB), got {memory_mb!r}")
-    if max_batch is not None and (not _is_int(max_batch) or max_batch < 1):
-        raise YolocamError(f"max_batch: expected None or a positive integer, got {max_batch!r}")
+    """`memory_mb`: a finite positive number (MiB); `max_batch`: None or a positive integer. A CAM engine
+    setting, checked with the others by `CamSettings.check` (`cam/engine.py`); kept here for callers."""
+    from ..cam.engine import check_memory as check
+
+    check(memory_mb, max_batch)
 
 
 def check_thresholds(conf, iou, max_det, batch) -> None:
