@@ -73,6 +73,13 @@ def top_classes(logits: torch.Tensor, conf: float, classes, max_det: int) -> lis
     return out
 
 
+def instance_fields(dets, lb, masks=None) -> dict[str, list]:
+    """Classification's instance data in original-image pixels (`detections.instance_data_to_original`):
+    each detection is an image-level explanation of a class, so its box is the whole original image."""
+    h0, w0 = lb.orig_shape
+    return {"box": [[0.0, 0.0, float(w0), float(h0)]] * len(dets)}
+
+
 def layer_groups(strides: list[int], head_inputs: list[int]) -> dict[str, list[int]]:
     """Named layer sets of a classification backbone (`strides`: output stride of each layer before the head).
 

@@ -3,6 +3,11 @@
 A `Detection` remembers the index of the raw prediction (`anchor`, on the head's flattened
 prediction axis) it came from and that prediction's `level`, so a target can read the
 exact score that survived.
+
+Its instance data is in model-input (letterbox) pixels; `instance_data_to_original` maps it to the
+original image, each task by its own module's `instance_fields(dets, lb, masks)` (one signature):
+the box here, classification's whole-image box, OBB's rotated box, corners and hull, pose's keypoints,
+segmentation's masks.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from typing import Sequence
 import torch
 import torchvision
 
+from ..inputs.images import Letterbox
+from . import classify, obb, pose, segment
 from .adapter import HeadOutputs
 from .classify import top_classes
 from .obb import rotated_nms
@@ -39,6 +46,43 @@ class Detection:
     rbox: tuple[float, float, float, float, float] | None = None
     keypoints: tuple[tuple[float, ...], ...] | None = None
     versus: int | None = None  # contrastive targets: the class the detected one is contrasted with (`contrast.py`)
+
+
+@dataclass(frozen=True)
+class InstanceData:
+    """One detection's instance data in original-image pixels, as `DetectionExplanation` holds it: `box`
+    xyxy (clipped to the image), and per task `rbox` + `polygon` (OBB), `keypoints` (pose) or
+    `instance_mask` (segmentation, a `segment.InstanceMask`); None where the task has none."""
+
+    box: list[float]
+    rbox: list[float] | None = None
+    polygon: list[list[float]] | None = None
+    keypoints: list[list[float]] | None = None
+    instance_mask: object | None = None
+
+
+def instance_fields(dets: Sequence[Detection], lb: Letterbox, masks=None) -> dict[str, list]:
+    """Plain detections' instance data in original-image pixels: each box xyxy, unpadded, divided by the
+    letterbox gain and clipped to the image. The other tasks' `instance_fields` add to it or replace it."""
+    gx, gy = lb.gain_xy
+    boxes = torch.tensor([d.box for d in dets], dtype=torch.float32).view(-1, 4)
+    boxes[:, [0, 2]] = ((boxes[:, [0, 2]] - lb.left) / gx).clamp(0, lb.orig_shape[1])
+    boxes[:, [1, 3]] = ((boxes[:, [1, 3]] - lb.top) / gy).clamp(0, lb.orig_shape[0])
+    return {"box": boxes.tolist()}
+
+
+TASK_INSTANCES = {"detect": instance_fields, "classify": classify.instance_fields, "obb": obb.instance_fields,
+                  "pose": pose.instance_fields, "segment": segment.instance_fields}
+
+
+def instance_data_to_original(task: str, dets: Sequence[Detection], lb: Letterbox, masks=None) -> list[InstanceData]:
+    """Per detection of one image its `InstanceData` in the original image of letterbox `lb`: the plain box,
+    then what the task's module (`TASK_INSTANCES[task]`) maps. masks: segmentation's (n, H, W) at the input
+    size, else None."""
+    data = instance_fields(dets, lb)
+    if task != "detect":
+        data.update(TASK_INSTANCES[task](dets, lb, masks))
+    return [InstanceData(**{name: values[k] for name, values in data.items()}) for k in range(len(dets))]
 
 
 def select_detections(

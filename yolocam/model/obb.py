@@ -8,7 +8,8 @@ Everything follows ultralytics' own OBB path, calling its functions where it has
   `Results.obb.xywhr` gives it);
 - NMS is ultralytics' `non_max_suppression(..., rotated=True)` (probabilistic IoU, class-aware);
 - to the original image: centre and size unpadded and divided by the letterbox gain (as
-  ultralytics' `scale_boxes(..., xywh=True)`: not clipped), angle unchanged.
+  ultralytics' `scale_boxes(..., xywh=True)`: not clipped), angle unchanged; a detection's `box` there
+  is the hull of its 4 corners, clipped to the image (`instance_fields`).
 """
 
 from __future__ import annotations
@@ -95,3 +96,22 @@ def corners(rboxes: torch.Tensor) -> torch.Tensor:
     from ultralytics.utils.ops import xywhr2xyxyxyxy
 
     return xywhr2xyxyxyxy(rboxes)
+
+
+def polygon_hulls(polygons: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Axis-aligned hulls (N, 4) xyxy of polygons (N, K, 2), clipped to an image of (H, W)."""
+    lo, hi = polygons.amin(1), polygons.amax(1)
+    size = torch.tensor([shape[1], shape[0]], dtype=polygons.dtype)
+    return torch.cat((lo.clamp(min=0).minimum(size), hi.clamp(min=0).minimum(size)), 1)
+
+
+def instance_fields(dets, lb: Letterbox, masks=None) -> dict[str, list]:
+    """Oriented boxes' instance data in original-image pixels (`detections.instance_data_to_original`): per
+    detection its rotated box [cx, cy, w, h, angle], its 4 corners [[x, y]] * 4 (`polygon`) and, as its
+    `box`, their hull clipped to the image. Detections without a rotated box: none."""
+    if not dets or dets[0].rbox is None:
+        return {}
+    rboxes = rboxes_to_original(torch.tensor([d.rbox for d in dets]).view(-1, 5), lb)
+    polygons = corners(rboxes)
+    return {"box": polygon_hulls(polygons, lb.orig_shape).tolist(), "rbox": rboxes.tolist(),
+            "polygon": polygons.tolist()}

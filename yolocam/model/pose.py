@@ -91,3 +91,11 @@ def keypoints_to_original(kpts: torch.Tensor, lb: Letterbox) -> torch.Tensor:
 
     gx, gy = lb.gain_xy
     return scale_coords(lb.shape, kpts.clone().float(), lb.orig_shape, ratio_pad=((gy, gx), (lb.left, lb.top)))
+
+
+def instance_fields(dets, lb: Letterbox, masks=None) -> dict[str, list]:
+    """Pose's instance data in original-image pixels (`detections.instance_data_to_original`): per detection
+    its keypoints [[x, y, visibility]] * K (`keypoints_to_original`); the box is the plain detection's."""
+    if not dets or dets[0].keypoints is None:
+        return {}
+    return {"keypoints": keypoints_to_original(torch.tensor([d.keypoints for d in dets]), lb).tolist()}

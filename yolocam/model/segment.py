@@ -122,6 +122,15 @@ class InstanceMask:
         return scale_coords(self.shape, seg, self.orig_shape, normalize=False)
 
 
+def instance_fields(dets, lb, masks=None) -> dict[str, list]:
+    """Segmentation's instance data (`detections.instance_data_to_original`): per detection its mask, from
+    `masks` (n, H, W) at the input size, as an `InstanceMask` of the original image (compact: resized on
+    access); the box is the plain detection's. No masks (e.g. D-RISE, which makes none): none."""
+    if masks is None:
+        return {}
+    return {"instance_mask": [InstanceMask.from_mask(m.cpu().numpy(), lb.orig_shape) for m in masks]}
+
+
 @dataclass
 class PolygonMask:
     """A mask known only by its outlines (read back from a manifest): `segments` polygons [[x, y], ...] in
