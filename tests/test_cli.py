@@ -20,7 +20,6 @@ import yolocam
 from yolocam.cli import main
 from yolocam.demo.models import WEIGHTS_DIR
 from yolocam.output.progress import Progress
-from yolocam.output.render import summary_columns
 from yolocam.demo.scenes import CLASS_NAMES, make_scene
 
 from test_gallery import Page, dump_dom  # the headless-browser helper
@@ -218,26 +217,6 @@ def test_progress_bar_on_a_terminal_and_lines_elsewhere():
     assert quiet.getvalue() == ""  # shorter than log_interval: the command's summary line is enough
     text = tty.getvalue()  # a tqdm bar
     assert "3/3" in text and "100%" in text and "detections=2" in text and text.endswith("\n")
-
-
-def test_demo_writes_files_gallery_and_summary(random_model, tmp_path, capsys):
-    args = ["demo", "--out", tmp_path / "demo", "--seed", "3"]
-    if not DEMO_WEIGHTS.is_file():
-        args += ["--model", random_model, "--conf", "0.0001", "--imgsz", "64", "--max-det", "3"]
-    rc, out, err = run(args, capsys)
-    assert rc == 0, err
-    demo = tmp_path / "demo"
-    for name in ("manifest.json", "index.html", "summary.png", "scene.png"):
-        assert (demo / name).is_file(), name
-        assert str(demo / name) in out or name == "scene.png"
-    manifest = json.loads((demo / "manifest.json").read_text())
-    n = len(manifest["images"][0]["detections"])
-    assert n >= 1
-    summary = cv2.imread(str(demo / "summary.png"))
-    scene = make_scene(3).image
-    assert cv2.imread(str(demo / "scene.png")).shape == scene.shape
-    cols = summary_columns(n)  # the image with its boxes on top, then one 240 px crop tile per detection
-    assert summary.shape[1] == cols * 240 and summary.shape[0] > int(np.ceil(n / cols)) * 262
 
 
 @pytest.fixture(scope="session")

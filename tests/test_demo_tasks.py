@@ -2,13 +2,10 @@
 shapes of held-out scenes with the right geometry (mask, keypoints, rotated box, class), and the default
 explanation of each task's own target lands on the instance's own region, as the README's task table says."""
 
-import json
-
 import numpy as np
 import pytest
 
 import yolocam
-from yolocam.cli.main import main
 from yolocam.demo.models import TASK_MODELS
 from yolocam.demo.scenes import CLASS_NAMES, make_scene, scene_seed
 from yolocam.demo import task_labels as TL
@@ -111,15 +108,3 @@ def test_demo_cls_names_the_middle_shape_and_its_map_points_at_it():
                 for r, (_, cls, box), ok in zip(results, crops, correct) if ok]
     assert np.mean(correct) >= 0.85, np.mean(correct)
     assert np.mean(pointing) >= 0.7, np.mean(pointing)
-
-
-@pytest.mark.parametrize("name", ["demo-obb", "demo-cls"])
-def test_cli_demo_runs_the_task_demos(name, tmp_path):
-    out = tmp_path / name
-    assert main(["demo", "--model", name, "--out", str(out)]) == 0
-    manifest = json.loads((out / "manifest.json").read_text())
-    dets = manifest["images"][0]["detections"]
-    assert dets and all((out / d["overlay"]).is_file() for d in dets)
-    assert (out / "summary.png").is_file() and (out / "index.html").is_file()
-    if name == "demo-obb":
-        assert all(len(d["polygon"]) == 4 for d in dets)
