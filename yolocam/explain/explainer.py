@@ -6,16 +6,10 @@ import logging
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import numpy as np
-import torch
-
-from ..cam.drise import DriseConfig, DriseEngine, check_masks
-from ..cam.engine import CamEngine
-from ..cam.fusion import boxes_to_original, check_fusion
+from ..cam.engines import build_engine, engine_settings
 from ..cam.methods import get_method
 from ..cam.projection import content_region
-from ..cam.signed import check_signed
-from ..defaults import DEFAULT_FUSE, DEFAULT_LAYERS, DEFAULT_METHOD, default_method
+from ..defaults import DEFAULT_FUSE, DEFAULT_LAYERS, default_method
 from ..demo.models import model_source
 from ..errors import YolocamError
 from ..inputs.images import ImageItem, Source, iter_images, resolve_source
@@ -23,22 +17,26 @@ from ..model.adapter import ModelAdapter
 from ..model.backend import ExportedModel, exported_format
 from ..model.checkpoint import load_yolo
 from ..model.classify import TOP_K
-from ..model.layers import resolve_layers
-from ..model.obb import corners, rboxes_to_original
-from ..model.pose import keypoints_to_original
-from ..model.segment import InstanceMask
+from ..model.detections import instance_data_to_original
 from ..model.targets import get_target
 from ..output.maps import MapRef, MapStack
 from ..output.progress import Progress
 from ..output.results import DetectionExplanation, ImageExplanation
-from .checks import (apply_preset, check_device, check_imgsz, check_memory, check_thresholds, resolve_classes,
-                     round_imgsz)
+from .checks import apply_preset, check_device, check_imgsz, check_thresholds, resolve_classes, round_imgsz
 
 log = logging.getLogger("yolocam")
 
 
 class Explainer:
-    """Per-detection heatmaps for an ultralytics YOLO detector.
+    """Per-detection heatmaps for an ultralytics YOLO model: it orchestrates, the parts compute.
+
+    `Explainer(...)` resolves the model (an adapter: `ModelAdapter`, or `ExportedModel` for exported
+    files), the method and the target, and builds the method's engine from its settings
+    (`cam.engines`: `CamEngine` from `CamSettings` for gradient methods, `DriseEngine` from
+    `DriseSettings` for the black-box `drise`). `explain(source)` resolves the source (images, folders,
+    videos and streams: `explain/video.py`), preprocesses it in batches, runs the engine on each batch,
+    and wraps the maps and each detection's instance data, mapped back to the original image by its
+    task's module (`model.detections.instance_data_to_original`), as `ImageExplanation`s.
 
     Args:
         model: checkpoint path, model YAML, `ultralytics.YOLO`, `DetectionModel`, a demo name
@@ -51,35 +49,26 @@ class Explainer:
             Pose models also take `keypoint:K` (an index or name) and `keypoints` (README, "Pose").
             Classification models (a Classify head) take `class`, `conf` or a callable: their detections are
             their top classes, each explained by an image-level map (README, "Classification").
-        layers: `neck`, `head`, `backbone`, a list of layer indices, or a list of modules.
-        fuse: `sum`, `max`, `origin` or `aligned` (how several layers combine).
         imgsz: model input size (pixels, long side), as ultralytics' `imgsz`, at most `yolocam.defaults.MAX_IMGSZ`
             (8192); None = the size the checkpoint was trained at when it records one, else 640.
         device: None keeps the model's device.
-        signed: keep what lowered the target as negative values: maps in [-1, 1], scaled by the largest
-            magnitude (method hirescam/odam only; fuse sum, aligned or origin; README, "Why not").
-        smooth: Gaussian low-pass of each layer's map at its own grid, standard deviation in cells (None = the
-            method's own: 1 for `aalayercam`, 0 for the others): removes the stride aliasing that makes fine-layer
-            maps change under a 1-2 px shift or a JPEG re-save (README, "Choosing the defaults").
+        end2end: None uses an end-to-end head's one-to-one branch when there is one.
         preset: `stable` (the default), `evidence` or `fast` (`yolocam.defaults.PRESETS`): a method, layers and
             fusion chosen together; arguments given explicitly win (README, "Choosing the defaults").
-        exact: fuse `gate` at input resolution as `fuse_layer_maps` defines it (the default fuses at the
-            finest layer's grid and projects once: the same maps to correlation >= 0.99, several times cheaper).
-        reshape_transform: turns a layer output into (B, C, H, W) (for list/tuple/dict outputs).
-        memory_mb: bound on the extra memory of one batched backward (MiB, finite and positive); more
-            detections are chunked.
-        max_batch: fixed number of jobs per batched backward (a positive integer; overrides `memory_mb`).
-        end2end: None uses an end-to-end head's one-to-one branch when there is one.
-        strategy: how gradients of many boxes are computed: `batched` (one batched backward),
-            `loop` (one retained backward per box), `auto` (batched on CUDA, loop on CPU).
-        windows: with `loop`, replay boxes whose receptive field is small on crops around them
-            (exactly the same maps, faster); False replays every box on the whole image.
-        masks, cell, keep, seed, mask_batch: `method="drise"` only (black-box, `cam/drise.py`): the number of
-            random masks, their grid cell in input pixels (None = long side / 16), the probability a cell is
-            kept, the mask seed (same seed, same maps), and masked images per forward pass (bounds memory;
-            None = 32 on CUDA, 8 on CPU, where larger batches measured slower).
-            All boxes of an image are explained from the same `masks` passes. `progress`: None shows the masked
-            passes' progress (a bar on a terminal, a line every 10 s elsewhere), False (default) is silent.
+        layers, fuse, reshape_transform, memory_mb, max_batch, strategy, windows, signed, smooth, exact: the CAM
+            engine's settings, `CamSettings` (`cam/engine.py`) documents each. `layers`: `neck`, `head`,
+            `backbone`, a list of layer indices, or a list of modules; `fuse`: how several layers combine;
+            `signed`: keep what lowered the target as negative values (hirescam/odam only, README "Why not");
+            `smooth`: the per-layer low-pass in cells (None = the method's own, README "Choosing the defaults").
+        masks, cell, keep, seed, mask_batch, progress: `method="drise"` only, the D-RISE engine's settings,
+            `DriseSettings` (`cam/drise.py`): the number of random masks, their grid cell in input pixels
+            (None = long side / 16), the probability a cell is kept, the mask seed (same seed, same maps),
+            masked images per forward pass (None = 32 on CUDA, 8 on CPU), and whether the masked passes'
+            progress is shown (None: shown, False, the default: silent). All boxes of an image are explained
+            from the same `masks` passes.
+
+    Each keyword is checked before the model loads (one `YolocamError` line); the CAM settings' fusion,
+    memory bound and `signed` are checked for every method, the D-RISE values for `drise` only.
 
     Exported models (ONNX, TorchScript, OpenVINO: any path ultralytics' AutoBackend loads) have no
     gradients: they take `method="drise"` only; a gradient method raises `YolocamError`.
@@ -96,6 +85,9 @@ class Explainer:
     and the model's training and `requires_grad` flags and hooks are left as found. Different models run
     in parallel. The hooks act only on forward passes of the calling thread, and SmoothGrad noise comes
     from the call's own seeded generator (torch's global random state is neither used nor changed).
+
+    Attributes: `adapter`, `method`, `target`, `imgsz`, `runner` (the engine), `engine` / `drise` (the
+    same engine when it is the CAM / D-RISE one, else None), `layers`, `layers_spec`, `fuse`, `signed`.
     """
 
     def __init__(self, model=None, method: str | None = None, target="class", layers=DEFAULT_LAYERS,
@@ -106,53 +98,49 @@ class Explainer:
                  signed: bool = False, smooth: float | None = None, exact: bool = False,
                  preset: str | None = None):
         method, layers, fuse = apply_preset(preset, method, layers, fuse)
-        method = default_method(target) if method is None else method  # None: the default for this target
         model = model_source(model)
         check_imgsz(imgsz)
-        check_memory(memory_mb, max_batch)
         device = check_device(device)
-        self.method = get_method(method)
-        fmt = exported_format(model)
-        if fmt is not None and not self.method.black_box:
-            raise YolocamError(f"method {self.method.name!r} needs gradients, which the exported {fmt} model {model} "
-                               f"does not have; use method='drise' (black-box) for exported models")
+        self.method = get_method(default_method(target) if method is None else method)  # None: the target's default
+        check_backend(model, self.method)
         self.target = get_target(target)
-        self.fuse = check_fusion(fuse)
-        self.drise = None
-        self.signed = check_signed(signed, self.method, self.target, self.fuse)
-        if self.method.black_box:
-            if self.target.name != "class":  # D-RISE scores a masked detection as a whole (class and box)
-                raise YolocamError(f"method {self.method.name!r} explains each detection as a whole and takes no "
-                                   f"target; got target={self.target.name!r} (use target='class', or a gradient "
-                                   f"method for that target)")
-            DriseConfig(masks, cell, keep, seed, 1 if mask_batch is None else mask_batch).check()
-            self.adapter = ExportedModel(model, device) if fmt else ModelAdapter(model, device=device, end2end=end2end)
-            if getattr(self.adapter, "task", "detect") == "classify":
-                raise YolocamError(f"method {self.method.name!r} scores boxes, which a classification model does not "
-                                   f"predict; expected a gradient method ({DEFAULT_METHOD}, gradcam, ...)")
-            # measured (README, `yolocam bench --method drise`): on a CPU small batches are fastest
-            if mask_batch is None:
-                mask_batch = 32 if self.adapter.device.type == "cuda" else 8
-            cfg = DriseConfig(masks, cell, keep, seed, mask_batch).check()
-            self.layers, self.layers_spec, self.engine = [], None, None
-            self.imgsz = round_imgsz(imgsz or self.adapter.train_imgsz or 640, self.adapter.stride)
-            check_masks((self.imgsz, self.imgsz), cfg, self.adapter.device)  # before any image: the largest input
-            self.drise = DriseEngine(self.adapter, cfg)
-            self.progress = progress
-            return
-        self.adapter = ModelAdapter(model, device=device, end2end=end2end)
-        self.layers = resolve_layers(self.adapter, layers)
-        self.layers_spec = layers if isinstance(layers, str) else [t.name for t in self.layers]
+        settings = engine_settings(self.method, self.target, layers=layers, fuse=fuse,
+                                   reshape_transform=reshape_transform, memory_mb=memory_mb, max_batch=max_batch,
+                                   strategy=strategy, windows=windows, signed=signed, smooth=smooth, exact=exact,
+                                   masks=masks, cell=cell, keep=keep, seed=seed, mask_batch=mask_batch,
+                                   progress=progress)
+        self.fuse = fuse
+        self.adapter = load_adapter(model, device, end2end)
         self.imgsz = round_imgsz(imgsz or self.adapter.train_imgsz or 640, self.adapter.stride)
-        self.engine = CamEngine(self.adapter, self.method, self.target, self.layers, fuse=fuse,
-                                reshape_transform=reshape_transform, memory_mb=memory_mb, max_batch=max_batch,
-                                strategy=strategy, windows=windows, signed=self.signed,
-                                smooth=smooth, exact=exact)
+        self.runner = build_engine(self.adapter, self.method, self.target, settings, self.imgsz)
 
     @property
-    def runner(self):
-        """What computes the maps: the CAM engine, or the D-RISE engine for `method="drise"` (same `run`)."""
-        return self.drise if self.drise is not None else self.engine
+    def engine(self):
+        """The CAM engine (gradient methods), else None."""
+        return None if self.method.black_box else self.runner
+
+    @property
+    def drise(self):
+        """The D-RISE engine (`method="drise"`), else None."""
+        return self.runner if self.method.black_box else None
+
+    @property
+    def layers(self) -> list:
+        """The explained layers (`TargetLayer`s; none for D-RISE)."""
+        return getattr(self.runner, "layers", [])
+
+    @property
+    def layers_spec(self):
+        """The layers as asked for (a name, else the layers' names; None for D-RISE), as the manifest records."""
+        return getattr(self.runner, "layers_spec", None)
+
+    @property
+    def signed(self) -> bool:
+        return bool(getattr(self.runner, "signed", False))
+
+    @property
+    def progress(self) -> bool | None:
+        return self.runner.progress
 
     @property
     def names(self) -> dict[int, str]:
@@ -264,60 +252,61 @@ class Explainer:
         return (0.0 if cls else 0.25) if conf is None else conf, (TOP_K if cls else 300) if max_det is None else max_det
 
     def _explain_items(self, items: list[ImageItem], conf, iou, classes, max_det, counts=None) -> list[ImageExplanation]:
+        """One batch: preprocess, run the engine, wrap each image's maps and detections."""
         if not items:
             return []
         x, lbs = self.adapter.preprocess([it.image for it in items], self.imgsz)
-        # maps stay in input space and are kept compact (output/maps.py): full resolution only on access
-        if self.drise is not None and self.progress is not False:
-            with Progress(self.drise.cfg.masks * len(items), desc="drise", unit="masks", enabled=self.progress) as bar:
-                result = self.drise.run(x, conf=conf, iou=iou, classes=classes, max_det=max_det, progress=bar.update)
-        else:
-            result = self.runner.run(x, conf=conf, iou=iou, classes=classes, max_det=max_det)
+        result = self._run(x, conf=conf, iou=iou, classes=classes, max_det=max_det)
+        masks = result.masks or [None] * len(items)
         out = []
-        masks = getattr(result, "masks", None) or [None] * len(items)
         for item, lb, dets, maps, why, inst in zip(items, lbs, result.detections, result.heatmaps, result.reasons, masks):
-            heat = MapStack(content_region(maps, lb).float().cpu().numpy(), lb.orig_shape,
-                            lb.region if lb.crop else None, signed=self.signed) if dets else None
-            boxes = boxes_to_original(torch.tensor([d.box for d in dets]).view(-1, 4), lb).tolist()
-            if self.adapter.task == "classify":  # an image-level explanation: the box is the whole image
-                boxes = [[0.0, 0.0, float(lb.orig_shape[1]), float(lb.orig_shape[0])]] * len(dets)
-            rboxes, polygons = rotated_to_original(dets, lb)
-            keypoints = [None] * len(dets) if not dets or dets[0].keypoints is None else \
-                keypoints_to_original(torch.tensor([d.keypoints for d in dets]), lb).tolist()
-            if dets and polygons[0] is not None:  # OBB: `box` is the hull of the polygon in image pixels
-                boxes = polygon_hulls(polygons, lb.orig_shape)
-            explained = [
-                DetectionExplanation(box, d.cls, self.names.get(d.cls, str(d.cls)), d.conf, d.anchor, d.level, MapRef(heat, k),
-                                     reason=why[k], rbox=rboxes[k], polygon=polygons[k],
-                                     keypoints=keypoints[k],
-                                     instance_mask=None if inst is None else InstanceMask.from_mask(inst[k].cpu().numpy(),
-                                                                                                    lb.orig_shape))
-                for k, (d, box) in enumerate(zip(dets, boxes))
-            ]
+            out.append(self._wrap(item, lb, dets, maps, why, inst))
             if counts is not None:
                 counts[0] += len(dets)
-                refusal = getattr(getattr(self.engine, "target", None), "refusal", lambda d: None)  # contrast
-                counts[1] += sum(r is not None and refusal(d) is None for r, d in zip(why, dets))
-            out.append(ImageExplanation(item.path, item.image, explained, meta=self.meta,
-                                        frame=getattr(item, "frame", None), source=getattr(item, "source", None)))
+                counts[1] += self._layer_independent(dets, why)
         return out
 
+    def _run(self, x, **kw):
+        """The engine on one preprocessed batch, its progress shown unless the engine's `progress` is False."""
+        if self.runner.progress is False:
+            return self.runner.run(x, **kw)
+        total, unit = self.runner.steps(len(x))
+        with Progress(total, desc=self.method.name, unit=unit, enabled=self.runner.progress) as bar:
+            return self.runner.run(x, progress=bar.update, **kw)
 
-def rotated_to_original(dets, lb) -> tuple[list, list]:
-    """Per detection its rotated box [cx, cy, w, h, angle] and 4 corners [[x, y]] * 4 in original-image
-    pixels (OBB models), else None and None."""
-    if not dets or dets[0].rbox is None:
-        return [None] * len(dets), [None] * len(dets)
-    rboxes = rboxes_to_original(torch.tensor([d.rbox for d in dets]).view(-1, 5), lb)
-    return rboxes.tolist(), corners(rboxes).tolist()
+    def _wrap(self, item: ImageItem, lb, dets, maps, why, masks) -> ImageExplanation:
+        """One image's `ImageExplanation`: its maps kept compact in input space (`output/maps.py`: full
+        resolution only on access), each detection's instance data in original-image pixels."""
+        heat = MapStack(content_region(maps, lb).float().cpu().numpy(), lb.orig_shape,
+                        lb.region if lb.crop else None, signed=self.signed) if dets else None
+        instances = instance_data_to_original(self.adapter.task, dets, lb, masks)
+        explained = [DetectionExplanation(inst.box, d.cls, self.names.get(d.cls, str(d.cls)), d.conf, d.anchor, d.level,
+                                          MapRef(heat, k), reason=why[k], rbox=inst.rbox, polygon=inst.polygon,
+                                          keypoints=inst.keypoints, instance_mask=inst.instance_mask)
+                     for k, (d, inst) in enumerate(zip(dets, instances))]
+        return ImageExplanation(item.path, item.image, explained, meta=self.meta, frame=getattr(item, "frame", None),
+                                source=getattr(item, "source", None))
+
+    def _layer_independent(self, dets, why) -> int:
+        """How many of one image's zero maps are zero because the score does not depend on the layers (a
+        contrastive target's refusal is not counted)."""
+        refusal = getattr(getattr(self.runner, "target", None), "refusal", lambda d: None)
+        return sum(r is not None and refusal(d) is None for r, d in zip(why, dets))
 
 
-def polygon_hulls(polygons: list, shape: tuple[int, int]) -> list[list[float]]:
-    """Axis-aligned hulls xyxy of polygons [[x, y] * 4], clipped to an image of (H, W)."""
-    pts = torch.tensor(polygons)  # (N, 4, 2)
-    lo, hi = pts.amin(1), pts.amax(1)
-    size = torch.tensor([shape[1], shape[0]], dtype=pts.dtype)
-    return torch.cat((lo.clamp(min=0).minimum(size), hi.clamp(min=0).minimum(size)), 1).tolist()
+def check_backend(model, method) -> None:
+    """Exported models have no gradients: a gradient method on one is refused in one line."""
+    fmt = exported_format(model)
+    if fmt is not None and not method.black_box:
+        raise YolocamError(f"method {method.name!r} needs gradients, which the exported {fmt} model {model} "
+                           f"does not have; use method='drise' (black-box) for exported models")
+
+
+def load_adapter(model, device, end2end):
+    """The adapter of `model`: an `ExportedModel` for an exported file, else a `ModelAdapter`."""
+    if exported_format(model) is not None:
+        return ExportedModel(model, device)
+    return ModelAdapter(model, device=device, end2end=end2end)
 
 
 def resolve_model(model):
