@@ -1,5 +1,5 @@
 """The README's evidence picture: one held-out evidence scene, explained by the default and by the
-earlier default (hirescam, neck, sum), each box's crop with its heat; the mark decides each class.
+fast preset (hirescam, neck, sum), each box's crop with its heat; the mark decides each class.
 
     python examples/evidence_picture.py [--seed 10] [--out examples/images/evidence.jpg]
 """
@@ -15,8 +15,8 @@ from yolocam.demo.scenes import scene_seed
 from yolocam.output.render import box_crop
 
 WEIGHTS = "yolocam/demo/weights/demo-marks.pt"
-ROWS = [("default: ssgradcam++, fine+backbone, gate", {}),
-        ("earlier default: hirescam, neck, sum", {"method": "hirescam", "layers": "neck", "fuse": "sum"})]
+ROWS = [("default: aalayercam, fine+backbone, gate", {}),
+        ("preset fast: hirescam, neck, sum", {"method": "hirescam", "layers": "neck", "fuse": "sum"})]
 
 
 def crops(image: np.ndarray, result, size: int = 220) -> list[np.ndarray]:
