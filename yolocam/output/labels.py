@@ -20,9 +20,9 @@ DEFAULT_COLOUR = (56, 222, 255)  # amber: stands out on photos and on the heat c
 
 
 def class_colour(cls: int) -> tuple[int, int, int]:
-    """A fixed colour (BGR) for class index `cls`: `PALETTE` for the first ten, then 36 hues at four
-    saturation/brightness steps (`_extra_colours`), so that an 80-class model's colours stay distinct
-    (`text_colour` keeps each label readable on its colour)."""
+    """A fixed colour (BGR) for class index `cls`: `PALETTE` for the first ten, then `_extra_colours` (36 hues
+    at eight saturation/brightness steps, in an order that keeps each new class far from all before it), so
+    that an 80-class model's colours stay apart (`text_colour` keeps each label readable on its colour)."""
     cls = int(cls)
     if 0 <= cls < len(PALETTE):
         return PALETTE[cls]
@@ -30,26 +30,47 @@ def class_colour(cls: int) -> tuple[int, int, int]:
     return extra[(cls - len(PALETTE)) % len(extra)]
 
 
+# (saturation, brightness) steps of the colours past `PALETTE`, 36 hues each (288 colours)
+EXTRA_TONES = ((1.0, 1.0), (0.6, 1.0), (0.3, 1.0), (1.0, 0.75), (0.6, 0.75), (1.0, 0.5), (0.6, 0.5), (0.3, 0.7))
+MIN_DISTANCE = 30  # RGB: a new colour keeps at least this from every one before it while any candidate can
+
+
 @lru_cache(maxsize=1)
 def _extra_colours() -> tuple[tuple[int, int, int], ...]:
-    """Colours for classes past `PALETTE`: bright and mid tones of 36 hues, taken in an order that puts
-    consecutive classes far apart, each kept only when at least `MIN_DISTANCE` (RGB) from every colour
-    kept before it and from `PALETTE`; then the rest of the candidates, for models with even more classes."""
+    """Colours for classes past `PALETTE`, chosen greedily: each next one is the candidate farthest, in CIELAB
+    (perceived difference), from `PALETTE` and every colour chosen before, among those at least `MIN_DISTANCE`
+    (RGB) from them all while there are such. 80 classes: closest pair 19 in CIELAB (the earlier fixed order:
+    3.7, two nearly equal ambers) and 31 in RGB."""
     import colorsys
 
-    candidates = []
-    for sat, val in ((0.9, 1.0), (0.45, 1.0), (0.9, 0.7), (0.5, 0.75)):
-        for i in range(36):
-            r, g, b = colorsys.hsv_to_rgb(((i * 13) % 36) / 36, sat, val)
-            candidates.append((int(round(b * 255)), int(round(g * 255)), int(round(r * 255))))
-    kept: list = []
-    for c in candidates:
-        if all(sum((x - y) ** 2 for x, y in zip(c, o)) >= MIN_DISTANCE ** 2 for o in (*PALETTE, *kept)):
-            kept.append(c)
-    return tuple(kept) + tuple(c for c in candidates if c not in kept)
+    cands = np.array([[round(c * 255) for c in reversed(colorsys.hsv_to_rgb(i / 36, sat, val))]
+                      for sat, val in EXTRA_TONES for i in range(36)], np.float64)  # BGR
+
+    def lab(bgr: np.ndarray) -> np.ndarray:
+        out = cv2.cvtColor(bgr.astype(np.uint8)[None], cv2.COLOR_BGR2LAB)[0].astype(np.float64)
+        return out * (100 / 255, 1, 1) - (0, 128, 128)
+
+    pal = np.array(PALETTE, np.float64)
+    cand_lab, pal_lab = lab(cands), lab(pal)
+    near_rgb = np.linalg.norm(cands[:, None] - pal[None], axis=-1).min(1)
+    near_lab = np.linalg.norm(cand_lab[:, None] - pal_lab[None], axis=-1).min(1)
+    left = np.ones(len(cands), bool)
+    order = []
+    for _ in range(len(cands)):
+        score = np.where(left, (near_rgb >= MIN_DISTANCE) * 1e3 + near_lab, -np.inf)
+        k = int(np.argmax(score))
+        order.append(k)
+        left[k] = False
+        near_rgb = np.minimum(near_rgb, np.linalg.norm(cands - cands[k], axis=-1))
+        near_lab = np.minimum(near_lab, np.linalg.norm(cand_lab - cand_lab[k], axis=-1))
+    return tuple(tuple(int(v) for v in cands[k]) for k in order)
 
 
-MIN_DISTANCE = 32  # the largest distance that still yields 70 colours from these candidates (measured)
+def conf_text(conf: float) -> str:
+    """A confidence for a label: two decimals, or two significant digits under 0.01 (not "0.00" for every box
+    of a run at --conf 0.0001)."""
+    conf = float(conf)
+    return f"{conf:.2f}" if conf >= 0.01 or conf <= 0 else f"{conf:.2g}"
 
 
 def font_size_for(shape, scale: float = 0.024, lo: int = 11, hi: int = 40) -> int:
@@ -145,11 +166,16 @@ def place_labels(boxes, sizes, shape) -> list[tuple[int, int]]:
     return out
 
 
+HIDDEN_SHARE = 0.1  # a label that would overlap earlier labels by more than this share of its area is not drawn
+
+
 def draw_labelled_boxes(image: np.ndarray, boxes, labels, colours=None, size: int | None = None,
                         width: int | None = None, polygons=None) -> None:
     """Draw xyxy `boxes` (outlined in black for contrast) and their `labels` in place, labels not overlapping.
 
-    Empty labels draw no text. `colours`: one BGR colour per box (default: one amber for all); `size`: font size in px and
+    Empty labels draw no text; a label left without a spot that keeps it clear of the labels drawn before it
+    (more than `HIDDEN_SHARE` of it covered: a busy photo, boxes in the order given, most important first) is
+    left out rather than drawn half hidden, its box still drawn. `colours`: one BGR colour per box (default: one amber for all); `size`: font size in px and
     `width`: line width (default: from the image size). Labels are drawn after all boxes. `polygons`: per box
     None or its rotated box's 4 corners [[x, y], ...] (pixels), drawn instead of the rectangle (`box` its hull).
     """
@@ -170,15 +196,25 @@ def draw_labelled_boxes(image: np.ndarray, boxes, labels, colours=None, size: in
     todo = [(box, label_patch(text, size, colour), colour) for box, text, colour in zip(boxes, labels, colours)
             if text]
     spots = place_labels([t[0] for t in todo], [(t[1].shape[1], t[1].shape[0]) for t in todo], image.shape)
+    drawn: list[tuple[int, int, int, int]] = []
+    kept = []
     for (box, patch, colour), (x, y) in zip(todo, spots):
         x1, y1, x2, y2 = box
         ph, pw = patch.shape[:2]
-        # a label pushed away from its box gets a thin leader line to the nearest box corner
+        rect = (x, y, x + pw, y + ph)
+        if sum(_overlap(rect, r) for r in drawn) > HIDDEN_SHARE * pw * ph:
+            continue  # no free spot left: this label would cover (or hide under) another; its box stays drawn
+        drawn.append(rect)
+        kept.append((patch, x, y))
+        # a label pushed away from its box gets a thin leader line to the nearest box corner (drawn under
+        # every label)
         gap_y = max(y1 - (y + ph), y - y2, 0)
         gap_x = max(x1 - (x + pw), x - x2, 0)
         if gap_y > 2 or gap_x > 2:
             lx, ly = x + pw // 2, (y + ph if y + ph <= y1 else y)
             bx, by = min(max(lx, x1), x2), (y1 if ly <= y1 else y2)
             cv2.line(image, (int(lx), int(ly)), (int(bx), int(by)), tuple(int(c) for c in colour), 1, cv2.LINE_AA)
+    for patch, x, y in kept:
+        ph, pw = patch.shape[:2]
         cv2.rectangle(image, (x - 1, y - 1), (x + pw, y + ph), (0, 0, 0), 1)
         paste(image, patch, x, y)

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import YolocamError
 from ..model.pose import COCO_SKELETON, VISIBLE
-from .labels import DEFAULT_COLOUR, class_colour, draw_labelled_boxes, font_size_for, label_patch, paste
+from .labels import DEFAULT_COLOUR, class_colour, conf_text, draw_labelled_boxes, font_size_for, label_patch, paste
 
 
 HEAT_FLOOR = 0.15   # heat below this is not drawn at all (`blend_heatmap`, raw values)
@@ -181,7 +181,7 @@ def draw_box(image: np.ndarray, box, label: str, colour=DEFAULT_COLOUR, polygon=
 def draw_boxes(image: np.ndarray, dets, labels=None, size: int | None = None) -> None:
     """Draw detections' boxes (rotated ones as polygons) with non-overlapping labels (default `name conf`),
     one colour per class."""
-    labels = labels if labels is not None else [f"{d.name} {d.conf:.2f}" for d in dets]
+    labels = labels if labels is not None else [f"{d.name} {conf_text(d.conf)}" for d in dets]
     draw_labelled_boxes(image, [d.box for d in dets], labels, [class_colour(d.cls) for d in dets], size=size,
                         polygons=[getattr(d, "polygon", None) for d in dets])
     for d in dets:  # segmentation models: the mask outlines

@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import YolocamError
 from .export import ExportWriter
 from .files import atomic_write_bytes, encode_npz
-from .labels import class_colour, draw_labelled_boxes
+from .labels import class_colour, conf_text, draw_labelled_boxes
 from .paths import checked_dir, inside
 from .render import (HEAT_SHARE, OUTLINE_SHARE, SHOWN_ALPHA, blend_heatmap, draw_keypoints, draw_outline,
                      energy_levels, energy_scale)
@@ -100,7 +100,7 @@ def annotate_frame(result, maps: list[np.ndarray]) -> np.ndarray:
     out = blend_heatmap(image, shown, SHOWN_ALPHA, floor=1.0 - HEAT_SHARE)
     draw_outline(out, shown >= 1.0 - OUTLINE_SHARE)
     dets = result.detections
-    labels = [(f"#{d.track_id} " if d.track_id is not None else "") + f"{d.name} {d.conf:.2f}" for d in dets]
+    labels = [(f"#{d.track_id} " if d.track_id is not None else "") + f"{d.name} {conf_text(d.conf)}" for d in dets]
     colours = [class_colour(d.track_id if d.track_id is not None else d.cls) for d in dets]
     draw_labelled_boxes(out, [d.box for d in dets], labels, colours, polygons=[getattr(d, "polygon", None) for d in dets])
     for d in dets:
