@@ -102,7 +102,8 @@ class DriseSettings:
         """The masks as `DriseConfig` (checked), the batch fixed for `device` when `mask_batch` is None (None:
         a placeholder of 1, to check the other values before the model is known)."""
         batch = self.mask_batch
-        if batch is None:  # measured (examples/README.md "D-RISE", `yolocam bench --method drise`): on a CPU small batches are fastest
+        # measured (examples/README.md "D-RISE", `yolocam bench --method drise`): on a CPU small batches are fastest
+        if batch is None:
             batch = 1 if device is None else 32 if torch.device(device).type == "cuda" else 8
         return DriseConfig(self.masks, self.cell, self.keep, self.seed, batch).check()
 
