@@ -296,3 +296,45 @@ def test_the_cli_and_package_do_not_import_ray():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env=dict(os.environ))
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_val_on_ray_carries_the_why_not_records_maps_and_gallery(local_ray, tmp_path):
+    """demo-marks on edited evidence scenes (tests/test_val_why_not.py): erased marks give missed ground truths,
+    swapped marks confusions. On Ray (3 batches over 2 workers) the missed records (anchor, IoU, pointing, energy),
+    their maps in missed.npz (same order, `index`, sizes), the confusion records and table, `outside` and the
+    gallery's why-not sections are those of one process."""
+    from test_val_why_not import IMGSZ as MARKS_IMGSZ, MARKS, N_SCENES, SIZE, _scenes
+
+    from yolocam.demo.why_not_scenes import write_edited_dataset
+    from yolocam.distributed import validate_dataset
+    from yolocam.evaluation.validation import validate
+
+    data = str(write_edited_dataset(tmp_path / "data", *_scenes(), size=SIZE))
+    kw = dict(imgsz=MARKS_IMGSZ, batch=2, verbose=False, device="cpu")
+    one = validate(str(MARKS), data=data, out=tmp_path / "one", **kw)
+    dist = validate_dataset(str(MARKS), data=data, workers=2, out=tmp_path / "ray", **kw)
+    assert_same_validation(dist, one, image_key=lambda r: r["image"])
+    assert len(one.missed) >= N_SCENES and all("anchor" in m and "reason" not in m for m in one.missed)
+    assert [(m["image"], m["gt"]) for m in dist.missed] == [(m["image"], m["gt"]) for m in one.missed]
+    _close(list(dist.missed), list(one.missed), 1e-3)  # pred_box, iou, logit, pointing, energy: in the same order
+    for a, b in zip(dist.missed, one.missed):
+        np.testing.assert_allclose(a.heatmap, b.heatmap, atol=2e-3)
+    confused = lambda rep: [(r["image"], r["index"], r["confused_with"], r["confused_gt"])  # noqa: E731
+                            for r in rep.predictions if r.get("confused_with")]
+    assert confused(dist) == confused(one) and len(confused(one)) >= N_SCENES // 2
+    _close(dist.confusions, one.confusions, 1e-3)
+    for a, b in zip([r for r in dist.predictions if r.get("confused_with")],
+                    [r for r in one.predictions if r.get("confused_with")]):
+        np.testing.assert_allclose(a.contrast_heatmap, b.contrast_heatmap, atol=2e-3)
+    with np.load(tmp_path / "ray" / "missed.npz") as na, np.load(tmp_path / "one" / "missed.npz") as nb:
+        assert sorted(na.files) == sorted(nb.files)
+        for key in ("map_size", "image_size", "index"):
+            np.testing.assert_array_equal(na[key], nb[key])
+        np.testing.assert_allclose(na["heatmaps"].astype(np.float32), nb["heatmaps"].astype(np.float32), atol=2e-3)
+    cases = [json.loads((tmp_path / side / "worst" / "cases.json").read_text()) for side in ("ray", "one")]
+    strip = lambda cs: sorted((c["kind"], c["image"], c["name"]) for c in cs)  # noqa: E731
+    assert strip(cases[0]) == strip(cases[1])  # the same cases in each section (ranks may swap on near-ties)
+    assert {"missed", "confusion", "context"} <= {c["kind"] for c in cases[0]}
+    html = (tmp_path / "ray" / "worst" / "index.html").read_text()
+    for kind in ("missed", "confusion", "context"):
+        assert f'data-kind="{kind}"' in html

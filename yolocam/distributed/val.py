@@ -7,7 +7,9 @@ letterboxed to the same batch shape as in one process). Each shard is validated 
 `evaluation.validation.validate` in a Ray task (retried if its worker dies) on a folder of links to
 its images and labels. The driver then merges the shards from sums and counts, never from averages:
 ultralytics' metrics are recomputed from the concatenated per-prediction statistics (tp, conf, class),
-the localisation table from the concatenated per-prediction records, the worst cases re-ranked.
+the localisation and why-not tables and the confusions from the concatenated per-prediction records, the
+missed ground truths (with their maps, for `missed.npz`) concatenated in the single run's order, and every
+gallery section (false and true positives, missed, confusions, context) re-ranked over the shards.
 """
 
 from __future__ import annotations
@@ -79,10 +81,12 @@ def json_str(text: str) -> str:
 
 
 def validate_shard(paths: list[str], names: dict, options: dict, threads: int = 1, extra: dict | None = None) -> dict:
-    """Ray task: validate one shard (`validate(**options)`); returns its records, missed boxes, worst cases,
-    ultralytics' raw statistics and counters, with image paths mapped back to `paths`."""
+    """Ray task: validate one shard (`validate(**options)`); returns its records (confusions included), missed
+    ground truths with their maps, every gallery section's cases, ultralytics' raw statistics and counters, with
+    image paths mapped back to `paths`."""
     import torch
 
+    from ..evaluation.report import SECTIONS
     from ..evaluation.validation import validate
 
     torch.set_num_threads(max(1, int(threads)))
@@ -93,12 +97,14 @@ def validate_shard(paths: list[str], names: dict, options: dict, threads: int = 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     links = {str(tmp / "data" / "images" / f"{k:07d}{Path(p).suffix}"): p for k, p in enumerate(paths)}
-    for rec in [*report.predictions, *report.missed, *(r for r, _ in report.worst_cases.fp),
-                *(r for r, _ in report.worst_cases.tp)]:
-        rec["image"] = links.get(rec["image"], rec["image"])
+    worst = report.worst_cases
+    buckets = {kind: worst.bucket(kind) for kind in SECTIONS}  # false / true positives and the why-not kinds
+    for rec in [*report.predictions, *report.missed, *(r for cases in buckets.values() for r, _ in cases)]:
+        rec["image"] = links.get(rec["image"], rec["image"])  # a record in several lists: mapped once, then kept
+    # one pickle: the missed records' maps (`why_not.MapRecord`) keep their shared per-image stacks, and a worst
+    # case that is also a prediction or missed record stays the same object in the driver
     return {"predictions": report.predictions, "missed": report.missed, "stats": report.stats,
-            "worst": (report.worst_cases.fp, report.worst_cases.tp), "counts": report.counts,
-            "settings": report.settings, "names": names}
+            "worst": buckets, "counts": report.counts, "settings": report.settings, "names": names}
 
 
 def scan_val_images(task: str, data, info: dict, batch: int) -> tuple[list[str], dict]:
@@ -214,9 +220,10 @@ def _merge(results: list[dict], names: dict, data, worst: WorstCases, build_repo
         metrics.nt_per_class = np.zeros(len(names), int)
     records = [rec for r in results for rec in r["predictions"]]
     missed = [m for r in results for m in r["missed"]]
-    for r in results:
-        for rec, heat in [*r["worst"][0], *r["worst"][1]]:
-            worst.offer(rec, heat)
+    for r in results:  # every gallery section, re-ranked over the shards (kinds in `report.SECTIONS`' order)
+        for kind, cases in r["worst"].items():
+            for rec, heat in cases:
+                worst.offer(rec, heat, kind=kind)
     total = lambda key: sum(int(r["counts"][key]) for r in results)  # noqa: E731
     validator = SimpleNamespace(metrics=metrics, seen=total("images"))
     collector = SimpleNamespace(records=records, missed=missed, worst=worst, images_explained=total("images_explained"),
