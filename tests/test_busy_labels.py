@@ -50,3 +50,29 @@ def test_crowded_labels_are_drawn_whole_most_confident_first(monkeypatch):
 
 def test_tiny_confidences_keep_their_digits():
     assert [conf_text(c) for c in (0.953, 0.01, 0.0099, 0.00012)] == ["0.95", "0.01", "0.0099", "0.00012"]
+
+
+def test_tiny_confidences_keep_their_digits_in_every_picture_and_the_gallery(tmp_path, monkeypatch):
+    """A random-weight model at --conf 0.0001: overlays, crops, the summary and the gallery cards all say 0.00016,
+    not 0.00 or 0.000 for every box."""
+    from yolocam.output import render
+    from yolocam.output.export import ExportWriter
+    from yolocam.output.results import DetectionExplanation, ImageExplanation
+
+    assert [conf_text(c, 3) for c in (0.9531, 0.001, 0.00016)] == ["0.953", "0.001", "0.00016"]
+    drawn = []
+    real = labels.label_patch
+    spy = lambda text, *a, **k: (drawn.append(text), real(text, *a, **k))[1]  # noqa: E731
+    monkeypatch.setattr(labels, "label_patch", spy)
+    monkeypatch.setattr(render, "label_patch", spy)
+    yy, xx = np.mgrid[0:120, 0:160]
+    heat = np.exp(-(((xx - 80) / 15.0) ** 2 + ((yy - 60) / 15.0) ** 2)).astype(np.float32)
+    det = DetectionExplanation([50.0, 30.0, 110.0, 90.0], 0, "person", 0.00016, 0, 2, heat)
+    result = ImageExplanation("tiny.png", np.full((120, 160, 3), 90, np.uint8), [det])
+    render.summary_grid(result, tile=100)
+    with ExportWriter(tmp_path, html=True, crops=True) as writer:
+        writer.add(result)
+    texts = [t for t in drawn if "person" in t]
+    assert len(texts) >= 4 and all(t.endswith(" 0.00016") for t in texts), texts  # summary (2), overlay, crop
+    page = (tmp_path / "index.html").read_text()
+    assert '<span class="conf">0.00016</span>' in page and 'alt="person 0.00016"' in page

@@ -15,7 +15,7 @@ from ultralytics.utils.metrics import DetMetrics
 
 from conftest import nms_without_time_limit
 from yolocam.evaluation.compare import COLUMNS, compare_methods
-from yolocam.evaluation.report import TABLE_COLUMNS
+from yolocam.evaluation.report import GT_LEGEND, TABLE_COLUMNS
 from yolocam.evaluation.metrics import energy_in_box
 from yolocam.demo.models import demo_model_path
 from yolocam.evaluation.validation import Collector, default_dataset, main_val, validate
@@ -136,6 +136,9 @@ def test_table_counts_and_files(val_run):
     crops = [d["crop"] for img in manifest["images"] for d in img["detections"]]
     assert len(crops) == len(report.worst) and all((out / "worst" / c).is_file() for c in crops)
     assert all("black and white" in c for c in cases) and html_text.count("crops/") >= len(crops)
+    # each section's heading says which box is the prediction and which the ground truth; levels named by stride
+    assert html_text.count(GT_LEGEND) == len({c["kind"] for c in report.worst})
+    assert manifest["strides"] == [8, 16, 32] and "P3 (stride 8)" in html_text and "head level" not in html_text
     text = report.format()
     assert "mAP50-95)" in text and "TP-EiB" in text
 

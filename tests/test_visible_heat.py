@@ -163,3 +163,28 @@ def test_eighty_classes_get_distinct_colours():
     closest = min(float(np.linalg.norm(np.subtract(a, b))) for a, b in itertools.combinations(colours, 2))
     assert closest >= 30, closest
     assert class_colour(80 + 10 * 144) == class_colour(80)  # past every candidate the colours repeat
+
+
+def test_gallery_sections_of_one_card_sit_side_by_side(tmp_path):
+    """Single-box images (`yolocam val`'s worst cases) share rows instead of one card per page-wide section; an
+    image with several boxes keeps a row of its own."""
+    image = np.full((120, 160, 3), 90, np.uint8)
+    heat = blob((120, 160), 80, 60, 12)
+    with ExportWriter(tmp_path, html=True, crops=True) as writer:
+        for k in range(2):
+            writer.add(ImageExplanation(f"single{k}.png", image, [_det([50, 30, 110, 90], k, heat)]))
+        writer.add(ImageExplanation("several.png", image, [_det([50, 30, 110, 90], k, heat) for k in range(2)]))
+    page = tmp_path / "index.html"
+    probe = ("<script>document.querySelectorAll('section.image').forEach(function (s) {"
+             "var r = s.getBoundingClientRect(); s.dataset.top = Math.round(r.top); "
+             "s.dataset.w = Math.round(r.width); });</script></body>")
+    page.write_text(page.read_text().replace("</body>", probe))
+    dom = dump_dom(page, "", tmp_path / "p")
+    import re
+
+    found = re.findall(r'<section class="image"[^>]*data-count="(\d)"[^>]*data-top="(\d+)" data-w="(\d+)"', dom)
+    assert len(found) == 3, found
+    tops = [int(t) for _, t, _ in found]
+    widths = [int(w) for _, _, w in found]
+    assert tops[0] == tops[1] < tops[2], found  # the single cards in one row (headless window: 800 px), the pair below
+    assert max(widths[:2]) < 300 < 600 < widths[2], found

@@ -129,6 +129,7 @@ def _demo_into(args, out: Path, existed: bool) -> int:
     from ..explain.explainer import Explainer
     from ..output.export import ExportWriter
     from ..output.files import atomic_write_bytes, encode_png
+    from ..output.labels import conf_text
     from ..output.render import summary_grid
     from ..demo.evidence import make_evidence_scene
     from ..demo.models import EVIDENCE_MODELS, TASK_MODELS
@@ -162,7 +163,7 @@ def _demo_into(args, out: Path, existed: bool) -> int:
         writer.fail()
         raise
     writer.finish()
-    found = ", ".join(f"{d.name} {d.conf:.2f}" for d in result.detections) or "nothing"
+    found = ", ".join(f"{d.name} {conf_text(d.conf)}" for d in result.detections) or "nothing"
     print(printable(f"yolocam demo: scene {args.seed} ({plural(len(scene.boxes), 'object')}), "
                     f"model {exp.meta['model']}, "
                     f"method {exp.meta['method']}, target {exp.meta['target']}: found {found}"))

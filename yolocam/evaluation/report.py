@@ -64,6 +64,8 @@ _CONFUSION_HEADER = ("True -> detected", "Count", "PG", "EiB")
 
 # The ground truth in a worst-case picture: white on black, unlike any class colour on any background.
 GT_LINES = (((0, 0, 0), 4), ((255, 255, 255), 2))
+GT_LEGEND = ("the box in the class's colour: the prediction, labelled with its confidence; the black-and-white "
+             "rectangle: the ground truth; a click on a card: the whole image")
 
 
 # The gallery's sections: kind -> (heading, rank key: lowest first)
@@ -164,7 +166,7 @@ def _section_headings(index: Path, firsts: dict) -> None:
     for kind, (i, n) in firsts.items():
         anchor = f'<section class="image" id="img-{i}"'
         head = (f'<section class="summary kind" id="kind-{kind}" data-kind="{kind}"><h2>{SECTIONS[kind][0]} '
-                f'({n})</h2></section>')
+                f'({n})</h2><p class="sub">{GT_LEGEND}</p></section>')
         html = html.replace(anchor, head + anchor, 1)
     atomic_write_bytes(index, html.encode("utf-8"))
 
@@ -285,7 +287,7 @@ class ValidationReport:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         if self.worst_cases is not None and len(self.worst_cases):
-            meta = {k: self.settings[k] for k in ("model", "method", "target", "layers")}
+            meta = {k: self.settings[k] for k in ("model", "method", "target", "layers", "strides") if k in self.settings}
             self.worst = self.worst_cases.write(checked_dir(out, "worst"), meta)  # never through a link
         atomic_write_bytes(out / "metrics.csv", csv_bytes(self.table, TABLE_COLUMNS))
         pkeys = ("image", "index", "cls", "name", "conf", "box", "tp", "gt", "gt_box", "pointing", "energy",

@@ -27,6 +27,7 @@ from ..errors import YolocamError
 from ..defaults import DEFAULT_FUSE, DEFAULT_LAYERS, DEFAULT_METHOD
 from ..explain.explainer import Explainer
 from ..output.files import atomic_write_bytes
+from ..output.labels import conf_text
 from ..output.render import draw_boxes, draw_heat
 from .metrics import deletion_insertion, localise
 from .plots import training_png
@@ -222,7 +223,7 @@ def panel(x: torch.Tensor, maps: torch.Tensor, dets, lb, tp) -> np.ndarray:
     boxes = [type("D", (), {"box": [(d.box[0] - lb.left) * gain, (d.box[1] - lb.top) * gain,
                                     (d.box[2] - lb.left) * gain, (d.box[3] - lb.top) * gain], "cls": d.cls})
              for d in shown]
-    draw_boxes(out, boxes, [("TP " if bool(tp[k]) else "FP ") + f"{d.conf:.2f}" for k, d in enumerate(shown)], size=11)
+    draw_boxes(out, boxes, [("TP " if bool(tp[k]) else "FP ") + conf_text(d.conf) for k, d in enumerate(shown)], size=11)
     return out
 
 

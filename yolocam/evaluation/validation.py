@@ -274,7 +274,8 @@ def validate(model=None, data=None, method: str | None = None, target="class", l
             "target": exp.target.name,
             "layers": exp.layers_spec, "fuse": fuse, "imgsz": imgsz, "conf": conf, "iou": iou,
             "val_conf": holder["v"].args.conf, "batch": batch,
-            "head": collector.exp.adapter.head_kind})
+            "head": collector.exp.adapter.head_kind,
+            "strides": [int(v) for v in getattr(exp.adapter, "strides", ())]})  # the gallery names levels by stride
         if data_names is not None:
             report.settings["data_names"] = data_names  # matched to the model's classes by index
         report.stats = getattr(holder["v"], "raw_stats", None)

@@ -35,7 +35,7 @@ import numpy as np
 from ..errors import YolocamError
 from .files import atomic_write_bytes, encode_png, prepare_out_dir, safe_name
 from .paths import checked_dir
-from .labels import class_colour
+from .labels import class_colour, conf_text
 from .render import (CROP_SIDE, box_crop, detection_levels, draw_box, draw_heat, draw_heat_legend, draw_keypoints,
                      draw_segments, scale_polygon, segments_of)
 from .signed_render import signed_box_crop, signed_overlay
@@ -193,7 +193,7 @@ class ExportWriter:
             if getattr(d, "instance_mask", None) is not None:  # segmentation: the mask outline
                 draw_segments(overlay, d.segments, colour, gx=gx, gy=gy)
             box = [d.box[0] * gx, d.box[1] * gy, d.box[2] * gx, d.box[3] * gy]
-            draw_box(overlay, box, f"{d.name} {d.conf:.2f}", colour,
+            draw_box(overlay, box, f"{d.name} {conf_text(d.conf)}", colour,
                      polygon=scale_polygon(getattr(d, "polygon", None), gx, gy))
             draw_keypoints(overlay, getattr(d, "keypoints", None), gx, gy)
             if not d.signed:  # what the colours mean
@@ -233,9 +233,9 @@ class ExportWriter:
         is blended), long side CROP_SIDE px; the gallery shows it as the detection's card."""
         checked_dir(self.out, f"{stem}/crops")
         if det.signed:  # diverging colours and a legend
-            crop = signed_box_crop(image, det.heatmap, det.box, f"{det.name} {det.conf:.2f}", size=CROP_SIDE)
+            crop = signed_box_crop(image, det.heatmap, det.box, f"{det.name} {conf_text(det.conf)}", size=CROP_SIDE)
         else:
-            crop = box_crop(image, det.heatmap, det.box, f"{det.name} {det.conf:.2f}", size=CROP_SIDE,
+            crop = box_crop(image, det.heatmap, det.box, f"{det.name} {conf_text(det.conf)}", size=CROP_SIDE,
                             colour=class_colour(det.cls), polygon=getattr(det, "polygon", None),
                             keypoints=getattr(det, "keypoints", None), levels=levels, segments=segments_of(det))
         atomic_write_bytes(folder / "crops" / name, self._encode(crop))

@@ -3,7 +3,8 @@
 One static page, no network: inline CSS and JS, pictures referenced by relative path, so it works
 opened straight from the file system. Every image is a section with one card per detection (its
 zoomed crop when the folder has crops, else its overlay; a click opens the full overlay; class,
-confidence, box). Controls: a class filter, sort by confidence (a flat list across
+confidence, box); sections of one card sit side by side (a folder of single-box images, `yolocam val`'s worst
+cases). Controls: a class filter, sort by confidence (a flat list across
 images), a minimum confidence. The URL may preset them: `index.html#class=circle&sort=conf-desc&min=0.5`
 (or the same as `?query`). Each card carries `data-name`, `data-conf` and `hidden` when filtered out;
 each overlay `<img>` gets `data-loaded="1"` once the browser has decoded it ("error" if it failed).
@@ -17,6 +18,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from ..errors import YolocamError
+from .labels import conf_text
 
 LAZY_AFTER = 300  # more detection cards than this: overlays load lazily (big folders stay responsive)
 
@@ -26,7 +28,8 @@ header{position:sticky;top:0;z-index:2;background:#20232a;color:#eee;padding:10p
 header h1{margin:0 0 4px;font-size:18px}header .meta{margin:0 0 8px;color:#bbb;font-size:12px}
 .controls{display:flex;flex-wrap:wrap;gap:14px;align-items:center}
 .controls select,.controls input{font:inherit;padding:2px 4px}
-main{padding:12px 16px}section.image,section.errors,section.summary{background:#fff;border-radius:6px;
+main{padding:12px 16px;display:flex;flex-wrap:wrap;gap:0 14px;align-items:flex-start}main>*{flex:1 1 100%;min-width:0}
+main>section.image[data-count="1"]{flex:0 1 250px}section.image,section.errors,section.summary{background:#fff;border-radius:6px;
 padding:10px 12px;margin:0 0 14px;box-shadow:0 1px 2px #0002}section h2{margin:0;font-size:15px}
 .sub{color:#666;font-size:12px;margin:2px 0 8px;word-break:break-all}
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(220px,40vw),1fr));gap:10px}
@@ -176,9 +179,9 @@ def _card(i: int, img: dict, det: dict, order: int, lazy: bool, strides=None) ->
         f'data-cls="{int(det["cls"])}" data-name="{_esc(det["name"])}" data-conf="{det["conf"]:.6f}" '
         f'data-order="{order}" data-visible="1">'
         f'<a href="{_url(det["overlay"])}"><img src="{_url(src)}" width="{w}" '
-        f'height="{h}" alt="{_esc(det["name"])} {det["conf"]:.2f}"{loading} '
+        f'height="{h}" alt="{_esc(det["name"])} {conf_text(det["conf"])}"{loading} '
         "onload=\"this.dataset.loaded='1'\" onerror=\"this.dataset.loaded='error'\"></a>"
-        f'<figcaption><span class="name">{_esc(det["name"])}</span> <span class="conf">{det["conf"]:.3f}</span>'
+        f'<figcaption><span class="name">{_esc(det["name"])}</span> <span class="conf">{conf_text(det["conf"], 3)}</span>'
         f'<br><span class="box">#{det["index"]} box [{box}] · {level_text(det.get("level"), strides)}{full}</span>'
         + (f'<br><span class="track" data-track="{int(det["track"])}">track #{int(det["track"])}</span>'
            if isinstance(det.get("track"), int) else "") +

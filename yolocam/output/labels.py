@@ -66,11 +66,11 @@ def _extra_colours() -> tuple[tuple[int, int, int], ...]:
     return tuple(tuple(int(v) for v in cands[k]) for k in order)
 
 
-def conf_text(conf: float) -> str:
-    """A confidence for a label: two decimals, or two significant digits under 0.01 (not "0.00" for every box
-    of a run at --conf 0.0001)."""
+def conf_text(conf: float, digits: int = 2) -> str:
+    """A confidence for a label: `digits` decimals, or two significant digits under 10**-digits (not "0.00"
+    for every box of a run at --conf 0.0001)."""
     conf = float(conf)
-    return f"{conf:.2f}" if conf >= 0.01 or conf <= 0 else f"{conf:.2g}"
+    return f"{conf:.{digits}f}" if conf >= 10.0 ** -digits or conf <= 0 else f"{conf:.2g}"
 
 
 def font_size_for(shape, scale: float = 0.024, lo: int = 11, hi: int = 40) -> int:

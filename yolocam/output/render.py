@@ -324,7 +324,7 @@ def summary_grid(result, tile: int = 240, max_tiles: int = 25, cols: int | None 
     over = cv2.resize(result.image, (ow, oh), interpolation=cv2.INTER_AREA if gain < 1 else cv2.INTER_LINEAR)
     scaled = [type("D", (), {"box": [v * gain for v in d.box], "cls": d.cls, "name": d.name, "conf": d.conf,
                              "polygon": scale_polygon(getattr(d, "polygon", None), gain, gain)}) for d in dets_all]
-    labels = ([f"#{k} {d.name} {d.conf:.2f}" for k, d in enumerate(dets_all)] if n <= 12
+    labels = ([f"#{k} {d.name} {conf_text(d.conf)}" for k, d in enumerate(dets_all)] if n <= 12
               else [f"#{k}" if k < len(dets) else "" for k in range(n)])
     for d in dets_all:  # segmentation and pose models: the masks' outlines and the keypoints, as in the overlays
         if getattr(d, "instance_mask", None) is not None:
@@ -347,7 +347,7 @@ def summary_grid(result, tile: int = 240, max_tiles: int = 25, cols: int | None 
             y0, x0 = r * (tile + cap), c * tile
             ch, cw = crop.shape[:2]
             grid[y0 + (tile - ch) // 2:y0 + (tile - ch) // 2 + ch, x0 + (tile - cw) // 2:x0 + (tile - cw) // 2 + cw] = crop
-            grid[y0 + tile:y0 + tile + cap, x0:x0 + tile] = _caption(tile, f"#{k} {d.name} {d.conf:.2f}", 13, cap)
+            grid[y0 + tile:y0 + tile + cap, x0:x0 + tile] = _caption(tile, f"#{k} {d.name} {conf_text(d.conf)}", 13, cap)
             cv2.rectangle(grid, (x0, y0), (x0 + tile - 1, y0 + tile + cap - 1), (80, 80, 80), 1)
         parts.append(grid)
     return np.concatenate(parts, axis=0)
