@@ -5,7 +5,8 @@
 Rows: `demo-seg` with the `mask` target (its mask outline drawn), `demo-pose` with each `keypoint:K`
 target of one shape (the keypoint asked about circled), `demo-obb` with the default `class` target
 (rotated boxes drawn), and `demo-cls` with one map per top class of one crop (image-level). Each tile
-is the region around the instance from `ImageExplanation.plot(k)`, so it shows what the overlays show.
+is the region around the instance, its heat drawn on the map's energy scale (`render.draw_heat`, the legend
+beneath), so it shows what the overlays show.
 """
 
 import argparse
@@ -16,7 +17,8 @@ import numpy as np
 import yolocam
 from yolocam.demo.scenes import make_scene, scene_seed
 from yolocam.demo.task_labels import KEYPOINT_NAMES, classify_crops
-from yolocam.output.render import blend_heatmap, class_colour, crop_region, draw_keypoints, draw_segments
+from yolocam.output.render import (class_colour, crop_region, detection_levels, draw_heat, draw_keypoints,
+                                   draw_segments, heat_legend)
 
 TILE = 180
 
@@ -31,7 +33,7 @@ def tile(result, k: int, caption: str, point=None, whole: bool = False) -> np.nd
     size = (max(1, round((x1 - x0) * g)), max(1, round((y1 - y0) * g)))
     zoom = cv2.resize(image[y0:y1, x0:x1], size, interpolation=cv2.INTER_LINEAR)
     heat = cv2.resize(d.heatmap[y0:y1, x0:x1], size, interpolation=cv2.INTER_LINEAR)
-    over = blend_heatmap(zoom, heat, alpha=0.8, dim=0.35)
+    over = draw_heat(zoom, heat, detection_levels(d))  # the whole map's energy scale, as every overlay draws it
     shift = lambda pts: (np.asarray(pts, np.float32).reshape(-1, 2) - (x0, y0)) * g  # noqa: E731
     colour = class_colour(d.cls)
     if d.polygon is not None:
@@ -96,6 +98,7 @@ def main() -> None:
     rows.append(row("classification (demo-cls), crops: the top class's map (image-level)",
                     [tile(r, 0, f"{r.detections[0].name} {r.detections[0].conf:.2f}", whole=True) for r in results],
                     a.cols))
+    rows.append(heat_legend(rows[0].shape[1]))  # what the colours mean
     cv2.imwrite(a.out, np.vstack(rows), [cv2.IMWRITE_JPEG_QUALITY, 88])
     print("saved", a.out)
 
