@@ -175,8 +175,8 @@ def test_loop_replays_each_image_once_and_frees_its_graph(demo_explainers, monke
     from yolocam.cam import replay as replay_module
 
     image = make_scene(7, size=(320, 320)).image
-    whole = _explainer(demo_explainers, imgsz=320, strategy="loop")
-    chunked = _explainer(demo_explainers, imgsz=320, strategy="loop", max_batch=2)
+    whole = _explainer(demo_explainers, imgsz=320, strategy="loop", exact=True)  # whole replays, no truncated windows
+    chunked = _explainer(demo_explainers, imgsz=320, strategy="loop", max_batch=2, exact=True)
     calls = []
     real = replay_module.ReplayStrategies._replay_forward
     monkeypatch.setattr(replay_module.ReplayStrategies, "_replay_forward",

@@ -7,7 +7,8 @@
    seeded from the captured outputs, and differentiate each (detection, component) job's target
    w.r.t. the target layers' outputs, by one of two strategies with the same gradients:
    `batched` (one row per job, one backward; default on CUDA) or `loop` (one retained backward
-   per job, small receptive fields replayed on crops; default on CPU). Parameters are frozen
+   per job, boxes replayed on crops around them: exact receptive-field windows, else, unless `exact`,
+   truncated ones; default on CPU). Parameters are frozen
    meanwhile, so no parameter `.grad` is touched.
 4. Weight activations with gradients (the method) into small per-layer maps, as soon as each
    job's gradients exist; then fuse the layers and resize to the output in one matrix product
@@ -49,7 +50,7 @@ from .methods import Method
 from .projection import ProjectorCache, assemble_maps
 from .replay import ReplayStrategies
 from .signed import assemble_signed_maps, check_signed
-from .windows import WindowPlan, head_reach
+from .windows import TRUNCATE, WindowPlan, head_reach
 
 
 STRATEGIES = ("auto", "batched", "loop")
@@ -79,7 +80,9 @@ class CamSettings:
         them (the same maps, faster);
     signed: keep what lowered the target as negative values, maps in [-1, 1] (`signed.py`);
     smooth: Gaussian low-pass of each layer's map at its own grid, in cells (None = the method's own);
-    exact: fuse `gate` at input resolution (the default fuses at the finest layer's grid, projects once).
+    exact: today's exact computation: fuse `gate` at input resolution (the default fuses at the finest layer's
+        grid, projects once) and replay boxes whole or on exact windows only (the default's `loop` replays
+        boxes whose level has no exact window on truncated ones for pointwise methods, `windows.py`).
     """
 
     layers: object = DEFAULT_LAYERS
@@ -160,6 +163,9 @@ class CamEngine(ReplayStrategies):
         self.strategy = strategy
         self.projectors = ProjectorCache()
         self.windows = windows
+        # truncated windows (`windows.py`), measured for pointwise methods only (gradcam-like weights sum the
+        # gradient over the whole image, and lose what lies outside the window)
+        self.truncate = TRUNCATE if method.pointwise and not self.exact else None
         self.head_reach = head_reach(adapter)
         self._job_bytes: dict[tuple, int] = {}
         self._plans: dict[tuple[int, int], WindowPlan] = {}
@@ -279,7 +285,7 @@ class CamEngine(ReplayStrategies):
             return None
         if size not in self._plans:
             self._plans[size] = WindowPlan(self.adapter, self.start, self.seed_root, self._needed_before(self.start),
-                                           outputs, acts, size)
+                                           outputs, acts, size, truncate=self.truncate)
         return self._plans[size]
 
     def _chunk_layer_maps(self, hooks, outputs, acts, rows, jobs, plan=None, reached=None) -> list[torch.Tensor]:
@@ -288,10 +294,14 @@ class CamEngine(ReplayStrategies):
         they exist, so full-size gradients of many jobs are never held at once."""
         reached = [] if reached is None else reached
         if self.strategy == "loop" and self.method.samples <= 1:
-            def consume(k, grads):
+            def consume(k, grads, win=None):
+                if win is not None:  # a window's gradients: the maps of the window, zeros elsewhere
+                    return self._window_maps(acts, grads, int(rows[k]), plan, win), _nonzero(
+                        [g for g in grads if g is not None] or [acts[0].new_zeros(1, 1)], 1)
                 return self._layer_maps(acts, [g[None] for g in grads], rows[k:k + 1]), _nonzero(grads, 1)
 
-            per_job = self._replay_loop(hooks, outputs, rows, jobs, 0.0, consume, plan, acts)
+            per_job = self._replay_loop(hooks, outputs, rows, jobs, 0.0, consume, plan, acts,
+                                        window_consumer=self.method.pointwise and self.fuse != "aligned")
             reached.append(torch.cat([r for _, r in per_job]))
             return [torch.cat([maps[i] for maps, _ in per_job]) for i in range(len(per_job[0][0]))]
         grads = self._gradients(hooks, outputs, rows, jobs)  # per layer (S, n, C, H, W)
@@ -313,6 +323,18 @@ class CamEngine(ReplayStrategies):
             g = None if grads is None else torch.stack([align_levels(list(s), grid) for s in zip(*grads)])
             return [self.method(align_levels(sel, grid), g)]
         return [self.method(a, None if grads is None else grads[k]) for k, a in enumerate(sel)]
+
+    def _window_maps(self, acts, grads, row: int, plan: WindowPlan, win) -> list[torch.Tensor]:
+        """A pointwise method's raw maps [(1, h_l, w_l)] of one job from its window's gradients (None: none
+        reached the layer): computed on the window, zeros elsewhere (the full-size gradient's maps)."""
+        out = []
+        for t, (a, g) in enumerate(zip(acts, grads)):
+            full = a.new_zeros((1, *a.shape[-2:]))
+            if g is not None:
+                y0, y1, x0, x1 = plan.act_window(t, win)
+                full[:, y0:y1, x0:x1] = self.method(a[row:row + 1, :, y0:y1, x0:x1], g[None])
+            out.append(full)
+        return out
 
     def _concat(self, parts: list[list[torch.Tensor]], acts) -> list[torch.Tensor]:
         if parts:

@@ -26,6 +26,8 @@ class Method:
     samples / noise: SmoothGrad sample count and noise std (fraction of the activation range).
     smooth: standard deviation (cells of each layer's grid) of the Gaussian low-pass applied to each layer's
         map before fusion (0: none); `Explainer(smooth=...)` overrides it for any method.
+    pointwise: the map at a cell is a function of that cell's activations and gradients only, zero where the
+        gradients are: a box replayed on a window gets its map computed on the window alone (`engine.py`).
     black_box: True for methods that run the model on perturbed images instead (no layers, no engine).
     description: one line for `yolocam methods` (built-in methods: from `catalog.py`, torch-free).
     """
@@ -39,6 +41,7 @@ class Method:
     description: str = ""
     black_box: bool = False  # needs only the model's outputs on perturbed inputs (D-RISE: `drise.py`)
     smooth: float = 0.0  # Gaussian low-pass (cells) of each layer's map before fusion (`fusion.smooth_maps`)
+    pointwise: bool = False  # the map at a cell reads only that cell's A and G, and is 0 where G is (window maps)
 
     def __call__(self, acts: torch.Tensor, grads: torch.Tensor | None) -> torch.Tensor:
         return self.fn(acts, grads)
@@ -145,12 +148,12 @@ def xgradcam(acts, grads):
     return (weights * acts).sum(1)
 
 
-@register_method("layercam")
+@register_method("layercam", pointwise=True)
 def layercam(acts, grads):
     return (sample_mean(grads).clamp(min=0) * acts).sum(1)
 
 
-@register_method("aalayercam", smooth=1.0)
+@register_method("aalayercam", smooth=1.0, pointwise=True)
 def aalayercam(acts, grads):
     """LayerCAM's map; the engine low-passes it at each layer's grid (sigma one cell): a stride-4 layer's
     gradient carries the checkerboard of the strided convolutions after it, which a 1-2 px shift or a JPEG
@@ -158,7 +161,7 @@ def aalayercam(acts, grads):
     return (sample_mean(grads).clamp(min=0) * acts).sum(1)
 
 
-@register_method("hirescam", aliases=("odam",))
+@register_method("hirescam", aliases=("odam",), pointwise=True)
 def hirescam(acts, grads):
     return (sample_mean(grads) * acts).sum(1)
 

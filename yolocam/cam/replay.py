@@ -65,7 +65,8 @@ class ReplayStrategies:
         hooks.outputs.clear()  # the replay's live outputs (and so its graph) are not kept past the backward
         return self._structure(live, tensors, grads)
 
-    def _replay_loop(self, hooks, outputs, rows, jobs, noise, consume, plan=None, acts=None) -> list:
+    def _replay_loop(self, hooks, outputs, rows, jobs, noise, consume, plan=None, acts=None,
+                     window_consumer=False) -> list:
         """Per image one batch-1 replay, then one retained backward per job (the CPU path: no
         forward is repeated per job, and local targets skip the other levels' head branches).
         With a window `plan`, jobs whose receptive-field window is small are instead replayed on
@@ -77,7 +78,7 @@ class ReplayStrategies:
         windowed: dict = {}
         whole = []
         for k, det in enumerate(jobs.detections):
-            win = None if plan is None else plan.window_of(det.level, det.anchor)
+            win = None if plan is None else plan.window_of(det.level, det.anchor, det.box)
             if win is None:
                 whole.append(k)
             else:
@@ -86,7 +87,7 @@ class ReplayStrategies:
             step = self._window_rows(hooks, outputs, h * w, plan.size[0] * plan.size[1]) if len(members) > 1 else 1
             for lo in range(0, len(members), step):
                 self._replay_windows(hooks, outputs, acts, rows, level, members[lo:lo + step], plan, jobs, consume,
-                                     per_job)
+                                     per_job, window_consumer)
         for image in sorted({int(rows[k]) for k in whole}):
             self._replay_image(hooks, outputs, rows, jobs, noise, consume, [k for k in whole if int(rows[k]) == image],
                                per_job)
@@ -124,10 +125,12 @@ class ReplayStrategies:
         rows = self.memory_mb * 2**20 / self.bytes_per_job(hooks, outputs)
         return max(1, int(rows * image_area // max(1, crop_area)))
 
-    def _replay_windows(self, hooks, outputs, acts, rows, level, members, plan, jobs, consume, per_job) -> None:
+    def _replay_windows(self, hooks, outputs, acts, rows, level, members, plan, jobs, consume, per_job,
+                        window_consumer=False) -> None:
         """Replay the layers level `level` depends on, on a batch of same-sized window crops (one row
         per member job), take one backward of the summed targets (rows never interact), and scatter
-        each row's gradients back to full size."""
+        each row's gradients back to full size (`window_consumer`: `consume(k, grads, window)` gets
+        the window's gradients, None for layers none reached, and places the result itself)."""
         adapter, start = self.adapter, self.start
 
         def crops(t):
@@ -162,7 +165,8 @@ class ReplayStrategies:
         by_layer = dict(zip(present, grads))
         for i, (k, win) in enumerate(members):
             rows_i = [None if by_layer.get(t) is None else by_layer[t][i:i + 1] for t in range(len(self.layers))]
-            per_job[k] = consume(k, [plan.scatter(g, t, acts[t], win) for t, g in enumerate(rows_i)])
+            per_job[k] = consume(k, rows_i, win) if window_consumer else consume(
+                k, [plan.scatter(g, t, acts[t], win) for t, g in enumerate(rows_i)])
 
     def _replay_forward(self, hooks, outputs, rows, noise) -> tuple[list, list, list[torch.Tensor]]:
         """Re-run the layers from the earliest target layer on the given rows, with autograd.
@@ -254,7 +258,7 @@ class ReplayStrategies:
                 storage = t.untyped_storage()
                 if storage.data_ptr() not in params:
                     kept[storage.data_ptr()] = storage.nbytes()
-                return t
+                return t.detach()  # the tensor itself would be a cycle (its own grad_fn saves it) gc cannot see
 
             row = torch.zeros(1, dtype=torch.long, device=self.adapter.device)
             with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t), torch.enable_grad():
