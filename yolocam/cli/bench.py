@@ -11,7 +11,12 @@ machine slows them alike):
   d  ultralytics' own `predict(visualize=True)`: one LayerCAM image per image, built from at
      most 16 backward passes to the head inputs (a different, coarser product);
   e  one forward with autograd, then one retained backward per box (what `d` does internally,
-     at N boxes; a reference for the engine's design, not a user-facing tool).
+     at N boxes; a reference for the engine's design, not a user-facing tool);
+  x  yolocam with `exact=True` (the default's exact computation: no truncated windows, `gate` fused
+     at input resolution), the earlier default beside the current one;
+  f  yolocam with `preset="fast"` (hirescam on the neck, `sum`: the default before the stride-4 stage).
+
+x and f are timed only when asked for (`variants`), with their ratio to b (x/b) and to a (f/a).
 
 N boxes are forced with conf=0 and max_det=N (`found` says how many NMS kept); c and e use the
 explainer's own target, layers, method and fusion, so all three produce the same maps. Peak
@@ -50,7 +55,14 @@ VARIANTS = {
     "c": "per box: full forward with autograd + autograd.grad of its target",
     "d": "ultralytics predict(visualize=True), <=16 backward passes, one image map",
     "e": "one forward with autograd, then one retained backward per box",
+    "x": "yolocam Explainer(exact=True): the exact replay, every box",
+    "f": "yolocam Explainer(preset='fast'): hirescam, neck, sum, every box",
 }
+RATIOS = (("b_over_a", "b", "a"), ("c_over_b", "c", "b"), ("d_over_b", "d", "b"), ("c_over_e", "c", "e"),
+          ("e_over_b", "e", "b"), ("x_over_b", "x", "b"), ("f_over_a", "f", "a"))
+SHOWN_RATIOS = {"b_over_a": "b/a", "c_over_b": "c/b", "d_over_b": "d/b", "c_over_e": "c/e", "x_over_b": "x/b",
+                "f_over_a": "f/a"}
+OPTIONAL = ("x_over_b", "f_over_a")  # columns shown only when their variants ran
 
 
 # ------------------------------------------------------------------ measuring
@@ -224,19 +236,26 @@ def run_bench(model=None, imgsz: int = 640, device=None, boxes: Sequence[int] | 
         raise YolocamError(f"variants: unknown {''.join(sorted(unknown))}; expected letters of {''.join(VARIANTS)}")
     exp = Explainer(model, method=method or DEFAULT_METHOD, imgsz=imgsz, device=device, memory_mb=memory_mb,
                     strategy=strategy)
+    others = {}  # the same model object: one copy of the weights, the same preprocessing and boxes
+    if "x" in variants:
+        others["x"] = Explainer(exp.adapter.module, method=exp.method.name, imgsz=exp.imgsz, device=device,
+                                memory_mb=memory_mb, strategy=strategy, exact=True)
+    if "f" in variants:
+        others["f"] = Explainer(exp.adapter.module, preset="fast", imgsz=exp.imgsz, device=device,
+                                memory_mb=memory_mb, strategy=strategy)
     dev = exp.adapter.device
     picture = bench_image(imgsz, kind=image)
     rows = []
     with tempfile.TemporaryDirectory(prefix="yolocam-bench-") as tmp:
         yolo = _ultralytics_model(exp, tmp) if set(variants) & {"a", "d"} else None
         for n in counts:
-            rows.append(_bench_one(exp, yolo, picture, n, repeats, warmup, variants, tmp, dev))
+            rows.append(_bench_one(exp, yolo, picture, n, repeats, warmup, variants, tmp, dev, others))
     for row in rows:
         row["image"] = image
     return rows
 
 
-def _bench_one(exp, yolo, image, n, repeats, warmup, variants, tmp, dev) -> dict:
+def _bench_one(exp, yolo, image, n, repeats, warmup, variants, tmp, dev, others=None) -> dict:
     vis = dict(_predict_kwargs(exp, n), visualize=True, project=tmp, name="vis", exist_ok=True)
     fns = {
         "a": lambda: yolo.predict(image, **_predict_kwargs(exp, n)),
@@ -245,6 +264,8 @@ def _bench_one(exp, yolo, image, n, repeats, warmup, variants, tmp, dev) -> dict
         "d": lambda: yolo.predict(image, **vis),
         "e": lambda: per_box_maps(exp, image, n, shared=True),
     }
+    for v, other in (others or {}).items():
+        fns[v] = lambda other=other: other.explain(image, conf=0.0, iou=IOU, max_det=n)
     found = exp.explain(image, conf=0.0, iou=IOU, max_det=n)[0].detections
     row: dict = {
         "boxes": n, "found": len(found), "imgsz": exp.imgsz, "device": str(dev), "model": exp.adapter.name,
@@ -277,8 +298,7 @@ def _bench_one(exp, yolo, image, n, repeats, warmup, variants, tmp, dev) -> dict
     for v in variants:
         row[f"{v}_s"] = statistics.median(times[v]) if times.get(v) else None
         row[f"{v}_mb"] = max(peaks[v]) if times.get(v) else None
-    for key, num, den in (("b_over_a", "b", "a"), ("c_over_b", "c", "b"), ("d_over_b", "d", "b"),
-                          ("c_over_e", "c", "e"), ("e_over_b", "e", "b")):
+    for key, num, den in RATIOS:
         top, bottom = row.get(f"{num}_s"), row.get(f"{den}_s")
         row[key] = top / bottom if top and bottom else None
     return row
@@ -304,12 +324,14 @@ def format_table(rows: list[dict]) -> str:
              f"torch threads {first['threads']}  method {first['method']}  strategy {first.get('strategy', '-')}  target {first['target']}  "
              f"median of {first['repeats']}"]
     letters = [v for v in VARIANTS if f"{v}_s" in first]
-    head = ["boxes", "found"] + [f"{v} s" for v in letters] + ["b/a", "c/b", "d/b", "c/e"] + [f"{v} MiB" for v in letters]
+    ratios = [k for k in SHOWN_RATIOS if k not in OPTIONAL or any(r.get(k) is not None for r in rows)]
+    head = (["boxes", "found"] + [f"{v} s" for v in letters] + [SHOWN_RATIOS[k] for k in ratios]
+            + [f"{v} MiB" for v in letters])
     body = []
     for r in rows:
         cells = [str(r["boxes"]), str(r["found"])]
         cells += [_num(r.get(f"{v}_s"), 3) for v in letters]
-        cells += [_num(r.get(k), 2) for k in ("b_over_a", "c_over_b", "d_over_b", "c_over_e")]
+        cells += [_num(r.get(k), 2) for k in ratios]
         cells += [_num(r.get(f"{v}_mb"), 0) for v in letters]
         body.append(cells)
     widths = [max(len(c) for c in col) for col in zip(head, *body)]

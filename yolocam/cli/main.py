@@ -349,7 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", choices=("auto", "batched", "loop"), default="auto",
                    help="gradient strategy, as Explainer(strategy=...) (default auto: batched on CUDA, loop on CPU)")
     p.add_argument("--variants", default="abcde",
-                   help="which of the variants a-e to time, e.g. 'be' (default abcde)")
+                   help="which of the variants a-e, x (exact=True) and f (preset fast) to time, e.g. 'bx' "
+                        "(default abcde)")
     p.add_argument("--image", choices=("noise", "scene"), default="noise",
                    help="test image: noise with flat shapes (default), or a generated scene of labelled objects")
     p.add_argument("--masks", type=positive_int, default=256, help="--method drise: masks per image (default 256)")
