@@ -12,6 +12,7 @@ import numpy as np
 import yolocam
 from yolocam.demo.evidence import make_evidence_scene
 from yolocam.demo.scenes import scene_seed
+from yolocam.output.labels import class_colour
 from yolocam.output.render import box_crop
 
 WEIGHTS = "yolocam/demo/weights/demo-marks.pt"
@@ -23,7 +24,7 @@ def crops(image: np.ndarray, result, size: int = 220) -> list[np.ndarray]:
     """Per detection a zoomed crop (`box_crop`) with its heat, its box and its class, `size` px square."""
     out = []
     for d in result.detections:
-        crop = box_crop(image, d.heatmap, d.box, label=f"{d.name} {d.conf:.2f}", size=size)
+        crop = box_crop(image, d.heatmap, d.box, label=f"{d.name} {d.conf:.2f}", size=size, colour=class_colour(d.cls))
         tile = np.full((size, size, 3), 32, np.uint8)
         tile[:crop.shape[0], :crop.shape[1]] = crop
         out.append(tile)

@@ -18,7 +18,7 @@ from yolocam.demo.evidence import make_evidence_scene
 from yolocam.demo.scenes import make_scene, scene_seed
 from yolocam.demo.why_not_scenes import make_context_scene
 from yolocam.evaluation.why_not import outside_share
-from yolocam.output.labels import label_patch, paste
+from yolocam.output.labels import class_colour, label_patch, paste
 from yolocam.output.render import box_crop
 from yolocam.output.signed_render import signed_box_crop
 
@@ -80,9 +80,11 @@ def why_this_class(seed: int) -> np.ndarray:
     a = best(yolocam.Explainer(MARKS).explain(scene.image)[0], box)
     b = best(yolocam.Explainer(MARKS, target="contrast").explain(scene.image)[0], box)
     return panel("(a) Why this class and not another?", FIGURES["class"], [
-        tile(box_crop(scene.image, a.heatmap, box, label=f"{a.name} {a.conf:.2f}", size=TILE),
+        tile(box_crop(scene.image, a.heatmap, box, label=f"{a.name} {a.conf:.2f}", size=TILE,
+                      colour=class_colour(a.cls)),
              f"class: the {a.name} logit"),
-        tile(box_crop(scene.image, b.heatmap, box, label=f"{b.name} {b.conf:.2f}", size=TILE),
+        tile(box_crop(scene.image, b.heatmap, box, label=f"{b.name} {b.conf:.2f}", size=TILE,
+                      colour=class_colour(b.cls)),
              f"contrast: {b.name} - runner-up")])
 
 
@@ -92,7 +94,8 @@ def what_argued_against(seeds=SIGNED_SEEDS) -> np.ndarray:
     for seed in seeds:  # each scene's most confident box
         scene = make_evidence_scene(scene_seed(2026, "test", seed))
         d = exp.explain(scene.image)[0].detections[0]
-        tiles.append(tile(signed_box_crop(scene.image, d.heatmap, d.box, label=f"{d.name} {d.conf:.2f}", size=TILE),
+        tiles.append(tile(signed_box_crop(scene.image, d.heatmap, d.box, label=f"{d.name} {d.conf:.2f}", size=TILE,
+                                          colour=class_colour(d.cls)),
                           "red raised it, blue lowered it"))
     return panel("(b) What argued against this box?", FIGURES["signed"], tiles)
 
@@ -103,8 +106,10 @@ def why_missed(seed: int) -> np.ndarray:
     m = yolocam.Explainer(MARKS).explain_missed(shown.image, original.boxes[:1], original.classes[:1])[0]
     box = original.boxes[0].tolist()
     before = box_crop(original.image, np.zeros(original.image.shape[:2], np.float32), box,
-                      label=f"{m.name} (ground truth)", size=TILE)
-    after = box_crop(shown.image, m.heatmap, box, label=f"{m.name} score {m.conf:.3f}", size=TILE)
+                      label=f"{m.name} (ground truth)", size=TILE,
+                      colour=class_colour(m.cls))
+    after = box_crop(shown.image, m.heatmap, box, label=f"{m.name} score {m.conf:.3f}", size=TILE,
+                     colour=class_colour(m.cls))
     return panel("(c) Why was this object missed?", FIGURES["missed"], [
         tile(before, f"as labelled: a {m.name} mark"),
         tile(after, "mark erased: where it looked")])
@@ -116,9 +121,11 @@ def context(ctx_seed: int = CONTEXT_SEED, shape_seed: int = SHAPE_SEED) -> np.nd
     shapes = make_scene(shape_seed)
     e = yolocam.Explainer("demo-v8").explain(shapes.image)[0].detections[0]
     return panel("(d) Does it rely on what surrounds the box?", FIGURES["context"], [
-        tile(box_crop(ctx["image"], d.heatmap, d.box, label=f"{d.name} {d.conf:.2f}", size=TILE, context=0.8),
+        tile(box_crop(ctx["image"], d.heatmap, d.box, label=f"{d.name} {d.conf:.2f}", size=TILE, context=0.8,
+                      colour=class_colour(d.cls)),
              f"by the tag: {outside_share(d.heatmap, d.box):.2f} outside"),
-        tile(box_crop(shapes.image, e.heatmap, e.box, label=f"{e.name} {e.conf:.2f}", size=TILE, context=0.8),
+        tile(box_crop(shapes.image, e.heatmap, e.box, label=f"{e.name} {e.conf:.2f}", size=TILE, context=0.8,
+                      colour=class_colour(e.cls)),
              f"demo-v8: {outside_share(e.heatmap, e.box):.2f} outside")])
 
 

@@ -5,6 +5,7 @@ decides the class) gives cases whose answer is known: the contrast between two c
 mark, a swapped mark carries the confusion, and a tile whose mark was erased is missed.
 """
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 
 import yolocam
 from yolocam.errors import YolocamError
+from yolocam.output.export import CROP_SIDE
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKS = ROOT / "yolocam" / "demo" / "weights" / "demo-marks.pt"
@@ -217,6 +219,22 @@ def test_signed_maps_are_in_minus_one_to_one_and_saved_with_signed(signed_result
     (back,) = load_output(tmp_path)
     assert all(d.signed for d in back.detections)
     np.testing.assert_allclose(back.detections[0].heatmap, dets[0].heatmap, atol=2e-3)
+
+
+def test_signed_crops_draw_boxes_in_class_colours(signed_result, tmp_path):
+    import cv2
+
+    from yolocam.output.labels import DEFAULT_COLOUR, class_colour
+
+    signed_result.save(tmp_path, crops=True)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    dets = manifest["images"][0]["detections"]
+    shown = [d for d in dets if np.linalg.norm(np.subtract(class_colour(d["cls"]), DEFAULT_COLOUR)) > 100]
+    assert shown, [d["cls"] for d in dets]  # classes whose colour differs from the default amber
+    for d in shown:
+        crop = cv2.imread(str(tmp_path / d["crop"])).astype(np.int32)
+        near = np.linalg.norm(crop - np.array(class_colour(d["cls"])), axis=-1) < 40
+        assert near.sum() >= 4 * CROP_SIDE, (d["cls"], int(near.sum()))  # the box outline, at least
 
 
 def test_unsigned_npz_has_no_signed_flag(v8_model, image, tmp_path):

@@ -233,7 +233,8 @@ class ExportWriter:
         is blended), long side CROP_SIDE px; the gallery shows it as the detection's card."""
         checked_dir(self.out, f"{stem}/crops")
         if det.signed:  # diverging colours and a legend
-            crop = signed_box_crop(image, det.heatmap, det.box, f"{det.name} {conf_text(det.conf)}", size=CROP_SIDE)
+            crop = signed_box_crop(image, det.heatmap, det.box, f"{det.name} {conf_text(det.conf)}", size=CROP_SIDE,
+                                   colour=class_colour(det.cls))
         else:
             crop = box_crop(image, det.heatmap, det.box, f"{det.name} {conf_text(det.conf)}", size=CROP_SIDE,
                             colour=class_colour(det.cls), polygon=getattr(det, "polygon", None),
