@@ -239,6 +239,9 @@ def _add_model_args(p, method: bool = True,
         p.add_argument("--fuse", type=fuse_name, default=DEFAULT_FUSE,
                        help=f"how layers combine: gate (the finest layer where the coarser ones agree), sum, max, origin, "
                             f"aligned (default {DEFAULT_FUSE})")
+        p.add_argument("--exact", action="store_true",
+                       help="the exact replay: on a CPU the default replays each box on a window around it (the "
+                            "box grown by max(64 px, half its side)); --exact replays it over the whole image")
         p.add_argument("--masks", type=positive_int, default=1000,
                        help="--method drise: random masks per image, shared by all its boxes (default 1000)")
         p.add_argument("--mask-cell", type=positive_int, default=None,

@@ -271,7 +271,8 @@ def explainer_from_args(args):
     from . import notes
 
     exp = Explainer(model=args.model, method=args.method, target=args.target, layers=args.layers,
-                    fuse=args.fuse, imgsz=args.imgsz, device=args.device, **drise_options(args))
+                    fuse=args.fuse, imgsz=args.imgsz, device=args.device, exact=getattr(args, "exact", False),
+                    **drise_options(args))
     classes = resolve_classes(args.classes, exp.names)
     for line in notes.model_notes(args.model, exp.names, exp.adapter.task):
         notes.note(line)

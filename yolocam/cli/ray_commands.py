@@ -47,7 +47,8 @@ def explain_on_ray(args, entries: list[str], out: Path, drise: dict) -> int:
                              fuse=args.fuse, imgsz=args.imgsz, device=args.device, conf=args.conf, iou=args.iou,
                              classes=args.classes, max_det=args.max_det, batch=args.batch, html=args.html, crops=crops,
                              save_format=args.save_format, resume=args.resume, progress=None,
-                             explainer_options={k: v for k, v in drise.items() if k != "progress"})
+                             explainer_options={**{k: v for k, v in drise.items() if k != "progress"},
+                                                "exact": bool(getattr(args, "exact", False))})
     for line in counts["error_lines"][:20]:
         print(f"yolocam: warning: skipped {printable(line)}", file=sys.stderr)
     n_err = counts["errors"]
@@ -78,6 +79,6 @@ def val_on_ray(args, drise: dict) -> int:
                      cpus_per_worker=args.cpus_per_worker,
                      address=args.ray or None, method=args.method, target=args.target, layers=_layers_arg(args.layers),
                      fuse=args.fuse, imgsz=args.imgsz, conf=args.conf, iou=args.iou, device=args.device, out=args.out,
-                     scenes=args.scenes, drise=drise)
+                     scenes=args.scenes, drise=drise, exact=bool(getattr(args, "exact", False)))
     print(f"saved to {printable(args.out)} (metrics.csv, metrics.json, predictions.csv, worst/index.html)")
     return 0

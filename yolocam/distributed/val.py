@@ -130,7 +130,7 @@ def validate_dataset(model=None, data=None, workers: int = 1, gpus_per_worker: f
                      target="class", layers=DEFAULT_LAYERS, fuse: str = DEFAULT_FUSE, imgsz: int | None = None,
                      conf: float = 0.25, iou: float = 0.7, device=None, out=None, scenes: int | None = None,
                      batch: int = 16, val_conf: float | None = None, worst: int = 12, verbose: bool = True,
-                     drise: dict | None = None, shards: int | None = None):
+                     drise: dict | None = None, shards: int | None = None, exact: bool = False):
     """`yolocam.validate` on Ray: the same report (metrics, table, predictions, missed, worst cases), computed
     by `workers` Ray workers on shards of the validation set (`shards`: default 2 per worker).
 
@@ -162,7 +162,7 @@ def validate_dataset(model=None, data=None, workers: int = 1, gpus_per_worker: f
         kept, skipped = scan_val_images(task, data, info, batch)
         parts = shards_by_batch(kept, batch, shards or 2 * workers)
         options = dict(model=model, method=method, target=target, layers=layers, fuse=fuse, imgsz=imgsz, conf=conf,
-                       iou=iou, device=device, batch=batch, val_conf=val_conf, worst=worst, drise=drise)
+                       iou=iou, device=device, batch=batch, val_conf=val_conf, worst=worst, drise=drise, exact=exact)
         cpus = worker_cpus(ray, workers, cpus_per_worker, reserve=0.0)  # no decode tasks here
         task = ray.remote(num_cpus=cpus, num_gpus=gpus or 0, max_retries=3, retry_exceptions=False)(validate_shard)
         threads = max(1, round(cpus))

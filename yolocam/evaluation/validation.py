@@ -211,7 +211,8 @@ def validate(model=None, data=None, method: str | None = None, target="class", l
              fuse: str = DEFAULT_FUSE, imgsz: int | None = None, conf: float = 0.25, iou: float = 0.7,
              device=None, max_images: int | None = None, max_explanations: int | None = None, out=None,
              scenes: int | None = None, batch: int = 16, val_conf: float | None = None, worst: int = 12,
-             verbose: bool = True, drise: dict | None = None, _shard: bool = False) -> ValidationReport:
+             verbose: bool = True, drise: dict | None = None, exact: bool = False,
+             _shard: bool = False) -> ValidationReport:
     """Run ultralytics' validator on `data` and explain every prediction it keeps with confidence >= `conf`.
 
     model: as `Explainer` (None = the bundled demo detector). data: dataset YAML; None generates
@@ -219,7 +220,8 @@ def validate(model=None, data=None, method: str | None = None, target="class", l
     NMS IoU. val_conf: the validator's own confidence threshold (None = ultralytics' default), so its
     metrics equal `model.val(data=..., imgsz=..., batch=..., conf=val_conf, iou=iou)`. out: folder for
     metrics.csv, predictions.csv, metrics.json, worst/ (HTML gallery) and the validator's own files.
-    drise: for `method="drise"`, Explainer's masks, cell, keep, seed and mask_batch (a dict).
+    drise: for `method="drise"`, Explainer's masks, cell, keep, seed and mask_batch (a dict). exact: as
+    `Explainer(exact=True)` (on a CPU, each box replayed over the whole image: `outside` then sees all context).
     A `data` whose `names` has another number of classes than the model is refused; images ultralytics' dataset
     scan leaves out (an unreadable image, a malformed label line) are counted in `report.skipped` and said in one
     warning (`_shard`: a Ray shard, whose driver says it once for the whole dataset).
@@ -233,7 +235,7 @@ def validate(model=None, data=None, method: str | None = None, target="class", l
     _refuse_classifier(wrapper.model if wrapper is not None else model)
     drise = dict(drise or {})  # method="drise": Explainer's masks, cell, keep, seed, mask_batch
     exp = Explainer(model, method=method, target=target, layers=layers, fuse=fuse,
-                    imgsz=train_imgsz if imgsz is None else imgsz, device=device, **drise)
+                    imgsz=train_imgsz if imgsz is None else imgsz, device=device, exact=exact, **drise)
     task = getattr(exp.adapter, "task", "detect")
     if info is not None:
         val_images(info, data)  # no image at all: one line before any work
@@ -252,7 +254,7 @@ def validate(model=None, data=None, method: str | None = None, target="class", l
             data = default_dataset(root / "data", scenes or 32, task=task)
         collector = Collector(exp, conf, max_images, max_explanations, worst, rebuild=lambda end2end: Explainer(
             model, method=method, target=target, layers=layers, fuse=fuse, imgsz=imgsz, device=device, end2end=end2end,
-            **drise))
+            exact=exact, **drise))
         args = dict(data=str(data), imgsz=imgsz, batch=batch, iou=iou, plots=False, project=str(root),
                     name="val", exist_ok=True, verbose=verbose)
         if val_conf is not None:
@@ -373,7 +375,8 @@ def main_val(args) -> int:
             return 0
         validate(get("model"), data=get("data"), method=get("method"), target=get("target", "class"),
                  conf=get("conf", 0.25), iou=get("iou", 0.7), max_images=get("max_images"),
-                 max_explanations=get("max_explanations"), out=out, scenes=get("scenes"), drise=drise, **common)
+                 max_explanations=get("max_explanations"), out=out, scenes=get("scenes"), drise=drise,
+                 exact=bool(get("exact", False)), **common)
         print(f"saved to {printable(out)} (metrics.csv, metrics.json, predictions.csv, worst/index.html)")
         return 0
     except YolocamError as exc:
