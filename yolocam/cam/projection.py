@@ -76,16 +76,64 @@ class Projector:
         return self._cache[grid]
 
     def one(self, maps: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """Resize (N, h, w) maps to (N, H_out, W_out) (into `out` when given), a chunk of maps at a time."""
+        """Resize (N, h, w) maps to (N, H_out, W_out) (into `out` when given), a chunk of maps at a time.
+
+        Maps whose non-zero cells lie in a block of at most `SPARSE_FRACTION` of the grid (a box's window)
+        are resized block by block (`_block_products`): outside the pixels the block's interpolation weights
+        reach, the result is exactly zero."""
         grid = tuple(maps.shape[-2:])
         ry, rx = self.matrices(grid)
         if out is None:
             out = maps.new_empty((maps.shape[0], ry.shape[0], rx.shape[0]), dtype=torch.float32)
+        dense = self._block_products(grid, ry, rx, maps, out)
         step = self.chunk_rows(grid[0] * rx.shape[0])
-        for lo in range(0, len(out), step):  # the (n, h, W_out) column products of a chunk only
-            self._rows_product((grid,), ry, self._cols_product(grid, rx, maps[lo:lo + step].float()),
-                               out=out[lo:lo + step])
+        every = len(dense) == len(out)
+        for lo in range(0, len(dense), step):  # the (n, h, W_out) column products of a chunk only
+            rows = dense[lo:lo + step]
+            part = maps[lo:lo + step] if every else maps.index_select(0, rows)
+            cols = self._cols_product(grid, rx, part.float())
+            if every:
+                self._rows_product((grid,), ry, cols, out=out[lo:lo + step])
+            else:
+                out.index_copy_(0, rows, self._rows_product((grid,), ry, cols))
         return out
+
+    SPARSE_FRACTION = 0.25
+
+    def _block_products(self, grid, ry, rx, maps: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Resize the maps whose non-zero cells fit a small block: `out[k]` zeroed, then the block's product
+        written where its weights reach. -> the indices (n,) of the other maps, for the banded products."""
+        n = maps.shape[0]
+        if n == 0:
+            return torch.zeros(0, dtype=torch.long, device=maps.device)
+        rows_nz, cols_nz = maps.ne(0).any(2), maps.ne(0).any(1)  # (N, h), (N, w)
+        extents = torch.stack([_first(rows_nz), _last(rows_nz), _first(cols_nz), _last(cols_nz)], 1).tolist()
+        y_span, x_span = self._spans(ry, ("ry", grid)), self._spans(rx, ("rx", grid))
+        dense = []
+        for k, (r0, r1, c0, c1) in enumerate(extents):
+            if r1 < r0:  # an all-zero map
+                out[k].zero_()
+                continue
+            if (r1 - r0 + 1) * (c1 - c0 + 1) > self.SPARSE_FRACTION * grid[0] * grid[1]:
+                dense.append(k)
+                continue
+            y0, y1, x0, x1 = y_span[0][r0], y_span[1][r1], x_span[0][c0], x_span[1][c1]
+            out[k].zero_()
+            if y1 > y0 and x1 > x0:  # else the block lies where no output pixel reads (a letterbox's padding)
+                block = maps[k, r0:r1 + 1, c0:c1 + 1].float()
+                out[k, y0:y1, x0:x1] = ry[y0:y1, r0:r1 + 1] @ block @ rx[x0:x1, c0:c1 + 1].T
+        return torch.tensor(dense, dtype=torch.long, device=maps.device)
+
+    def _spans(self, matrix: torch.Tensor, key: tuple) -> tuple[list[int], list[int]]:
+        """For the banded (n_out, n_grid) `matrix`: per grid cell i, the first output index that any cell >= i
+        reaches, and one past the last that any cell <= i reaches; the output rows a block of cells
+        [i, j] reaches lie within [first[i], last[j]) (cells that reach none, a letterbox's padding, skipped)."""
+        if key not in self._bands:
+            nz = matrix.ne(0).T  # (n_grid, n_out)
+            first = _first(nz).flip(0).cummin(0).values.flip(0)
+            last = (_last(nz) + 1).cummax(0).values
+            self._bands[key] = (first.tolist(), last.tolist())
+        return self._bands[key]
 
     def _cols_product(self, grid: tuple[int, int], rx: torch.Tensor, maps: torch.Tensor, block: int = 64) -> torch.Tensor:
         """(N, h, w) @ (W_out, w).T -> (N, h, W_out), skipping the zeros of the banded `rx`: each block of
@@ -145,6 +193,19 @@ class Projector:
         for r0, r1, idx, weights in self._bands[key]:
             out[:, r0:r1] = weights @ cols.index_select(1, idx)
         return out
+
+
+def _first(mask: torch.Tensor) -> torch.Tensor:
+    """Per row of an (N, n) bool mask, the index of its first True (n when none)."""
+    n = mask.shape[-1]
+    idx = torch.arange(n, device=mask.device).expand_as(mask)
+    return torch.where(mask, idx, n).amin(-1)
+
+
+def _last(mask: torch.Tensor) -> torch.Tensor:
+    """Per row of an (N, n) bool mask, the index of its last True (-1 when none)."""
+    idx = torch.arange(mask.shape[-1], device=mask.device).expand_as(mask)
+    return torch.where(mask, idx, -1).amax(-1)
 
 
 class ProjectorCache:
