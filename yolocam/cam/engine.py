@@ -40,6 +40,7 @@ from ..errors import YolocamError
 from ..inputs.images import Letterbox
 from ..model.adapter import ModelAdapter
 from ..model.detections import Detection, select_detections
+from ..model.folding import BatchNormFolding
 from ..model.hooks import LayerHooks
 from ..model.layers import TargetLayer, align_levels, default_reshape, resolve_layers
 from ..model.segment import instance_masks
@@ -162,6 +163,7 @@ class CamEngine(ReplayStrategies):
             strategy = "batched" if adapter.device.type == "cuda" else "loop"
         self.strategy = strategy
         self.projectors = ProjectorCache()
+        self.folding = BatchNormFolding()  # Conv+BN folded during `run` (`model/folding.py`)
         self.windows = windows
         # truncated windows (`windows.py`), measured for pointwise methods only (gradcam-like weights sum the
         # gradient over the whole image, and lose what lies outside the window)
@@ -202,7 +204,8 @@ class CamEngine(ReplayStrategies):
         Works under `torch.inference_mode` too (gradients are computed outside it).
         """
         adapter = self.adapter
-        with adapter.explaining(), LayerHooks(self.layers) as hooks, torch.inference_mode(False):
+        with adapter.explaining(), LayerHooks(self.layers) as hooks, torch.inference_mode(False), \
+                self.folding.applied(adapter.module, [t.module for t in self.layers]):
             x = x.clone() if x.is_inference() else x
             with torch.no_grad():
                 outputs = adapter.run_layers(x, [None] * len(adapter.layers))
