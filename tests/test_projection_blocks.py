@@ -49,3 +49,20 @@ def test_block_products_with_out_and_only_dense_maps():
     assert float((out.double() - _dense(proj, maps)).abs().max()) < 1e-5
     dense = torch.randn((3, 16, 16), generator=g)
     assert float((proj.one(dense).double() - _dense(proj, dense)).abs().max()) < 1e-5
+
+
+def test_into_zeros_scaled_to_unit():
+    """`one(out=zeros(n), zeroed=True, unit=True)` (the gate fusion's call): each non-negative map resized and
+    divided by its maximum, all-zero maps left zero."""
+    g = torch.Generator().manual_seed(5)
+    proj = Projector((96, 128), Letterbox((150, 250), (96, 128), (128, 77), 10, 0), "cpu")
+    maps = _maps((24, 32), g).clamp(min=0)
+    out = proj.zeros(len(maps))
+    assert out.shape == (7, *proj.out_size) and float(out.abs().max()) == 0.0
+    proj.one(maps, out=out, zeroed=True, unit=True)
+    want = _dense(proj, maps)
+    peak = want.amax((-2, -1), keepdim=True)
+    want = torch.where(peak > 0, want / peak.clamp(min=1e-30), want)
+    assert float((out.double() - want).abs().max()) < 1e-5
+    assert float(out[5].abs().max()) == 0.0
+    assert all(abs(float(out[k].max()) - 1.0) < 1e-6 for k in range(7) if k != 5 and float(want[k].max()) > 0)

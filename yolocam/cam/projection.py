@@ -14,6 +14,7 @@ import math
 from collections import OrderedDict
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from ..inputs.images import Letterbox
@@ -75,8 +76,10 @@ class Projector:
                                  axis_matrix(grid[1], self.input_size[1], self.x_axis, self.device))
         return self._cache[grid]
 
-    def one(self, maps: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """Resize (N, h, w) maps to (N, H_out, W_out) (into `out` when given), a chunk of maps at a time.
+    def one(self, maps: torch.Tensor, out: torch.Tensor | None = None, zeroed: bool = False,
+            unit: bool = False) -> torch.Tensor:
+        """Resize (N, h, w) maps to (N, H_out, W_out) (into `out` when given, `zeroed` if it holds zeros), a
+        chunk of maps at a time; `unit`: each result then divided by its maximum (all-zero maps stay zero).
 
         Maps whose non-zero cells lie in a block of at most `SPARSE_FRACTION` of the grid (a box's window)
         are resized block by block (`_block_products`): outside the pixels the block's interpolation weights
@@ -85,7 +88,7 @@ class Projector:
         ry, rx = self.matrices(grid)
         if out is None:
             out = maps.new_empty((maps.shape[0], ry.shape[0], rx.shape[0]), dtype=torch.float32)
-        dense = self._block_products(grid, ry, rx, maps, out)
+        dense = self._block_products(grid, ry, rx, maps, out, zeroed, unit)
         step = self.chunk_rows(grid[0] * rx.shape[0])
         every = len(dense) == len(out)
         for lo in range(0, len(dense), step):  # the (n, h, W_out) column products of a chunk only
@@ -93,16 +96,29 @@ class Projector:
             part = maps[lo:lo + step] if every else maps.index_select(0, rows)
             cols = self._cols_product(grid, rx, part.float())
             if every:
-                self._rows_product((grid,), ry, cols, out=out[lo:lo + step])
+                done = self._rows_product((grid,), ry, cols, out=out[lo:lo + step])
+                if unit:
+                    scale_to_unit_(done)
             else:
-                out.index_copy_(0, rows, self._rows_product((grid,), ry, cols))
+                done = self._rows_product((grid,), ry, cols)
+                out.index_copy_(0, rows, scale_to_unit_(done) if unit else done)
         return out
+
+    def zeros(self, n: int) -> torch.Tensor:
+        """(n, H_out, W_out) float32 zeros for `one(..., zeroed=True)`. On CPU from numpy's calloc: fresh pages
+        the system hands out zeroed, so the parts a box's block never writes cost neither a fill nor a page
+        fault until they are read (torch.zeros writes every page: 16k page faults for 40 maps at 640)."""
+        if torch.device(self.device).type == "cpu":
+            return torch.from_numpy(np.zeros((n, *self.out_size), dtype=np.float32))
+        return torch.zeros((n, *self.out_size), device=self.device)
 
     SPARSE_FRACTION = 0.25
 
-    def _block_products(self, grid, ry, rx, maps: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """Resize the maps whose non-zero cells fit a small block: `out[k]` zeroed, then the block's product
-        written where its weights reach. -> the indices (n,) of the other maps, for the banded products."""
+    def _block_products(self, grid, ry, rx, maps: torch.Tensor, out: torch.Tensor, zeroed: bool = False,
+                        unit: bool = False) -> torch.Tensor:
+        """Resize the maps whose non-zero cells fit a small block: `out[k]` zeroed (unless `zeroed`), then the
+        block's product written where its weights reach (`unit`: divided by its maximum). -> the indices (n,)
+        of the other maps, for the banded products."""
         n = maps.shape[0]
         if n == 0:
             return torch.zeros(0, dtype=torch.long, device=maps.device)
@@ -112,16 +128,18 @@ class Projector:
         dense = []
         for k, (r0, r1, c0, c1) in enumerate(extents):
             if r1 < r0:  # an all-zero map
-                out[k].zero_()
+                if not zeroed:
+                    out[k].zero_()
                 continue
             if (r1 - r0 + 1) * (c1 - c0 + 1) > self.SPARSE_FRACTION * grid[0] * grid[1]:
                 dense.append(k)
                 continue
             y0, y1, x0, x1 = y_span[0][r0], y_span[1][r1], x_span[0][c0], x_span[1][c1]
-            out[k].zero_()
+            if not zeroed:
+                out[k].zero_()
             if y1 > y0 and x1 > x0:  # else the block lies where no output pixel reads (a letterbox's padding)
-                block = maps[k, r0:r1 + 1, c0:c1 + 1].float()
-                out[k, y0:y1, x0:x1] = ry[y0:y1, r0:r1 + 1] @ block @ rx[x0:x1, c0:c1 + 1].T
+                block = ry[y0:y1, r0:r1 + 1] @ maps[k, r0:r1 + 1, c0:c1 + 1].float() @ rx[x0:x1, c0:c1 + 1].T
+                out[k, y0:y1, x0:x1] = scale_to_unit_(block[None])[0] if unit else block
         return torch.tensor(dense, dtype=torch.long, device=maps.device)
 
     def _spans(self, matrix: torch.Tensor, key: tuple) -> tuple[list[int], list[int]]:
@@ -275,11 +293,11 @@ def _gate(maps, proj: Projector, size) -> torch.Tensor:
     grid = max((tuple(m.shape[-2:]) for m in maps), key=lambda g: g[0] * g[1])
     strides = [size[0] / m.shape[-2] for m in maps]
     n = maps[0].shape[0]
-    out = maps[0].new_empty((n, *proj.out_size), dtype=torch.float32)
+    out = proj.zeros(n)
     step = proj.chunk_rows(grid[0] * grid[1] * 4)  # a few grid-sized temporaries per map
     for lo in range(0, n, step):
         part = fuse_layer_maps([m[lo:lo + step] for m in maps], "gate", grid, strides, None)
-        scale_to_unit_(proj.one(part, out=out[lo:lo + step]))
+        proj.one(part, out=out[lo:lo + step], zeroed=True, unit=True)
     return out
 
 
